@@ -1,0 +1,32 @@
+// CPU implementations of backend/ops.h (OpenBLAS, LAPACK, OpenMP, AVX2).
+// Same signatures as backend/ops.h; ops.cpp dispatches on the tensors' device.
+#pragma once
+#include <span>
+
+#include "core/tensor.h"
+
+namespace lrq::cpu {
+
+void gemm(const Tensor& A, bool transA, const Tensor& B, bool transB, const Tensor& C,
+          double alpha, double beta);
+void gemv(const Tensor& A, bool transA, const Tensor& x, const Tensor& y, double alpha,
+          double beta);
+void linear(const Tensor& x, const Tensor& W, const Tensor& y);
+bool cholesky(const Tensor& A);
+bool spd_inverse(const Tensor& A);
+void trsm_lower(const Tensor& L, bool transL, const Tensor& B);
+void eigh(const Tensor& A, const Tensor& w, const Tensor& V);
+void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt);
+void orthonormalize_columns(const Tensor& A);
+void fwht_rows(const Tensor& X, int64_t block, int64_t skip_blocks);
+void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out);
+void rope(const Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, float theta,
+          bool interleaved);
+void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t n_heads,
+               int64_t n_kv_heads, int64_t head_dim, int64_t pos0, const Tensor& out);
+void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out);
+void add_inplace(const Tensor& x, const Tensor& y);
+void add_row_vector(const Tensor& x, const Tensor& b);
+void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out);
+
+}  // namespace lrq::cpu

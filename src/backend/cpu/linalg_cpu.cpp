@@ -1,0 +1,232 @@
+// Dense linear algebra on the CPU: OpenBLAS for BLAS, LAPACK (from OpenBLAS) for
+// factorizations. Our matrices are row-major; LAPACK is column-major, so each routine below
+// says how the transpose is absorbed instead of copying where it can.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/cpu_ops.h"
+#include "backend/cpu/lapack.h"
+
+namespace lrq::cpu {
+namespace {
+
+void need_matrix(const Tensor& t, const char* op, const char* name) {
+  if (t.ndim() != 2) fail("", "{}: {} must be a matrix, got {}", op, name, t.str());
+}
+void need_float(const Tensor& t, const char* op) {
+  if (t.dtype() != DType::F32 && t.dtype() != DType::F64)
+    fail("", "{}: F32 or F64 required, got {}", op, t.str());
+}
+void same_type(const Tensor& a, const Tensor& b, const char* op) {
+  if (a.dtype() != b.dtype()) fail("", "{}: mixed dtypes {} and {}", op, a.str(), b.str());
+}
+
+}  // namespace
+
+void gemm(const Tensor& A, bool ta, const Tensor& B, bool tb, const Tensor& C, double alpha,
+          double beta) {
+  need_matrix(A, "gemm", "A");
+  need_matrix(B, "gemm", "B");
+  need_matrix(C, "gemm", "C");
+  need_float(A, "gemm");
+  same_type(A, B, "gemm");
+  same_type(A, C, "gemm");
+  const int64_t m = ta ? A.dim(1) : A.dim(0), k = ta ? A.dim(0) : A.dim(1);
+  const int64_t kb = tb ? B.dim(1) : B.dim(0), n = tb ? B.dim(0) : B.dim(1);
+  if (k != kb || C.dim(0) != m || C.dim(1) != n)
+    fail("", "gemm: shapes {}{} x {}{} -> {}", A.str(), ta ? "^T" : "", B.str(), tb ? "^T" : "",
+         C.str());
+  if (m == 0 || n == 0) return;
+  auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+  if (A.dtype() == DType::F32)
+    cblas_sgemm(CblasRowMajor, TA, TB, m, n, k, float(alpha), A.data<float>(), A.dim(1),
+                B.data<float>(), B.dim(1), float(beta), C.data<float>(), n);
+  else
+    cblas_dgemm(CblasRowMajor, TA, TB, m, n, k, alpha, A.data<double>(), A.dim(1),
+                B.data<double>(), B.dim(1), beta, C.data<double>(), n);
+}
+
+void gemv(const Tensor& A, bool ta, const Tensor& x, const Tensor& y, double alpha, double beta) {
+  need_matrix(A, "gemv", "A");
+  need_float(A, "gemv");
+  same_type(A, x, "gemv");
+  same_type(A, y, "gemv");
+  const int64_t rows = ta ? A.dim(1) : A.dim(0), cols = ta ? A.dim(0) : A.dim(1);
+  if (x.numel() != cols || y.numel() != rows)
+    fail("", "gemv: shapes {}{} x {} -> {}", A.str(), ta ? "^T" : "", x.str(), y.str());
+  auto TA = ta ? CblasTrans : CblasNoTrans;
+  if (A.dtype() == DType::F32)
+    cblas_sgemv(CblasRowMajor, TA, A.dim(0), A.dim(1), float(alpha), A.data<float>(), A.dim(1),
+                x.data<float>(), 1, float(beta), y.data<float>(), 1);
+  else
+    cblas_dgemv(CblasRowMajor, TA, A.dim(0), A.dim(1), alpha, A.data<double>(), A.dim(1),
+                x.data<double>(), 1, beta, y.data<double>(), 1);
+}
+
+namespace {
+
+template <class T>
+bool cholesky_impl(const Tensor& A) {
+  // Row-major A is column-major A^T = A. LAPACK's upper factor U (A = U^T U, column-major) is,
+  // read row-major, the lower factor L = U^T with A = L L^T.
+  int n = int(A.dim(0)), info = 0;
+  T* a = A.data<T>();
+  lapack::potrf("U", &n, a, &n, &info);
+  if (info != 0) return false;
+  for (int i = 0; i < n; ++i)
+    for (int j = i + 1; j < n; ++j) a[int64_t(i) * n + j] = 0;
+  return true;
+}
+
+template <class T>
+bool spd_inverse_impl(const Tensor& A) {
+  int n = int(A.dim(0)), info = 0;
+  T* a = A.data<T>();
+  lapack::potrf("U", &n, a, &n, &info);
+  if (info != 0) return false;
+  lapack::potri("U", &n, a, &n, &info);
+  if (info != 0) return false;
+  // Column-major upper triangle = row-major lower triangle; mirror it.
+  for (int i = 0; i < n; ++i)
+    for (int j = i + 1; j < n; ++j) a[int64_t(i) * n + j] = a[int64_t(j) * n + i];
+  return true;
+}
+
+void need_square(const Tensor& A, const char* op) {
+  need_matrix(A, op, "A");
+  need_float(A, op);
+  if (A.dim(0) != A.dim(1)) fail("", "{}: square matrix required, got {}", op, A.str());
+}
+
+}  // namespace
+
+bool cholesky(const Tensor& A) {
+  need_square(A, "cholesky");
+  return A.dtype() == DType::F32 ? cholesky_impl<float>(A) : cholesky_impl<double>(A);
+}
+
+bool spd_inverse(const Tensor& A) {
+  need_square(A, "spd_inverse");
+  return A.dtype() == DType::F32 ? spd_inverse_impl<float>(A) : spd_inverse_impl<double>(A);
+}
+
+void trsm_lower(const Tensor& L, bool tl, const Tensor& B) {
+  need_square(L, "trsm_lower");
+  need_matrix(B, "trsm_lower", "B");
+  same_type(L, B, "trsm_lower");
+  if (B.dim(0) != L.dim(0)) fail("", "trsm_lower: {} vs {}", L.str(), B.str());
+  const int64_t n = L.dim(0), k = B.dim(1);
+  auto T = tl ? CblasTrans : CblasNoTrans;
+  if (L.dtype() == DType::F32)
+    cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, T, CblasNonUnit, n, k, 1.0f,
+                L.data<float>(), n, B.data<float>(), k);
+  else
+    cblas_dtrsm(CblasRowMajor, CblasLeft, CblasLower, T, CblasNonUnit, n, k, 1.0,
+                L.data<double>(), n, B.data<double>(), k);
+}
+
+namespace {
+
+template <class T>
+void eigh_impl(const Tensor& A, const Tensor& w, const Tensor& V) {
+  int n = int(A.dim(0)), info = 0, lwork = -1, liwork = -1, iq = 0;
+  std::vector<T> a(A.data<T>(), A.data<T>() + int64_t(n) * n);
+  T wq;
+  lapack::syevd("V", "U", &n, a.data(), &n, w.data<T>(), &wq, &lwork, &iq, &liwork, &info);
+  lwork = int(wq);
+  liwork = iq;
+  std::vector<T> work(std::max(lwork, 1));
+  std::vector<int> iwork(std::max(liwork, 1));
+  lapack::syevd("V", "U", &n, a.data(), &n, w.data<T>(), work.data(), &lwork, iwork.data(),
+                &liwork, &info);
+  if (info != 0) fail("", "eigh: LAPACK syevd failed (info {})", info);
+  // Column-major eigenvectors (columns) read row-major are rows: transpose into V.
+  T* v = V.data<T>();
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) v[int64_t(i) * n + j] = a[int64_t(j) * n + i];
+}
+
+template <class T>
+void svd_impl(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt) {
+  // Row-major A (m x n) is column-major A^T (n x m) = U' S V'^T, so A = V' S U'^T:
+  // LAPACK's VT' (k x m column-major) read row-major is our U (m x k), and its U'
+  // (n x k column-major) read row-major is our Vt (k x n). No transposes needed.
+  int m = int(A.dim(0)), n = int(A.dim(1)), k = std::min(m, n), info = 0, lwork = -1;
+  std::vector<T> a(A.data<T>(), A.data<T>() + int64_t(m) * n), a2;
+  std::vector<int> iwork(8 * size_t(k));
+  T wq;
+  lapack::gesdd("S", &n, &m, a.data(), &n, S.data<T>(), Vt.data<T>(), &n, U.data<T>(), &k, &wq,
+                &lwork, iwork.data(), &info);
+  a2 = a;  // gesdd may fail to converge; keep a copy for the gesvd fallback
+  lwork = int(wq);
+  std::vector<T> work(std::max(lwork, 1));
+  lapack::gesdd("S", &n, &m, a.data(), &n, S.data<T>(), Vt.data<T>(), &n, U.data<T>(), &k,
+                work.data(), &lwork, iwork.data(), &info);
+  if (info > 0) {
+    lwork = -1;
+    lapack::gesvd("S", "S", &n, &m, a2.data(), &n, S.data<T>(), Vt.data<T>(), &n, U.data<T>(),
+                  &k, &wq, &lwork, &info);
+    lwork = int(wq);
+    work.assign(std::max(lwork, 1), T(0));
+    lapack::gesvd("S", "S", &n, &m, a2.data(), &n, S.data<T>(), Vt.data<T>(), &n, U.data<T>(),
+                  &k, work.data(), &lwork, &info);
+  }
+  if (info != 0) fail("", "svd: LAPACK failed to converge (info {}) on {}", info, A.str());
+}
+
+template <class T>
+void orthonormalize_impl(const Tensor& A) {
+  // Row-major A (m x k) is column-major A^T (k x m). Its LQ factorization A^T = L Q has
+  // orthonormal rows in Q spanning the same nested row spaces, so Q read row-major (m x k)
+  // has orthonormal columns spanning A's leading columns, like Gram-Schmidt.
+  int m = int(A.dim(0)), k = int(A.dim(1)), info = 0, lwork = -1;
+  T* a = A.data<T>();
+  std::vector<T> tau(k);
+  T wq;
+  lapack::gelqf(&k, &m, a, &k, tau.data(), &wq, &lwork, &info);
+  lwork = std::max(int(wq), k * 64);
+  std::vector<T> work(lwork);
+  lapack::gelqf(&k, &m, a, &k, tau.data(), work.data(), &lwork, &info);
+  if (info != 0) fail("", "orthonormalize_columns: gelqf failed (info {})", info);
+  lapack::orglq(&k, &m, &k, a, &k, tau.data(), work.data(), &lwork, &info);
+  if (info != 0) fail("", "orthonormalize_columns: orglq failed (info {})", info);
+}
+
+}  // namespace
+
+void eigh(const Tensor& A, const Tensor& w, const Tensor& V) {
+  need_square(A, "eigh");
+  same_type(A, w, "eigh");
+  same_type(A, V, "eigh");
+  if (w.numel() != A.dim(0) || V.shape() != A.shape())
+    fail("", "eigh: outputs {} {} for {}", w.str(), V.str(), A.str());
+  A.dtype() == DType::F32 ? eigh_impl<float>(A, w, V) : eigh_impl<double>(A, w, V);
+}
+
+void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt) {
+  need_matrix(A, "svd", "A");
+  need_float(A, "svd");
+  same_type(A, U, "svd");
+  same_type(A, S, "svd");
+  same_type(A, Vt, "svd");
+  const int64_t m = A.dim(0), n = A.dim(1), k = std::min(m, n);
+  if (U.shape() != Shape{m, k} || S.numel() != k || Vt.shape() != Shape{k, n})
+    fail("", "svd: outputs U {} S {} Vt {} for A {}", U.str(), S.str(), Vt.str(), A.str());
+  if (k == 0) return;
+  A.dtype() == DType::F32 ? svd_impl<float>(A, U, S, Vt) : svd_impl<double>(A, U, S, Vt);
+}
+
+void orthonormalize_columns(const Tensor& A) {
+  need_matrix(A, "orthonormalize_columns", "A");
+  need_float(A, "orthonormalize_columns");
+  if (A.dim(0) < A.dim(1))
+    fail("", "orthonormalize_columns: needs rows >= columns, got {}", A.str());
+  if (A.dim(1) == 0) return;
+  A.dtype() == DType::F32 ? orthonormalize_impl<float>(A) : orthonormalize_impl<double>(A);
+}
+
+}  // namespace lrq::cpu

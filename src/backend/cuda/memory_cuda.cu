@@ -1,0 +1,69 @@
+#include "backend/cuda/cuda_common.h"
+#include "backend/memory.h"
+
+namespace lrq::cuda {
+
+cudaStream_t stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t st;
+    LRQ_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    return st;
+  }();
+  return s;
+}
+
+cublasHandle_t cublas() {
+  static cublasHandle_t h = [] {
+    cublasHandle_t c;
+    LRQ_CUBLAS_CHECK(cublasCreate(&c));
+    LRQ_CUBLAS_CHECK(cublasSetStream(c, stream()));
+    return c;
+  }();
+  return h;
+}
+
+cusolverDnHandle_t cusolver() {
+  static cusolverDnHandle_t h = [] {
+    cusolverDnHandle_t c;
+    LRQ_CUSOLVER_CHECK(cusolverDnCreate(&c));
+    LRQ_CUSOLVER_CHECK(cusolverDnSetStream(c, stream()));
+    return c;
+  }();
+  return h;
+}
+
+}  // namespace lrq::cuda
+
+namespace lrq::backend {
+
+void* cuda_alloc(size_t bytes) {
+  void* p = nullptr;
+  cudaError_t e = cudaMalloc(&p, bytes);
+  if (e != cudaSuccess)
+    fail_msg("cuda", "cannot allocate " + std::to_string(bytes) + " bytes on the GPU: " + cudaGetErrorString(e));
+  return p;
+}
+
+void cuda_free(void* p) {
+  // Freeing synchronizes; pending kernels that use p have been queued on our one stream.
+  cudaFree(p);
+}
+
+void cuda_copy(void* dst, Device dd, const void* src, Device sd, size_t bytes) {
+  cudaMemcpyKind kind = dd == Device::CUDA ? (sd == Device::CUDA ? cudaMemcpyDeviceToDevice
+                                                                  : cudaMemcpyHostToDevice)
+                                           : cudaMemcpyDeviceToHost;
+  LRQ_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, lrq::cuda::stream()));
+  LRQ_CUDA_CHECK(cudaStreamSynchronize(lrq::cuda::stream()));
+}
+
+void cuda_memset0(void* p, size_t bytes) {
+  LRQ_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, lrq::cuda::stream()));
+}
+
+bool cuda_device_present() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+}  // namespace lrq::backend

@@ -1,0 +1,84 @@
+// Device dispatch for backend/ops.h: the only place that knows both backends exist.
+#include "backend/ops.h"
+
+#include "backend/cpu/cpu_ops.h"
+#if defined(LRQ_WITH_CUDA)
+#include "backend/cuda/cuda_ops.h"
+#endif
+
+namespace lrq::ops {
+namespace {
+
+Device common_device(std::initializer_list<const Tensor*> ts, const char* op) {
+  Device d = (*ts.begin())->device();
+  for (const Tensor* t : ts)
+    if (t->defined() && t->device() != d)
+      fail("", "{}: tensors on different devices ({} and {})", op, device_name(d),
+           device_name(t->device()));
+  return d;
+}
+
+}  // namespace
+
+#if defined(LRQ_WITH_CUDA)
+#define LRQ_DISPATCH(op, tensors, ...)                                      \
+  do {                                                                      \
+    if (common_device(tensors, #op) == Device::CPU) return cpu::op(__VA_ARGS__); \
+    return cuda::op(__VA_ARGS__);                                           \
+  } while (0)
+#else
+#define LRQ_DISPATCH(op, tensors, ...)                                      \
+  do {                                                                      \
+    if (common_device(tensors, #op) == Device::CPU) return cpu::op(__VA_ARGS__); \
+    fail("", "{}: this build has no CUDA backend", #op);                    \
+  } while (0)
+#endif
+#define T_(...) {__VA_ARGS__}
+
+void gemm(const Tensor& A, bool ta, const Tensor& B, bool tb, const Tensor& C, double alpha,
+          double beta) {
+  LRQ_DISPATCH(gemm, T_(&A, &B, &C), A, ta, B, tb, C, alpha, beta);
+}
+void gemv(const Tensor& A, bool ta, const Tensor& x, const Tensor& y, double alpha, double beta) {
+  LRQ_DISPATCH(gemv, T_(&A, &x, &y), A, ta, x, y, alpha, beta);
+}
+void linear(const Tensor& x, const Tensor& W, const Tensor& y) {
+  LRQ_DISPATCH(linear, T_(&x, &W, &y), x, W, y);
+}
+bool cholesky(const Tensor& A) { LRQ_DISPATCH(cholesky, T_(&A), A); }
+bool spd_inverse(const Tensor& A) { LRQ_DISPATCH(spd_inverse, T_(&A), A); }
+void trsm_lower(const Tensor& L, bool tl, const Tensor& B) {
+  LRQ_DISPATCH(trsm_lower, T_(&L, &B), L, tl, B);
+}
+void eigh(const Tensor& A, const Tensor& w, const Tensor& V) {
+  LRQ_DISPATCH(eigh, T_(&A, &w, &V), A, w, V);
+}
+void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt) {
+  LRQ_DISPATCH(svd, T_(&A, &U, &S, &Vt), A, U, S, Vt);
+}
+void orthonormalize_columns(const Tensor& A) { LRQ_DISPATCH(orthonormalize_columns, T_(&A), A); }
+void fwht_rows(const Tensor& X, int64_t block, int64_t skip) {
+  LRQ_DISPATCH(fwht_rows, T_(&X), X, block, skip);
+}
+void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out) {
+  LRQ_DISPATCH(rmsnorm, T_(&x, &w, &out), x, w, eps, out);
+}
+void rope(const Tensor& x, int64_t nh, int64_t hd, int64_t pos0, float theta, bool inter) {
+  LRQ_DISPATCH(rope, T_(&x), x, nh, hd, pos0, theta, inter);
+}
+void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, int64_t nkv,
+               int64_t hd, int64_t pos0, const Tensor& out) {
+  LRQ_DISPATCH(attention, T_(&q, &K, &V, &out), q, K, V, nh, nkv, hd, pos0, out);
+}
+void silu_mul(const Tensor& g, const Tensor& u, const Tensor& out) {
+  LRQ_DISPATCH(silu_mul, T_(&g, &u, &out), g, u, out);
+}
+void add_inplace(const Tensor& x, const Tensor& y) { LRQ_DISPATCH(add_inplace, T_(&x, &y), x, y); }
+void add_row_vector(const Tensor& x, const Tensor& b) {
+  LRQ_DISPATCH(add_row_vector, T_(&x, &b), x, b);
+}
+void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out) {
+  LRQ_DISPATCH(embedding, T_(&table, &out), table, ids, out);
+}
+
+}  // namespace lrq::ops

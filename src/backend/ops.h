@@ -1,0 +1,71 @@
+// The linear-algebra seam. Every numerical primitive the model and the quantization methods
+// need, with one CPU implementation (backend/cpu: OpenBLAS, LAPACK, OpenMP, AVX2) and one CUDA
+// implementation (backend/cuda: cuBLAS, cuSOLVER, our kernels) side by side. Each function
+// dispatches on the device of its tensors; all tensors of one call live on one device.
+//
+// Conventions: matrices are row-major 2-D tensors; sizes are in elements. Output tensors are
+// handles (a Tensor is a view), so outputs are `const Tensor&` and are written through.
+// Functions that take F32 or F64 say so; anything else is an Error, not a silent conversion.
+#pragma once
+#include <cstdint>
+#include <span>
+
+#include "core/tensor.h"
+
+namespace lrq::ops {
+
+// ------------------------------------------------------------------ dense linear algebra
+/// C = alpha * op(A) * op(B) + beta * C. F32 or F64 (all three the same).
+/// op(A) is m x k, op(B) is k x n, C is m x n.
+void gemm(const Tensor& A, bool transA, const Tensor& B, bool transB, const Tensor& C,
+          double alpha = 1.0, double beta = 0.0);
+/// y = alpha * op(A) x + beta * y. F32 or F64.
+void gemv(const Tensor& A, bool transA, const Tensor& x, const Tensor& y, double alpha = 1.0,
+          double beta = 0.0);
+/// y[T x out] = x[T x in] * W^T where W is out x in in F32, F16 or BF16 (a checkpoint weight,
+/// possibly memory-mapped); accumulates in F32. The model's dense projections use this.
+void linear(const Tensor& x, const Tensor& W, const Tensor& y);
+
+/// In place: A (n x n, symmetric positive definite) <- its lower Cholesky factor L (A = L L^T);
+/// the strict upper triangle is zeroed. Returns false (A unspecified) if A is not positive
+/// definite. F32 or F64.
+bool cholesky(const Tensor& A);
+/// In place: A (SPD) <- A^-1, through its Cholesky factorization. False if not SPD.
+bool spd_inverse(const Tensor& A);
+/// Solves op(L) X = B in place of B (n x k) for lower-triangular L (n x n). F32 or F64.
+void trsm_lower(const Tensor& L, bool transL, const Tensor& B);
+/// Symmetric eigendecomposition: A (n x n) -> eigenvalues w (n, ascending) and eigenvectors
+/// as the columns of V (n x n). F32 or F64.
+void eigh(const Tensor& A, const Tensor& w, const Tensor& V);
+/// Thin SVD of A (m x n), k = min(m, n): U (m x k), S (k), Vt (k x n). F32 or F64.
+void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt);
+/// In place: the columns of A (m x k, m >= k) <- an orthonormal basis of their span (thin QR).
+void orthonormalize_columns(const Tensor& A);
+
+// ------------------------------------------------------------------ transforms
+/// In place: each row of X (rows x n) gets a normalized Walsh-Hadamard transform applied to
+/// every consecutive block of `block` columns (block a power of two dividing n); the transform
+/// is its own inverse. `skip_blocks` leading blocks are left untouched. F32 or F64.
+void fwht_rows(const Tensor& X, int64_t block, int64_t skip_blocks = 0);
+
+// ------------------------------------------------------------------ transformer pieces (F32)
+/// out[t,:] = x[t,:] / rms(x[t,:]) * w (w: F32/F16/BF16 of length d). out may alias x.
+void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out);
+/// Rotary embedding in place on x (T x n_heads*head_dim) for positions pos0..pos0+T-1.
+/// interleaved=false: Hugging Face rotate_half pairs (i, i+d/2); true: llama2.c pairs (2i, 2i+1).
+void rope(const Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, float theta,
+          bool interleaved);
+/// Causal grouped-query attention. q: T x (Hq*d) for positions pos0..pos0+T-1; K, V: caches
+/// (>= pos0+T rows) x (Hkv*d) already holding positions 0..pos0+T-1. out: T x (Hq*d).
+void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t n_heads,
+               int64_t n_kv_heads, int64_t head_dim, int64_t pos0, const Tensor& out);
+/// out = silu(gate) * up, elementwise. out may alias gate.
+void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out);
+/// x += y (same shape).
+void add_inplace(const Tensor& x, const Tensor& y);
+/// x[t,:] += b (b of length x.dim(-1), F32/F16/BF16).
+void add_row_vector(const Tensor& x, const Tensor& b);
+/// out[t,:] = table[ids[t],:] converted to F32. ids must be valid (checked by the caller).
+void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out);
+
+}  // namespace lrq::ops

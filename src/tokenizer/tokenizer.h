@@ -1,0 +1,33 @@
+// Tokenizers: one interface, one implementation per file format.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lrq {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  /// Text to ids. `add_bos` prepends the BOS id (if the tokenizer has one).
+  virtual std::vector<int32_t> encode(std::string_view text, bool add_bos) const = 0;
+  /// Ids to text. A leading BOS is dropped; byte tokens are reassembled into UTF-8.
+  virtual std::string decode(std::span<const int32_t> ids) const = 0;
+  virtual int32_t vocab_size() const = 0;
+  virtual int32_t bos_id() const = 0;  // -1 if none
+  virtual int32_t eos_id() const = 0;  // -1 if none
+  /// The piece string of an id (for inspection and debugging).
+  virtual std::string piece(int32_t id) const = 0;
+};
+
+/// SentencePiece `.model` (BPE or unigram protobuf) or llama2.c `tokenizer.bin`, chosen by
+/// content. Errors name the file.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+
+std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path);
+std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path);
+
+}  // namespace lrq

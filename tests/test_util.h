@@ -1,0 +1,33 @@
+// Shared helpers for the tests: where ../shared is, skipping cleanly without it, running the CLI.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace lrq::test {
+
+/// The shared data folder: $LRQ_SHARED, else <repo>/../shared. "" if neither exists.
+std::string shared_dir();
+/// Path under the shared folder (call only after REQUIRE_SHARED()).
+std::string shared(const std::string& rel);
+/// Path under the repository.
+std::string repo(const std::string& rel);
+/// Path under tests/data.
+std::string test_data(const std::string& rel);
+/// A fresh empty temporary directory, removed at process exit.
+std::string temp_dir();
+
+struct CliResult {
+  int exit_code;
+  std::string out, err;
+};
+/// Runs the lrquant binary with `args` (a shell-quoted argument string).
+CliResult run_cli(const std::string& args);
+
+}  // namespace lrq::test
+
+#define REQUIRE_SHARED()                                                              \
+  do {                                                                                \
+    if (::lrq::test::shared_dir().empty())                                            \
+      GTEST_SKIP() << "../shared not found (set LRQ_SHARED to its path); skipping";   \
+  } while (0)
