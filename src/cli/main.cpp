@@ -1,2 +1,41 @@
+// lrquant: one binary, one parser, a subcommand per job.
+#include <omp.h>
+
 #include <cstdio>
-int main() { std::puts("lrquant (skeleton)"); return 0; }
+#include <new>
+
+#include "cli/common.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"lrquant " LRQ_VERSION
+               ": low-rank-assisted post-training quantization of Llama-family models"};
+  app.require_subcommand(1);
+  int threads = 0;
+  app.add_option("--threads", threads, "CPU threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.set_version_flag("--version", LRQ_VERSION);
+  const std::vector<lrq::cli::Command> commands = {
+      lrq::cli::add_inspect(app), lrq::cli::add_eval(app), lrq::cli::add_generate(app),
+      lrq::cli::add_quantize(app)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (threads > 0) omp_set_num_threads(threads);
+    for (const auto& c : commands)
+      if (c.sub->parsed()) c.run();
+  } catch (const lrq::Error& e) {
+    std::fprintf(stderr, "lrquant: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "lrquant: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "lrquant: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,29 @@
+// Input statistics of one projection site, accumulated over calibration tokens.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace lrq {
+
+/// H = X^T X / T (in x in, F64) and mean |x| per input channel (F64) over T tokens.
+/// Per-window products run in F32 through the seam (a window of 512-2048 rows loses nothing
+/// that matters), the running sums in F64 so 10^5 tokens do not erode them.
+class SiteStats {
+ public:
+  explicit SiteStats(int64_t in);
+  void add(const Tensor& x);  // x: T x in, F32
+  /// Divides by the token count; call once after the last add().
+  void finalize();
+  const Tensor& H() const { return H_; }
+  const Tensor& mean_abs() const { return mean_abs_; }
+  int64_t tokens() const { return tokens_; }
+  int64_t in() const { return in_; }
+
+ private:
+  int64_t in_, tokens_ = 0;
+  Tensor H_, mean_abs_, scratch_;
+  bool final_ = false;
+};
+
+}  // namespace lrq

@@ -1,0 +1,109 @@
+#include <cstdio>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "calib/windows.h"
+#include "cli/common.h"
+#include "core/interrupt.h"
+#include "io/mapped_file.h"
+#include "quant/pipeline.h"
+#include "quant/save.h"
+
+namespace lrq::cli {
+
+namespace {
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  for (size_t i = 0; i <= s.size(); ++i)
+    if (i == s.size() || s[i] == ',') {
+      if (i > b) out.push_back(s.substr(b, i - b));
+      b = i + 1;
+    }
+  return out;
+}
+
+void print_table(const QuantizeReport& r) {
+  std::printf("%-34s %-26s %6s %9s %9s %7s\n", "layer", "recipe", "bpw", "w_err", "out_err",
+              "sec");
+  for (const auto& l : r.layers)
+    std::printf("%-34s %-26s %6.3f %9.5f %9.5f %7.2f\n", l.name.c_str(), l.recipe.c_str(),
+                l.bpw, l.weight_err, l.output_err, l.seconds);
+  auto j = r.to_json()["total"];
+  std::printf("total: %lld weights, %zu bytes, %.4f bits/weight, mean output error %.5f, %.1f s\n",
+              (long long)r.total_weights(), r.total_bytes(), j["bpw"].get<double>(),
+              j["mean_output_err"].get<double>(), r.seconds);
+}
+}  // namespace
+
+Command add_quantize(CLI::App& app) {
+  struct Args {
+    std::string model, tokenizer, calib, recipe, out, report;
+    std::vector<std::string> layer_recipes;
+    int64_t nsamples = 128, seqlen = 512;
+    uint64_t seed = 0;
+    bool force = false, fp_inputs = false, quiet = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* sub = app.add_subcommand("quantize", "Quantize every projection and write a checkpoint");
+  sub->add_option("--model", a->model, "model folder or llama2.c .bin")->required();
+  sub->add_option("--tokenizer", a->tokenizer, "tokenizer file (default: beside the weights)");
+  sub->add_option("--calib", a->calib, "calibration text file(s), comma separated")->required();
+  sub->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str();
+  sub->add_option("--seqlen", a->seqlen, "tokens per window")->capture_default_str();
+  sub->add_option("--recipe", a->recipe, "e.g. gptq:w4g128,act_order (docs/RECIPES.md)")
+      ->required();
+  sub->add_option("--layer-recipe", a->layer_recipes, "REGEX=RECIPE override (repeatable)");
+  sub->add_option("--out", a->out, "output folder")->required();
+  sub->add_option("--report", a->report, "per-layer JSON report");
+  sub->add_option("--seed", a->seed, "calibration sampling and method seed")
+      ->capture_default_str();
+  sub->add_flag("--force", a->force, "replace an existing output folder");
+  sub->add_flag("--fp-inputs", a->fp_inputs,
+                "feed each block full-precision activations (default: quantized ones)");
+  sub->add_flag("--quiet", a->quiet, "no progress on stderr");
+  return {sub, [a] {
+            install_interrupt_handler();
+            QuantizeOptions o;
+            o.recipe = parse_recipe(a->recipe);
+            for (const auto& s : a->layer_recipes) o.overrides.push_back(parse_layer_recipe(s));
+            o.seed = a->seed;
+            o.fp_inputs = a->fp_inputs;
+            o.progress = !a->quiet;
+            // Refuse an existing output before spending minutes on calibration.
+            if (std::filesystem::exists(a->out) && !a->force)
+              fail(a->out, "output folder exists (pass --force to replace it)");
+            Loaded m = open_model(a->model, a->tokenizer, true);
+            auto files = split_commas(a->calib);
+            if (files.empty()) fail("--calib", "no calibration file given");
+            auto stream = tokenize_files(*m.tokenizer, files, m.model->config().add_bos);
+            const int64_t limit = m.model->config().max_positions;
+            if (a->seqlen > limit)
+              fail("--seqlen", "{} is longer than the model supports ({})", a->seqlen, limit);
+            auto windows = draw_windows(stream, a->nsamples, a->seqlen, a->seed, a->calib);
+            QuantizeReport rep = quantize_model(*m.model, windows, o);
+            nlohmann::json prov = {{"recipe", o.recipe.str()},
+                                   {"layer_recipes", a->layer_recipes},
+                                   {"calibration",
+                                    {{"files", files},
+                                     {"nsamples", a->nsamples},
+                                     {"seqlen", a->seqlen},
+                                     {"seed", a->seed},
+                                     {"fp_inputs", a->fp_inputs}}},
+                                   {"source", a->model},
+                                   {"total", rep.to_json()["total"]}};
+            SaveOptions so{a->out, a->force, prov};
+            save_quantized(*m.model, so);
+            if (!a->report.empty()) {
+              nlohmann::json j = rep.to_json();
+              j["recipe"] = o.recipe.str();
+              j["model"] = a->model;
+              write_file_atomic(a->report, j.dump(1) + "\n");
+            }
+            if (!a->quiet) print_table(rep);
+            std::printf("wrote %s\n", a->out.c_str());
+          }};
+}
+
+}  // namespace lrq::cli

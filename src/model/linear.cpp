@@ -1,0 +1,35 @@
+#include "model/linear.h"
+
+#include "backend/ops.h"
+
+namespace lrq {
+
+DenseLinear::DenseLinear(Tensor W, Tensor bias)
+    : Linear(W.dim(1), W.dim(0)), W_(std::move(W)), bias_(std::move(bias)) {
+  LRQ_ASSERT(W_.ndim() == 2);
+  LRQ_ASSERT(!bias_.defined() || bias_.numel() == out_);
+}
+
+void DenseLinear::forward(const Tensor& x, const Tensor& y) const {
+  ops::linear(x, W_, y);
+  if (bias_.defined()) ops::add_row_vector(y, bias_);
+}
+
+Tensor DenseLinear::dequantize() const { return W_.to(DType::F32).clone(); }
+
+std::string DenseLinear::describe() const {
+  return "dense " + std::string(dtype_name(W_.dtype()));
+}
+
+BiasedLinear::BiasedLinear(std::unique_ptr<Linear> inner, Tensor bias)
+    : Linear(inner->in_features(), inner->out_features()), inner_(std::move(inner)),
+      bias_(std::move(bias)) {
+  LRQ_ASSERT(bias_.numel() == out_);
+}
+
+void BiasedLinear::forward(const Tensor& x, const Tensor& y) const {
+  inner_->forward(x, y);
+  ops::add_row_vector(y, bias_);
+}
+
+}  // namespace lrq

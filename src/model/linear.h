@@ -1,0 +1,67 @@
+// Linear: the one interface through which the model calls every projection.
+//
+// The model never knows how a projection is stored. A dense checkpoint weight, a packed 3-bit
+// GPTQ matrix with a low-rank branch, or a rotated LoPRo residual all present the same three
+// operations, so the calibration runner can swap layers in place and eval/generate run any
+// quantized checkpoint unchanged.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace lrq {
+
+class Linear {
+ public:
+  virtual ~Linear() = default;
+  /// y[T x out] = x[T x in] * W^T (+ bias when the layer has one). F32 activations.
+  virtual void forward(const Tensor& x, const Tensor& y) const = 0;
+  /// The effective weight as F32 [out x in] (the reference the fast path must agree with).
+  virtual Tensor dequantize() const = 0;
+  /// Exact bytes this layer stores (codes, scales, factors, permutations; not the bias).
+  virtual size_t storage_bytes() const = 0;
+  /// Short description for reports ("dense bf16", "gptq w3g128 + lr r16").
+  virtual std::string describe() const = 0;
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
+  double bits_per_weight() const { return 8.0 * double(storage_bytes()) / double(in_ * out_); }
+
+ protected:
+  Linear(int64_t in, int64_t out) : in_(in), out_(out) {}
+  int64_t in_, out_;
+};
+
+/// A checkpoint weight used as is (F32/F16/BF16, possibly memory-mapped), optional bias.
+class DenseLinear final : public Linear {
+ public:
+  explicit DenseLinear(Tensor W, Tensor bias = {});
+  void forward(const Tensor& x, const Tensor& y) const override;
+  Tensor dequantize() const override;
+  size_t storage_bytes() const override { return W_.nbytes(); }
+  std::string describe() const override;
+  const Tensor& weight() const { return W_; }
+  const Tensor& bias() const { return bias_; }
+
+ private:
+  Tensor W_, bias_;
+};
+
+/// Adds a dense bias to another layer's output (Qwen2's q/k/v biases beside a quantized weight).
+class BiasedLinear final : public Linear {
+ public:
+  BiasedLinear(std::unique_ptr<Linear> inner, Tensor bias);
+  void forward(const Tensor& x, const Tensor& y) const override;
+  Tensor dequantize() const override { return inner_->dequantize(); }
+  size_t storage_bytes() const override { return inner_->storage_bytes(); }
+  std::string describe() const override { return inner_->describe() + " +bias"; }
+  const Linear& inner() const { return *inner_; }
+  const Tensor& bias() const { return bias_; }
+
+ private:
+  std::unique_ptr<Linear> inner_;
+  Tensor bias_;
+};
+
+}  // namespace lrq

@@ -1,0 +1,261 @@
+#include "model/llama.h"
+
+#include "backend/ops.h"
+
+namespace lrq {
+
+namespace {
+const std::vector<std::string> kProj = {"self_attn.q_proj", "self_attn.k_proj",
+                                        "self_attn.v_proj", "self_attn.o_proj",
+                                        "mlp.gate_proj",    "mlp.up_proj",
+                                        "mlp.down_proj"};
+}
+
+std::string_view site_name(Site s) {
+  switch (s) {
+    case Site::AttnIn: return "attn_in";
+    case Site::OIn: return "o_in";
+    case Site::MlpIn: return "mlp_in";
+    case Site::DownIn: return "down_in";
+  }
+  return "?";
+}
+
+std::vector<std::string> site_projections(Site s) {
+  switch (s) {
+    case Site::AttnIn: return {kProj[0], kProj[1], kProj[2]};
+    case Site::OIn: return {kProj[3]};
+    case Site::MlpIn: return {kProj[4], kProj[5]};
+    case Site::DownIn: return {kProj[6]};
+  }
+  return {};
+}
+
+Site projection_site(const std::string& proj) {
+  for (Site s : {Site::AttnIn, Site::OIn, Site::MlpIn, Site::DownIn})
+    for (const auto& p : site_projections(s))
+      if (p == proj) return s;
+  fail("model", "unknown projection '{}'", proj);
+}
+
+const std::vector<std::string>& projection_names() { return kProj; }
+
+std::unique_ptr<Linear>& Block::proj(const std::string& n) {
+  if (n == kProj[0]) return q;
+  if (n == kProj[1]) return k;
+  if (n == kProj[2]) return v;
+  if (n == kProj[3]) return o;
+  if (n == kProj[4]) return gate;
+  if (n == kProj[5]) return up;
+  if (n == kProj[6]) return down;
+  fail("model", "unknown projection '{}'", n);
+}
+
+const Linear& Block::proj(const std::string& n) const {
+  return *const_cast<Block*>(this)->proj(n);
+}
+
+std::string Model::linear_name(int64_t layer, const std::string& short_name) {
+  return "model.layers." + std::to_string(layer) + "." + short_name;
+}
+
+Model::Model(std::shared_ptr<const Checkpoint> ckpt,
+             const std::function<std::unique_ptr<Linear>(const std::string&)>& make_linear)
+    : ckpt_(std::move(ckpt)), cfg_(ckpt_->config) {
+  embed_ = ckpt_->get("model.embed_tokens.weight");
+  final_norm_ = ckpt_->get("model.norm.weight");
+  blocks_.resize(cfg_.n_layers);
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    Block& b = blocks_[l];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    b.attn_norm = ckpt_->get(p + "input_layernorm.weight");
+    b.mlp_norm = ckpt_->get(p + "post_attention_layernorm.weight");
+    if (cfg_.qk_norm) {
+      b.q_norm = ckpt_->get(p + "self_attn.q_norm.weight");
+      b.k_norm = ckpt_->get(p + "self_attn.k_norm.weight");
+    }
+    for (const auto& s : kProj) {
+      const std::string name = p + s;
+      std::unique_ptr<Linear> lin = make_linear ? make_linear(name) : nullptr;
+      if (!lin) {
+        Tensor bias;
+        if (cfg_.qkv_bias && (s == kProj[0] || s == kProj[1] || s == kProj[2]))
+          bias = ckpt_->get(name + ".bias");
+        lin = std::make_unique<DenseLinear>(ckpt_->get(name + ".weight"), bias);
+      }
+      b.proj(s) = std::move(lin);
+    }
+  }
+  lm_head_ = std::make_unique<DenseLinear>(
+      cfg_.tied_embeddings ? embed_ : ckpt_->get("lm_head.weight"));
+}
+
+std::vector<std::string> Model::linear_names() const {
+  std::vector<std::string> out;
+  for (int64_t l = 0; l < cfg_.n_layers; ++l)
+    for (const auto& s : kProj) out.push_back(linear_name(l, s));
+  return out;
+}
+
+namespace {
+// "model.layers.3.mlp.down_proj" -> (3, "mlp.down_proj")
+std::pair<int64_t, std::string> split_name(const std::string& full, int64_t n_layers) {
+  const std::string pre = "model.layers.";
+  if (full.rfind(pre, 0) == 0) {
+    size_t dot = full.find('.', pre.size());
+    if (dot != std::string::npos) {
+      try {
+        int64_t l = std::stoll(full.substr(pre.size(), dot - pre.size()));
+        std::string s = full.substr(dot + 1);
+        if (l >= 0 && l < n_layers &&
+            std::find(kProj.begin(), kProj.end(), s) != kProj.end())
+          return {l, s};
+      } catch (const std::exception&) {
+      }
+    }
+  }
+  fail("model", "'{}' is not a projection of this model", full);
+}
+}  // namespace
+
+const Linear& Model::linear(const std::string& full) const {
+  auto [l, s] = split_name(full, cfg_.n_layers);
+  return blocks_[l].proj(s);
+}
+
+void Model::set_linear(const std::string& full, std::unique_ptr<Linear> layer) {
+  auto [l, s] = split_name(full, cfg_.n_layers);
+  auto& slot = blocks_[l].proj(s);
+  if (layer->in_features() != slot->in_features() ||
+      layer->out_features() != slot->out_features())
+    fail("model", "replacement for {} is {}x{}, expected {}x{}", full, layer->out_features(),
+         layer->in_features(), slot->out_features(), slot->in_features());
+  slot = std::move(layer);
+}
+
+KVCache Model::make_cache(int64_t capacity) const {
+  KVCache c;
+  c.capacity = capacity;
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+    c.K.push_back(Tensor::empty({capacity, cfg_.kv_width()}, DType::F32, embed_.device()));
+    c.V.push_back(Tensor::empty({capacity, cfg_.kv_width()}, DType::F32, embed_.device()));
+  }
+  return c;
+}
+
+Tensor Model::embed(std::span<const int32_t> ids) const {
+  for (int32_t id : ids)
+    if (id < 0 || id >= cfg_.vocab)
+      fail("input", "token id {} is outside the vocabulary [0, {})", id, cfg_.vocab);
+  Tensor out = Tensor::empty({int64_t(ids.size()), cfg_.hidden}, DType::F32, embed_.device());
+  ops::embedding(embed_, ids, out);
+  return out;
+}
+
+void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache& cache,
+                          const SiteObserver& observe, BlockActivations* save,
+                          std::optional<Site> stop_after) const {
+  const Block& b = blocks_.at(layer);
+  const int64_t T = x.dim(0);
+  const Device dev = x.device();
+  if (pos0 + T > cache.capacity)
+    fail("model", "sequence of {} positions exceeds the cache capacity {}", pos0 + T,
+         cache.capacity);
+  auto buf = [&](int64_t n) { return Tensor::empty({T, n}, DType::F32, dev); };
+
+  // Attention.
+  Tensor h = buf(cfg_.hidden);
+  ops::rmsnorm(x, b.attn_norm, cfg_.rms_eps, h);
+  if (observe) observe(layer, Site::AttnIn, h);
+  if (stop_after == Site::AttnIn) return;
+  Tensor q = buf(cfg_.q_width()), k = buf(cfg_.kv_width()), v = buf(cfg_.kv_width());
+  b.q->forward(h, q);
+  b.k->forward(h, k);
+  b.v->forward(h, v);
+  if (cfg_.qk_norm) {
+    Tensor qh = q.reshape({T * cfg_.n_heads, cfg_.head_dim});
+    Tensor kh = k.reshape({T * cfg_.n_kv_heads, cfg_.head_dim});
+    ops::rmsnorm(qh, b.q_norm, cfg_.rms_eps, qh);
+    ops::rmsnorm(kh, b.k_norm, cfg_.rms_eps, kh);
+  }
+  ops::rope(q, cfg_.n_heads, cfg_.head_dim, pos0, cfg_.rope_theta, cfg_.rope_interleaved);
+  ops::rope(k, cfg_.n_kv_heads, cfg_.head_dim, pos0, cfg_.rope_theta, cfg_.rope_interleaved);
+  cache.K[layer].rows(pos0, pos0 + T).copy_from(k);
+  cache.V[layer].rows(pos0, pos0 + T).copy_from(v);
+  Tensor att = buf(cfg_.q_width());
+  ops::attention(q, cache.K[layer], cache.V[layer], cfg_.n_heads, cfg_.n_kv_heads,
+                 cfg_.head_dim, pos0, att);
+  if (observe) observe(layer, Site::OIn, att);
+  if (stop_after == Site::OIn) return;
+  Tensor o = buf(cfg_.hidden);
+  b.o->forward(att, o);
+  if (save) {
+    save->x_in = x.clone();
+    save->attn_normed = h;
+    save->q = q;
+    save->k = k;
+    save->v = v;
+    save->attn_out = att;
+  }
+  ops::add_inplace(x, o);
+
+  // MLP.
+  Tensor m = save ? buf(cfg_.hidden) : h;
+  ops::rmsnorm(x, b.mlp_norm, cfg_.rms_eps, m);
+  if (observe) observe(layer, Site::MlpIn, m);
+  if (stop_after == Site::MlpIn) return;
+  Tensor g = buf(cfg_.intermediate), u = buf(cfg_.intermediate);
+  b.gate->forward(m, g);
+  b.up->forward(m, u);
+  Tensor a = save ? buf(cfg_.intermediate) : g;
+  ops::silu_mul(g, u, a);
+  if (observe) observe(layer, Site::DownIn, a);
+  if (stop_after == Site::DownIn) return;
+  if (save) {
+    save->h_mid = x.clone();
+    save->mlp_normed = m;
+    save->gate = g;
+    save->up = u;
+    save->act = a;
+  }
+  b.down->forward(a, o);
+  ops::add_inplace(x, o);
+}
+
+Tensor Model::head(const Tensor& x) const {
+  Tensor n = Tensor::empty({x.dim(0), cfg_.hidden}, DType::F32, x.device());
+  ops::rmsnorm(x, final_norm_, cfg_.rms_eps, n);
+  Tensor logits = Tensor::empty({x.dim(0), cfg_.vocab}, DType::F32, x.device());
+  lm_head_->forward(n, logits);
+  return logits;
+}
+
+Tensor Model::forward(std::span<const int32_t> ids, KVCache& cache, bool all_logits) const {
+  const int64_t T = int64_t(ids.size());
+  LRQ_ASSERT(T > 0);
+  const int64_t pos0 = cache.length;
+  const int64_t limit = cfg_.sliding_window > 0 ? cfg_.sliding_window : cfg_.max_positions;
+  if (pos0 + T > limit)
+    fail("input", "{} positions exceed the model's maximum context of {}", pos0 + T, limit);
+  Tensor x = embed(ids);
+  for (int64_t l = 0; l < cfg_.n_layers; ++l) block_forward(l, x, pos0, cache);
+  cache.length = pos0 + T;
+  return head(all_logits ? x : x.rows(T - 1, T));
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = embed_.numel() + final_norm_.numel();
+  if (!cfg_.tied_embeddings) n += lm_head_->in_features() * lm_head_->out_features();
+  for (const Block& b : blocks_) {
+    n += b.attn_norm.numel() + b.mlp_norm.numel();
+    if (b.q_norm.defined()) n += b.q_norm.numel() + b.k_norm.numel();
+    for (const auto& s : kProj) {
+      const Linear& p = b.proj(s);
+      n += p.in_features() * p.out_features();
+    }
+    if (cfg_.qkv_bias) n += cfg_.q_width() + 2 * cfg_.kv_width();
+  }
+  return n;
+}
+
+}  // namespace lrq

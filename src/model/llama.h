@@ -1,0 +1,102 @@
+// The Llama-family forward pass (Llama, Mistral, Qwen2 q/k/v biases, Qwen3 q/k norms,
+// llama2.c), on whichever device the tensors live.
+//
+// Every projection is a Linear owned by the model and replaceable by name, so quantization
+// swaps layers without touching this code. Blocks run one at a time through block_forward(),
+// which the calibration runner calls directly; observers see every projection's input, and a
+// caller that needs the intermediate activations (a later backward pass) asks for them.
+#pragma once
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "io/checkpoint.h"
+#include "model/linear.h"
+
+namespace lrq {
+
+/// The four distinct inputs of a block's projections: q/k/v share one, gate/up share one.
+enum class Site : uint8_t { AttnIn, OIn, MlpIn, DownIn };
+std::string_view site_name(Site s);
+/// The projections fed by a site ("self_attn.q_proj", ...), in dependency order.
+std::vector<std::string> site_projections(Site s);
+/// The site feeding a projection short name ("mlp.up_proj" -> MlpIn).
+Site projection_site(const std::string& proj);
+/// All seven projection short names in dependency order.
+const std::vector<std::string>& projection_names();
+
+/// Called with a block index, a site and that site's input activations (T x in, F32).
+using SiteObserver = std::function<void(int64_t layer, Site site, const Tensor& x)>;
+
+/// Per-layer K/V storage for positions 0..capacity-1.
+struct KVCache {
+  std::vector<Tensor> K, V;  // per layer: capacity x kv_width, F32
+  int64_t capacity = 0;
+  int64_t length = 0;  // positions filled
+};
+
+/// Intermediate activations of one block call, for a backward pass (filled on request).
+struct BlockActivations {
+  Tensor x_in, attn_normed, q, k, v, attn_out, h_mid, mlp_normed, gate, up, act;
+};
+
+struct Block {
+  Tensor attn_norm, mlp_norm;
+  Tensor q_norm, k_norm;  // Qwen3, else undefined
+  std::unique_ptr<Linear> q, k, v, o, gate, up, down;
+  std::unique_ptr<Linear>& proj(const std::string& short_name);
+  const Linear& proj(const std::string& short_name) const;
+};
+
+class Model {
+ public:
+  /// Builds the model over a loaded checkpoint (weights stay memory-mapped views). Quantized
+  /// layers are created by `make_linear(name)` when it returns non-null; dense otherwise.
+  explicit Model(std::shared_ptr<const Checkpoint> ckpt,
+                 const std::function<std::unique_ptr<Linear>(const std::string&)>& make_linear = {});
+
+  const ModelConfig& config() const { return cfg_; }
+  const Checkpoint& checkpoint() const { return *ckpt_; }
+  int64_t n_layers() const { return cfg_.n_layers; }
+  Block& block(int64_t i) { return blocks_.at(i); }
+  const Block& block(int64_t i) const { return blocks_.at(i); }
+
+  /// Full names of the quantizable projections ("model.layers.3.mlp.down_proj").
+  std::vector<std::string> linear_names() const;
+  static std::string linear_name(int64_t layer, const std::string& short_name);
+  const Linear& linear(const std::string& full_name) const;
+  void set_linear(const std::string& full_name, std::unique_ptr<Linear> layer);
+  const Linear& lm_head() const { return *lm_head_; }
+
+  KVCache make_cache(int64_t capacity) const;
+
+  /// Token embeddings of `ids` (T x hidden, F32). Ids must be < vocab (checked: Error).
+  Tensor embed(std::span<const int32_t> ids) const;
+  /// One decoder block, in place on x (T x hidden) at positions pos0.. using the cache's
+  /// layer slot (which must hold pos0 earlier positions). With `stop_after`, returns right
+  /// after observing that site (x is then left unspecified): the calibration runner collects
+  /// one site's statistics without paying for the rest of the block.
+  void block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache& cache,
+                     const SiteObserver& observe = {}, BlockActivations* save = nullptr,
+                     std::optional<Site> stop_after = std::nullopt) const;
+  /// Final norm + LM head: logits (T x vocab) of the rows of x (T x hidden).
+  Tensor head(const Tensor& x) const;
+  /// Runs ids at positions cache.length.. and appends them to the cache. Returns the logits
+  /// of every position (all_logits) or of the last one (1 x vocab).
+  Tensor forward(std::span<const int32_t> ids, KVCache& cache, bool all_logits) const;
+
+  /// Parameter count (embedding, head when untied, projections, norms).
+  int64_t parameter_count() const;
+
+ private:
+  std::shared_ptr<const Checkpoint> ckpt_;
+  ModelConfig cfg_;
+  Tensor embed_, final_norm_;
+  std::vector<Block> blocks_;
+  std::unique_ptr<Linear> lm_head_;
+};
+
+}  // namespace lrq

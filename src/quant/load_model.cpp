@@ -1,0 +1,31 @@
+#include "quant/load_model.h"
+
+#include "quant/qlinear.h"
+
+namespace lrq {
+
+std::unique_ptr<Model> load_model(const std::string& path) {
+  auto ckpt = std::make_shared<const Checkpoint>(load_checkpoint(path));
+  if (ckpt->quantization.is_null()) return std::make_unique<Model>(ckpt);
+  const nlohmann::json& layers = ckpt->quantization.at("layers");
+  const ModelConfig& c = ckpt->config;
+  auto make = [&](const std::string& name) -> std::unique_ptr<Linear> {
+    if (!layers.contains(name)) return nullptr;
+    // Input/output widths the graph implies for this projection.
+    const std::string s = name.substr(name.find('.', std::string("model.layers.").size()) + 1);
+    int64_t in = c.hidden, out = c.hidden;
+    if (s == "self_attn.q_proj") out = c.q_width();
+    if (s == "self_attn.k_proj" || s == "self_attn.v_proj") out = c.kv_width();
+    if (s == "self_attn.o_proj") in = c.q_width();
+    if (s == "mlp.gate_proj" || s == "mlp.up_proj") out = c.intermediate;
+    if (s == "mlp.down_proj") in = c.intermediate;
+    auto get = [&](const std::string& t) { return ckpt->get(t); };
+    std::unique_ptr<Linear> q = QuantLinear::load(name, layers.at(name), get, in, out, path);
+    if (ckpt->has(name + ".bias"))
+      return std::make_unique<BiasedLinear>(std::move(q), ckpt->get(name + ".bias"));
+    return q;
+  };
+  return std::make_unique<Model>(ckpt, make);
+}
+
+}  // namespace lrq

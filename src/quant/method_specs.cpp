@@ -1,0 +1,57 @@
+// The option tables of every method: what the recipe parser accepts, the defaults, the help.
+#include "quant/recipe.h"
+
+namespace lrq {
+
+namespace {
+using K = OptionSpec;
+const std::vector<std::string> kBits = {"2", "3", "4", "8"};
+
+std::vector<OptionSpec> grid_options() {
+  return {{"bits", K::Int, "4", "code width (wB shorthand)", kBits},
+          {"group", K::Int, "0", "input columns per scale group, 0 = one group per row (wBgG)"},
+          {"sym", K::Flag, "", "symmetric grid (no stored zero point)"},
+          {"clip", K::Flag, "", "search a shrink of each group's range minimizing the "
+                                "diag(H)-weighted error"}};
+}
+
+std::vector<OptionSpec> gptq_options() {
+  return {{"act_order", K::Flag, "", "quantize columns by decreasing diag(H)"},
+          {"static_groups", K::Flag, "", "group scales from the original weights, up front"},
+          {"damp", K::Float, "0.01", "diagonal damping, a fraction of mean diag(H)"},
+          {"blocksize", K::Int, "128", "lazy-update block width"}};
+}
+
+template <class... V>
+std::vector<OptionSpec> cat(V... parts) {
+  std::vector<OptionSpec> out;
+  (out.insert(out.end(), parts.begin(), parts.end()), ...);
+  return out;
+}
+}  // namespace
+
+const std::vector<MethodSpec>& method_specs() {
+  static const std::vector<MethodSpec> specs = {
+      {"fp", "keep the layer in its original precision", {}},
+      {"rtn", "round to nearest on a uniform grid", grid_options()},
+      {"gptq", "GPTQ: column-wise quantization with Hessian error compensation",
+       cat(grid_options(), gptq_options())},
+      {"awq", "activation-aware per-input-channel scaling (searched exponent), then RTN or GPTQ",
+       cat(grid_options(), gptq_options(),
+           std::vector<OptionSpec>{
+               {"base", K::Choice, "rtn", "quantizer after scaling", {"rtn", "gptq"}},
+               {"grid", K::Int, "20", "exponent candidates in [0, 1)"}})},
+      {"nf", "NormalFloat codebook (QLoRA) with per-block absmax",
+       {{"bits", K::Int, "4", "code width (bB shorthand)", {"3", "4"}},
+        {"block", K::Int, "64", "weights per absmax block along the input (blockN)"}}},
+      {"lr", "low-rank correction L R fitted to the quantization error of the base method",
+       {{"rank", K::Int, "16", "rank (rN shorthand)"},
+        {"scale", K::Choice, "none",
+         "error weighting: none (LoRC), diag (LQER: mean |x|), full (QERA: H^1/2)",
+         {"none", "diag", "full"}}},
+       true},
+  };
+  return specs;
+}
+
+}  // namespace lrq

@@ -1,0 +1,27 @@
+// Small pieces the method files share: option structs from recipe stages, statistics views.
+#pragma once
+#include <memory>
+
+#include "quant/gptq.h"
+#include "quant/method.h"
+#include "quant/qlinear.h"
+#include "quant/rtn.h"
+
+namespace lrq {
+
+/// Grid options (bits, group, sym, clip) of a stage.
+RtnOptions grid_options(const Stage& s);
+/// Grid plus GPTQ options (act_order, static_groups, damp, blocksize) of a stage.
+GptqOptions gptq_options(const Stage& s);
+/// diag(H) of the site statistics, F32 [in] (the clip search's importance).
+Tensor diag_h(const SiteStats& st);
+/// A QuantLinear of a GPTQ result (its act-order permutation becomes the input transform).
+std::unique_ptr<QuantLinear> from_gptq(GptqResult r, InputTransform t = {});
+
+// One factory per method file.
+std::unique_ptr<Method> make_rtn(const Stage& s);
+std::unique_ptr<Method> make_gptq(const Stage& s);
+std::unique_ptr<Method> make_awq(const Stage& s);
+std::unique_ptr<Method> make_nf(const Stage& s);
+
+}  // namespace lrq

@@ -1,0 +1,26 @@
+// GPTQ: Hessian-compensated column-wise quantization (kernel in quant/gptq.cpp).
+#include "quant/methods/common.h"
+
+namespace lrq {
+
+namespace {
+class Gptq final : public Method {
+ public:
+  explicit Gptq(const Stage& s) : o_(gptq_options(s)) {}
+  Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
+    GptqResult r = gptq_quantize(W, st.H(), o_);
+    Quantized q;
+    if (!r.warning.empty()) q.extra["warning"] = r.warning;
+    q.extra["gptq_loss"] = r.loss;
+    q.layer = from_gptq(std::move(r));
+    return q;
+  }
+
+ private:
+  GptqOptions o_;
+};
+}  // namespace
+
+std::unique_ptr<Method> make_gptq(const Stage& s) { return std::make_unique<Gptq>(s); }
+
+}  // namespace lrq

@@ -1,0 +1,87 @@
+// Method registry: recipe name -> factory, and the composition with modifier stages.
+#include <map>
+
+#include "core/error.h"
+#include "quant/error_correction.h"
+#include "quant/methods/common.h"
+
+namespace lrq {
+
+RtnOptions grid_options(const Stage& s) {
+  RtnOptions o;
+  o.bits = int(s.i("bits"));
+  o.group = s.i("group");
+  o.symmetric = s.flag("sym");
+  o.clip_search = s.flag("clip");
+  return o;
+}
+
+GptqOptions gptq_options(const Stage& s) {
+  GptqOptions o;
+  o.grid = grid_options(s);
+  o.act_order = s.flag("act_order");
+  o.static_groups = s.flag("static_groups");
+  o.damp = s.f("damp");
+  o.block = s.i("blocksize");
+  if (o.block <= 0) fail("recipe", "{}: blocksize must be positive", s.method);
+  return o;
+}
+
+Tensor diag_h(const SiteStats& st) {
+  const int64_t n = st.in();
+  Tensor d = Tensor::empty({n});
+  for (int64_t i = 0; i < n; ++i) d.data<float>()[i] = float(st.H().data<double>()[i * n + i]);
+  return d;
+}
+
+std::unique_ptr<QuantLinear> from_gptq(GptqResult r, InputTransform t) {
+  if (!r.perm.empty()) {
+    LRQ_ASSERT(t.perm.empty());
+    t.perm = std::move(r.perm);
+  }
+  return std::make_unique<QuantLinear>(std::move(r.q), std::move(t), std::vector<LowRankPart>{});
+}
+
+namespace {
+// Base method, then the modifier stages of the recipe in order.
+class Composed final : public Method {
+ public:
+  Composed(std::unique_ptr<Method> base, const Recipe& r) : base_(std::move(base)), r_(r) {}
+  Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
+    Quantized q = base_->quantize(W, st, job);
+    for (size_t k = 1; k < r_.stages.size(); ++k) {
+      const Stage& s = r_.stages[k];
+      if (s.method != "lr") fail("recipe", "modifier '{}' is not implemented", s.method);
+      auto* ql = dynamic_cast<QuantLinear*>(q.layer.get());
+      if (!ql) fail(job.layer, "'lr' needs a quantized base layer");
+      Tensor E = W.clone();
+      Tensor Wq = ql->dequantize();
+      for (int64_t i = 0; i < E.numel(); ++i) E.data<float>()[i] -= Wq.data<float>()[i];
+      Factors f = fit_error_low_rank(E, s.i("rank"), parse_error_weighting(s.s("scale")), st.H(),
+                                     st.mean_abs());
+      std::vector<LowRankPart> parts = ql->low_rank();
+      parts.push_back(LowRankPart::from_f32(f.L, f.R, false));
+      q.layer = std::make_unique<QuantLinear>(ql->packed(), ql->transform(), std::move(parts));
+      q.extra["lr_rank"] = f.R.dim(0);
+    }
+    return q;
+  }
+
+ private:
+  std::unique_ptr<Method> base_;
+  Recipe r_;
+};
+}  // namespace
+
+std::unique_ptr<Method> make_method(const Recipe& r) {
+  using Factory = std::unique_ptr<Method> (*)(const Stage&);
+  static const std::map<std::string, Factory> table = {
+      {"rtn", make_rtn}, {"gptq", make_gptq}, {"awq", make_awq}, {"nf", make_nf}};
+  auto it = table.find(r.base().method);
+  if (it == table.end()) fail("recipe", "method '{}' cannot quantize a layer", r.base().method);
+  auto base = it->second(r.base());
+  if (r.stages.size() == 1) return base;
+  return std::make_unique<Composed>(std::move(base), r);
+}
+
+}  // namespace lrq

@@ -1,0 +1,292 @@
+#include "quant/qlinear.h"
+
+#include <cmath>
+#include <numeric>
+
+#include "backend/ops.h"
+#include "core/error.h"
+
+namespace lrq {
+
+size_t InputTransform::storage_bytes(int64_t in) const {
+  size_t b = 0;
+  if (scale.defined()) b += 2 * size_t(in);
+  if (!perm.empty()) b += (in <= 65536 ? 2 : 4) * size_t(in);
+  return b;
+}
+
+size_t LowRankPart::storage_bytes() const {
+  size_t b = L.nbytes() + R.nbytes();
+  if (L_scale.defined()) b += L_scale.nbytes() + R_scale.nbytes();
+  return b;
+}
+
+namespace {
+// Per-row absmax int8 of an F32 matrix: codes and F16 scales.
+void to_int8_rows(const Tensor& A, Tensor& q, Tensor& s) {
+  const int64_t r = A.dim(0), c = A.dim(1);
+  q = Tensor::empty({r, c}, DType::I8);
+  Tensor sf = Tensor::empty({r});
+  const float* a = A.data<float>();
+  for (int64_t i = 0; i < r; ++i) {
+    float m = 0;
+    for (int64_t j = 0; j < c; ++j) m = std::max(m, std::fabs(a[i * c + j]));
+    sf.data<float>()[i] = m > 0 ? m / 127.0f : 1.0f;
+  }
+  s = sf.to(DType::F16);
+  Tensor sr = s.to(DType::F32);  // quantize against the stored (rounded) scale
+  for (int64_t i = 0; i < r; ++i) {
+    float inv = 1.0f / sr.data<float>()[i];
+    for (int64_t j = 0; j < c; ++j)
+      q.data<int8_t>()[i * c + j] =
+          int8_t(std::clamp(std::lround(a[i * c + j] * inv), -127L, 127L));
+  }
+}
+
+Tensor from_int8_rows(const Tensor& q, const Tensor& s) {
+  const int64_t r = q.dim(0), c = q.dim(1);
+  Tensor out = Tensor::empty({r, c});
+  Tensor sf = s.to(DType::F32);
+  for (int64_t i = 0; i < r; ++i)
+    for (int64_t j = 0; j < c; ++j)
+      out.data<float>()[i * c + j] = float(q.data<int8_t>()[i * c + j]) * sf.data<float>()[i];
+  return out;
+}
+}  // namespace
+
+LowRankPart LowRankPart::from_f32(const Tensor& L, const Tensor& R, bool int8) {
+  LowRankPart p;
+  if (!int8) {
+    p.L = L.to(DType::F16);
+    p.R = R.to(DType::F16);
+  } else {
+    to_int8_rows(L, p.L, p.L_scale);
+    to_int8_rows(R, p.R, p.R_scale);
+  }
+  return p;
+}
+
+std::pair<Tensor, Tensor> LowRankPart::to_f32() const {
+  if (L_scale.defined()) return {from_int8_rows(L, L_scale), from_int8_rows(R, R_scale)};
+  return {L.to(DType::F32).clone(), R.to(DType::F32).clone()};
+}
+
+QuantLinear::QuantLinear(PackedWeight q, InputTransform t, std::vector<LowRankPart> lr)
+    : Linear(q.cols(), q.rows()), q_(std::move(q)), t_(std::move(t)), lr_(std::move(lr)) {
+  for (auto& p : lr_) {
+    LRQ_ASSERT(p.L.dim(0) == out_ && p.R.dim(1) == in_ && p.L.dim(1) == p.R.dim(0));
+    // int8 factors run through the F32 path: expand once (they are small: r (m + n) values).
+    if (p.L_scale.defined()) {
+      auto [L, R] = p.to_f32();
+      p.L_f32 = L;
+      p.R_f32 = R;
+    }
+  }
+}
+
+int64_t QuantLinear::rank() const {
+  int64_t r = 0;
+  for (const auto& p : lr_) r += p.rank();
+  return r;
+}
+
+size_t QuantLinear::storage_bytes() const {
+  size_t b = q_.storage_bytes() + t_.storage_bytes(in_);
+  for (const auto& p : lr_) b += p.storage_bytes();
+  return b;
+}
+
+std::string QuantLinear::describe() const {
+  std::string s = std::string(quant_format_name(q_.format())) + " w" + std::to_string(q_.bits()) +
+                  "g" + std::to_string(q_.group());
+  if (t_.scale.defined()) s += " +scale";
+  if (!t_.perm.empty()) s += " +perm";
+  if (t_.had_block) s += " +wht" + std::to_string(t_.had_block);
+  if (!lr_.empty()) s += " +lr r" + std::to_string(rank());
+  return s;
+}
+
+void QuantLinear::apply_transform(const Tensor& x, const Tensor& xt) const {
+  const int64_t T = x.dim(0), n = in_;
+  const float* a = x.data<float>();
+  float* b = xt.data<float>();
+  Tensor sc = t_.scale.defined() ? t_.scale.to(DType::F32) : Tensor();
+  const float* s = sc.defined() ? sc.data<float>() : nullptr;
+  const int32_t* p = t_.perm.empty() ? nullptr : t_.perm.data();
+#pragma omp parallel for schedule(static) if (T > 4)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = a + t * n;
+    float* yr = b + t * n;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t j = p ? p[i] : i;
+      yr[i] = s ? xr[j] / s[j] : xr[j];
+    }
+  }
+  if (t_.had_block) ops::fwht_rows(xt, t_.had_block, t_.had_skip);
+}
+
+void QuantLinear::forward(const Tensor& x, const Tensor& y) const {
+  const int64_t T = x.dim(0);
+  if (t_.empty()) {
+    q_.matmul(x, y, false);
+  } else {
+    Tensor xt = Tensor::empty({T, in_});
+    apply_transform(x, xt);
+    q_.matmul(xt, y, false);
+  }
+  for (const auto& p : lr_) {
+    const Tensor& R = p.L_scale.defined() ? p.R_f32 : p.R;
+    const Tensor& L = p.L_scale.defined() ? p.L_f32 : p.L;
+    Tensor h = Tensor::empty({T, p.rank()}), z = Tensor::empty({T, out_});
+    ops::linear(x, R, h);
+    ops::linear(h, L, z);
+    ops::add_inplace(y, z);
+  }
+}
+
+void untransform_rows(const InputTransform& t, const Tensor& Wt) {
+  const int64_t m = Wt.dim(0), n = Wt.dim(1);
+  if (t.had_block) ops::fwht_rows(Wt, t.had_block, t.had_skip);
+  if (t.perm.empty() && !t.scale.defined()) return;
+  Tensor sc = t.scale.defined() ? t.scale.to(DType::F32) : Tensor();
+  std::vector<float> row(n);
+  float* w = Wt.data<float>();
+  for (int64_t i = 0; i < m; ++i) {
+    float* r = w + i * n;
+    if (!t.perm.empty()) {
+      for (int64_t k = 0; k < n; ++k) row[t.perm[k]] = r[k];
+      std::copy(row.begin(), row.end(), r);
+    }
+    if (sc.defined())
+      for (int64_t j = 0; j < n; ++j) r[j] /= sc.data<float>()[j];
+  }
+}
+
+Tensor QuantLinear::dequantize() const {
+  Tensor W = q_.dequantize();
+  untransform_rows(t_, W);
+  for (const auto& p : lr_) {
+    auto [L, R] = p.to_f32();
+    ops::gemm(L, false, R, false, W, 1.0, 1.0);
+  }
+  return W;
+}
+
+nlohmann::json QuantLinear::save(const std::string& prefix,
+                                 std::vector<std::pair<std::string, Tensor>>& out) const {
+  nlohmann::json m = {{"format", quant_format_name(q_.format())},
+                      {"bits", q_.bits()},
+                      {"group", q_.group()},
+                      {"in", in_},
+                      {"out", out_}};
+  out.emplace_back(prefix + ".qcodes", q_.codes());
+  out.emplace_back(prefix + ".qscales", q_.scales());
+  if (q_.offsets().defined()) out.emplace_back(prefix + ".qoffsets", q_.offsets());
+  if (q_.codebook().defined()) out.emplace_back(prefix + ".qcodebook", q_.codebook());
+  if (t_.scale.defined()) {
+    out.emplace_back(prefix + ".input_scale", t_.scale);
+    m["input_scale"] = true;
+  }
+  if (!t_.perm.empty()) {
+    const bool small = in_ <= 65536;
+    Tensor p = Tensor::empty({in_}, small ? DType::U16 : DType::I32);
+    for (int64_t i = 0; i < in_; ++i) {
+      if (small)
+        p.data<uint16_t>()[i] = uint16_t(t_.perm[i]);
+      else
+        p.data<int32_t>()[i] = t_.perm[i];
+    }
+    out.emplace_back(prefix + ".perm", p);
+    m["perm"] = true;
+  }
+  if (t_.had_block) {
+    m["hadamard_block"] = t_.had_block;
+    m["hadamard_skip"] = t_.had_skip;
+  }
+  m["lowrank"] = nlohmann::json::array();
+  for (size_t k = 0; k < lr_.size(); ++k) {
+    const auto& p = lr_[k];
+    const std::string n = prefix + ".lr" + std::to_string(k);
+    out.emplace_back(n + ".L", p.L);
+    out.emplace_back(n + ".R", p.R);
+    if (p.L_scale.defined()) {
+      out.emplace_back(n + ".L_scale", p.L_scale);
+      out.emplace_back(n + ".R_scale", p.R_scale);
+    }
+    m["lowrank"].push_back({{"rank", p.rank()}, {"dtype", dtype_name(p.L.dtype())}});
+  }
+  return m;
+}
+
+std::unique_ptr<QuantLinear> QuantLinear::load(
+    const std::string& prefix, const nlohmann::json& meta,
+    const std::function<Tensor(const std::string&)>& get, int64_t in, int64_t out,
+    const std::string& where) {
+  const std::string w = where + ": layer " + prefix;
+  try {
+    QuantFormat fmt;
+    if (!quant_format_from_name(meta.at("format").get<std::string>(), &fmt))
+      fail(w, "unknown format '{}'", meta.at("format").get<std::string>());
+    const int bits = meta.at("bits").get<int>();
+    const int64_t group = meta.at("group").get<int64_t>();
+    Tensor offsets = fmt == QuantFormat::Affine ? get(prefix + ".qoffsets") : Tensor();
+    Tensor codebook = fmt == QuantFormat::Codebook ? get(prefix + ".qcodebook") : Tensor();
+    PackedWeight q = PackedWeight::from_tensors(get(prefix + ".qcodes"), get(prefix + ".qscales"),
+                                                offsets, codebook, bits, group, fmt, w);
+    if (q.rows() != out || q.cols() != in)
+      fail(w, "codes are {}x{}, the model needs {}x{}", q.rows(), q.cols(), out, in);
+    InputTransform t;
+    if (meta.value("input_scale", false)) {
+      t.scale = get(prefix + ".input_scale");
+      if (t.scale.dtype() != DType::F16 || t.scale.numel() != in)
+        fail(w, "input_scale must be F16 [{}], got {}", in, t.scale.str());
+    }
+    if (meta.value("perm", false)) {
+      Tensor p = get(prefix + ".perm");
+      if (p.numel() != in || (p.dtype() != DType::U16 && p.dtype() != DType::I32))
+        fail(w, "perm must be U16/I32 [{}], got {}", in, p.str());
+      std::vector<char> seen(in, 0);
+      for (int64_t i = 0; i < in; ++i) {
+        int64_t v = p.dtype() == DType::U16 ? p.data<uint16_t>()[i] : p.data<int32_t>()[i];
+        if (v < 0 || v >= in || seen[v]) fail(w, "perm is not a permutation of 0..{}", in - 1);
+        seen[v] = 1;
+        t.perm.push_back(int32_t(v));
+      }
+    }
+    t.had_block = meta.value("hadamard_block", int64_t(0));
+    t.had_skip = meta.value("hadamard_skip", int64_t(0));
+    if (t.had_block) {
+      const int64_t b = t.had_block;
+      if (b < 2 || (b & (b - 1)) || in % b || t.had_skip < 0 || t.had_skip > in / b)
+        fail(w, "invalid Hadamard block {} / skip {} for width {}", b, t.had_skip, in);
+    }
+    std::vector<LowRankPart> lr;
+    const auto& parts = meta.value("lowrank", nlohmann::json::array());
+    for (size_t k = 0; k < parts.size(); ++k) {
+      const std::string n = prefix + ".lr" + std::to_string(k);
+      LowRankPart p;
+      p.L = get(n + ".L");
+      p.R = get(n + ".R");
+      const int64_t r = parts[k].at("rank").get<int64_t>();
+      const bool i8 = p.L.dtype() == DType::I8;
+      if (p.L.ndim() != 2 || p.R.ndim() != 2 || p.L.dim(0) != out || p.L.dim(1) != r ||
+          p.R.dim(0) != r || p.R.dim(1) != in || p.L.dtype() != p.R.dtype() ||
+          (p.L.dtype() != DType::F16 && !i8))
+        fail(w, "low-rank part {} has L {} and R {}, expected F16/I8 [{}x{}] and [{}x{}]", k,
+             p.L.str(), p.R.str(), out, r, r, in);
+      if (i8) {
+        p.L_scale = get(n + ".L_scale");
+        p.R_scale = get(n + ".R_scale");
+        if (p.L_scale.numel() != out || p.R_scale.numel() != r ||
+            p.L_scale.dtype() != DType::F16 || p.R_scale.dtype() != DType::F16)
+          fail(w, "low-rank part {} scales have the wrong shape or dtype", k);
+      }
+      lr.push_back(std::move(p));
+    }
+    return std::make_unique<QuantLinear>(std::move(q), std::move(t), std::move(lr));
+  } catch (const nlohmann::json::exception& e) {
+    fail(w, "malformed layer metadata: {}", e.what());
+  }
+}
+
+}  // namespace lrq

@@ -1,0 +1,82 @@
+// QuantLinear: the stored form of every quantized projection, whatever method produced it.
+//
+//   y = Q · T(x) + sum_k L_k (R_k x)
+//
+// Q is a PackedWeight in a transformed input space; T(x) = B P diag(1/s) x applies, each only
+// when present, an input-channel scale s (AWQ), a permutation P ((Px)_i = x_perm[i]: GPTQ
+// act-order, LoPRo importance order) and a block Walsh-Hadamard transform B (LoPRo) that leaves
+// the first `had_skip` blocks alone. The low-rank branch is a list of parts so that mixed
+// precision factors (fp16 leading ranks, int8 later ranks) are just two parts.
+// Methods compose these pieces; eval/generate and the checkpoint format see only this class.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "model/linear.h"
+#include "quant/packed.h"
+
+namespace lrq {
+
+struct InputTransform {
+  Tensor scale;               // F16 [in] or undefined: x_j / scale_j
+  std::vector<int32_t> perm;  // empty or a permutation of 0..in-1
+  int64_t had_block = 0;      // 0: no rotation
+  int64_t had_skip = 0;       // leading blocks left unrotated
+  bool empty() const { return !scale.defined() && perm.empty() && had_block == 0; }
+  /// Stored bytes: scale (2 per channel), permutation (2 per channel below 65536, else 4).
+  size_t storage_bytes(int64_t in) const;
+};
+
+/// One low-rank part. F16 factors, or I8 factors with an F16 scale per row (of L and of R).
+struct LowRankPart {
+  Tensor L, R;                // out x r, r x in
+  Tensor L_scale, R_scale;    // F16 [out], [r] when the factors are I8
+  Tensor L_f32, R_f32;        // runtime expansions of I8 factors (not stored)
+  int64_t rank() const { return R.dim(0); }
+  size_t storage_bytes() const;
+  /// Builds an F16 part from F32 factors, or an I8 one with per-row absmax scales.
+  static LowRankPart from_f32(const Tensor& L, const Tensor& R, bool int8);
+  /// F32 copies of the factors, as stored (after rounding).
+  std::pair<Tensor, Tensor> to_f32() const;
+};
+
+class QuantLinear final : public Linear {
+ public:
+  QuantLinear(PackedWeight q, InputTransform t, std::vector<LowRankPart> lr);
+  void forward(const Tensor& x, const Tensor& y) const override;
+  Tensor dequantize() const override;
+  size_t storage_bytes() const override;
+  std::string describe() const override;
+
+  const PackedWeight& packed() const { return q_; }
+  const InputTransform& transform() const { return t_; }
+  const std::vector<LowRankPart>& low_rank() const { return lr_; }
+  int64_t rank() const;
+
+  /// Appends this layer's tensors as "<prefix>.<part>" and returns its metadata (format,
+  /// bits, group, transform, ranks) for quantization_config.layers.
+  nlohmann::json save(const std::string& prefix,
+                      std::vector<std::pair<std::string, Tensor>>& out) const;
+  /// Rebuilds a layer from its metadata and a tensor lookup; every inconsistency is an Error
+  /// naming `where` (the checkpoint) and the layer.
+  static std::unique_ptr<QuantLinear> load(const std::string& prefix, const nlohmann::json& meta,
+                                           const std::function<Tensor(const std::string&)>& get,
+                                           int64_t in, int64_t out, const std::string& where);
+
+  /// Applies T to x (T x in) into xt (T x in). Exposed for methods that quantize in T's space.
+  void apply_transform(const Tensor& x, const Tensor& xt) const;
+
+ private:
+  PackedWeight q_;
+  InputTransform t_;
+  std::vector<LowRankPart> lr_;
+};
+
+/// T^T applied to the rows of Wt (out x in, F32, in place): maps a weight expressed in the
+/// transformed input space back to the original one (W = Wt B P diag(1/s)).
+void untransform_rows(const InputTransform& t, const Tensor& Wt);
+
+}  // namespace lrq

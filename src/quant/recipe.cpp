@@ -1,0 +1,240 @@
+#include "quant/recipe.h"
+
+#include <regex>
+
+#include "core/error.h"
+
+namespace lrq {
+
+namespace {
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+const OptionSpec* find_option(const MethodSpec& m, const std::string& key) {
+  for (const auto& o : m.options)
+    if (o.key == key) return &o;
+  return nullptr;
+}
+
+std::vector<std::string> option_names(const MethodSpec& m) {
+  std::vector<std::string> v;
+  for (const auto& o : m.options) v.push_back(o.key);
+  return v;
+}
+
+std::vector<std::string> split(const std::string& s, char c) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  for (size_t i = 0; i <= s.size(); ++i)
+    if (i == s.size() || s[i] == c) {
+      out.push_back(s.substr(b, i - b));
+      b = i + 1;
+    }
+  return out;
+}
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+}
+
+// Normalizes and checks one value against its spec; returns the canonical text.
+std::string check_value(const std::string& where, const MethodSpec& m, const OptionSpec& o,
+                        const std::string& v) {
+  switch (o.kind) {
+    case OptionSpec::Int: {
+      size_t pos = 0;
+      long long x = 0;
+      try {
+        x = std::stoll(v, &pos);
+      } catch (const std::exception&) {
+        pos = 0;
+      }
+      if (pos != v.size() || v.empty())
+        fail(where, "{}: option {} needs an integer, got '{}'", m.name, o.key, v);
+      if (!o.choices.empty() &&
+          std::find(o.choices.begin(), o.choices.end(), std::to_string(x)) == o.choices.end())
+        fail(where, "{}: unsupported {} {} (valid: {})", m.name, o.key, x, join(o.choices));
+      if (o.choices.empty() && x < 0) fail(where, "{}: {} must be >= 0, got {}", m.name, o.key, x);
+      return std::to_string(x);
+    }
+    case OptionSpec::Float: {
+      size_t pos = 0;
+      double x = 0;
+      try {
+        x = std::stod(v, &pos);
+      } catch (const std::exception&) {
+        pos = 0;
+      }
+      if (pos != v.size() || v.empty() || !std::isfinite(x))
+        fail(where, "{}: option {} needs a number, got '{}'", m.name, o.key, v);
+      return v;
+    }
+    case OptionSpec::Flag:
+      if (v == "1" || v == "true" || v == "on") return "1";
+      if (v == "0" || v == "false" || v == "off") return "0";
+      fail(where, "{}: flag {} takes no value or on/off, got '{}'", m.name, o.key, v);
+    case OptionSpec::Choice:
+      if (std::find(o.choices.begin(), o.choices.end(), v) == o.choices.end())
+        fail(where, "{}: {}='{}' is not valid (valid: {})", m.name, o.key, v, join(o.choices));
+      return v;
+  }
+  return v;
+}
+
+Stage parse_stage(const std::string& text, const std::string& where) {
+  Stage st;
+  size_t colon = text.find(':');
+  st.method = text.substr(0, colon);
+  if (st.method.empty()) fail(where, "empty method in recipe '{}'", text);
+  const MethodSpec& m = method_spec(st.method);
+  if (colon == std::string::npos) return st;
+  std::smatch mt;
+  static const std::regex wg(R"(w(\d+)(?:g(\d+))?)"), bb(R"(b(\d+))"), blk(R"(block(\d+))"),
+      rr(R"(r(\d+))");
+  auto set = [&](const std::string& key, const std::string& v) {
+    const OptionSpec* o = find_option(m, key);
+    if (!o)
+      fail(where, "{}: unknown option '{}' (valid: {})", m.name, key, join(option_names(m)));
+    if (st.given.count(key)) fail(where, "{}: option {} given twice", m.name, key);
+    st.given[key] = check_value(where, m, *o, v);
+  };
+  for (const std::string& opt : split(text.substr(colon + 1), ',')) {
+    if (opt.empty()) fail(where, "{}: empty option in '{}'", m.name, text);
+    size_t eq = opt.find('=');
+    if (eq != std::string::npos) {
+      set(opt.substr(0, eq), opt.substr(eq + 1));
+    } else if (std::regex_match(opt, mt, wg) && find_option(m, "bits")) {
+      set("bits", mt[1]);
+      if (mt[2].matched) set("group", mt[2]);
+    } else if (std::regex_match(opt, mt, bb) && find_option(m, "bits")) {
+      set("bits", mt[1]);
+    } else if (std::regex_match(opt, mt, blk) && find_option(m, "block")) {
+      set("block", mt[1]);
+    } else if (std::regex_match(opt, mt, rr) && find_option(m, "rank")) {
+      set("rank", mt[1]);
+    } else {
+      const OptionSpec* o = find_option(m, opt);
+      if (!o)
+        fail(where, "{}: unknown option '{}' (valid: {})", m.name, opt, join(option_names(m)));
+      if (o->kind != OptionSpec::Flag)
+        fail(where, "{}: option {} needs a value ({}=...)", m.name, opt, opt);
+      set(opt, "1");
+    }
+  }
+  return st;
+}
+
+const OptionSpec& spec_of(const Stage& st, const std::string& key) {
+  const OptionSpec* o = find_option(method_spec(st.method), key);
+  if (!o) fail("recipe", "{} has no option {}", st.method, key);
+  return *o;
+}
+
+}  // namespace
+
+const MethodSpec& method_spec(const std::string& name) {
+  for (const auto& m : method_specs())
+    if (m.name == name) return m;
+  std::vector<std::string> names;
+  for (const auto& m : method_specs()) names.push_back(m.name);
+  fail("recipe", "unknown method '{}' (valid: {})", name, join(names));
+}
+
+std::string Stage::s(const std::string& key) const {
+  auto it = given.find(key);
+  return it != given.end() ? it->second : spec_of(*this, key).def;
+}
+int64_t Stage::i(const std::string& key) const { return std::stoll(s(key)); }
+double Stage::f(const std::string& key) const { return std::stod(s(key)); }
+bool Stage::flag(const std::string& key) const {
+  std::string v = s(key);
+  return v == "1";
+}
+
+std::string Stage::str() const {
+  const MethodSpec& m = method_spec(method);
+  std::vector<std::string> parts;
+  for (const auto& o : m.options) {
+    auto it = given.find(o.key);
+    if (it == given.end()) continue;
+    if (o.key == "bits") {
+      bool wg = find_option(m, "group") != nullptr;
+      std::string p = (wg ? "w" : "b") + it->second;
+      if (wg && has("group")) p += "g" + given.at("group");
+      parts.push_back(p);
+    } else if (o.key == "group" && has("bits")) {
+      continue;  // printed with bits
+    } else if (o.key == "block" || o.key == "rank") {
+      parts.push_back((o.key == "block" ? "block" : "r") + it->second);
+    } else if (o.kind == OptionSpec::Flag) {
+      parts.push_back(it->second == "1" ? o.key : o.key + "=off");
+    } else {
+      parts.push_back(o.key + "=" + it->second);
+    }
+  }
+  std::string s = method;
+  for (size_t k = 0; k < parts.size(); ++k) s += (k ? "," : ":") + parts[k];
+  return s;
+}
+
+const Stage* Recipe::find(const std::string& method) const {
+  for (size_t k = 1; k < stages.size(); ++k)
+    if (stages[k].method == method) return &stages[k];
+  return nullptr;
+}
+
+std::string Recipe::str() const {
+  std::string s;
+  for (const auto& st : stages) s += (s.empty() ? "" : "+") + st.str();
+  return s;
+}
+
+Recipe parse_recipe(const std::string& text, const std::string& where) {
+  if (text.empty()) fail(where, "empty recipe");
+  Recipe r;
+  for (const std::string& part : split(text, '+')) r.stages.push_back(parse_stage(part, where));
+  if (method_spec(r.stages[0].method).is_modifier)
+    fail(where, "'{}' modifies a base method and cannot come first (e.g. gptq:w3g128+{})",
+         r.stages[0].method, r.stages[0].str());
+  for (size_t k = 1; k < r.stages.size(); ++k) {
+    if (!method_spec(r.stages[k].method).is_modifier)
+      fail(where, "only one base method per recipe; '{}' follows '{}'", r.stages[k].method,
+           r.stages[0].method);
+    for (size_t j = 1; j < k; ++j)
+      if (r.stages[j].method == r.stages[k].method)
+        fail(where, "stage '{}' given twice", r.stages[k].method);
+  }
+  return r;
+}
+
+LayerRecipe parse_layer_recipe(const std::string& text) {
+  size_t eq = text.rfind('=', text.find(':') == std::string::npos ? std::string::npos
+                                                                   : text.find(':'));
+  // The regex may contain '='; the recipe's method name may not. Split at the last '='
+  // before the recipe's ':'.
+  if (eq == std::string::npos || eq == 0)
+    fail("--layer-recipe", "expected REGEX=RECIPE, got '{}'", text);
+  LayerRecipe lr;
+  lr.pattern = text.substr(0, eq);
+  try {
+    std::regex re(lr.pattern);
+  } catch (const std::regex_error& e) {
+    fail("--layer-recipe", "invalid regex '{}': {}", lr.pattern, e.what());
+  }
+  lr.recipe = parse_recipe(text.substr(eq + 1), "--layer-recipe");
+  return lr;
+}
+
+const Recipe& recipe_for(const std::string& layer, const Recipe& def,
+                         const std::vector<LayerRecipe>& overrides) {
+  const Recipe* r = &def;
+  for (const auto& o : overrides)
+    if (std::regex_search(layer, std::regex(o.pattern))) r = &o.recipe;
+  return *r;
+}
+
+}  // namespace lrq

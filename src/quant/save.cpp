@@ -1,0 +1,137 @@
+#include "quant/save.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/mapped_file.h"
+#include "io/safetensors.h"
+#include "quant/qlinear.h"
+
+namespace fs = std::filesystem;
+
+namespace lrq {
+
+namespace {
+// Removes a temporary folder unless released: the unwinding path of every failure.
+struct TempDir {
+  fs::path path;
+  bool keep = false;
+  ~TempDir() {
+    std::error_code ec;
+    if (!keep) fs::remove_all(path, ec);
+  }
+};
+
+// The config.json to write: the source's own when it has one (so unknown fields survive),
+// otherwise one synthesized from the model config (llama2.c sources).
+nlohmann::json base_config(const Model& m) {
+  const Checkpoint& ck = m.checkpoint();
+  fs::path src = fs::path(ck.path) / "config.json";
+  if (fs::is_directory(ck.path) && fs::exists(src)) {
+    auto j = nlohmann::json::parse(read_text_file(src.string()));
+    j.erase("quantization_config");
+    return j;
+  }
+  const ModelConfig& c = m.config();
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"hidden_size", c.hidden},
+          {"intermediate_size", c.intermediate},
+          {"num_hidden_layers", c.n_layers},
+          {"num_attention_heads", c.n_heads},
+          {"num_key_value_heads", c.n_kv_heads},
+          {"head_dim", c.head_dim},
+          {"vocab_size", c.vocab},
+          {"max_position_embeddings", c.max_positions},
+          {"rms_norm_eps", c.rms_eps},
+          {"rope_theta", c.rope_theta},
+          {"tie_word_embeddings", c.tied_embeddings},
+          {"bos_token_id", c.bos_id},
+          {"eos_token_id", c.eos_id},
+          {"hidden_act", "silu"},
+          {"torch_dtype", "float32"},
+          {"lrquant_rope_interleaved", c.rope_interleaved}};
+}
+}  // namespace
+
+void save_quantized(const Model& m, const SaveOptions& o) {
+  const fs::path out = fs::absolute(o.out_dir);
+  if (fs::exists(out) && !o.force)
+    fail(o.out_dir, "output folder exists (pass --force to replace it)");
+  if (!out.has_parent_path() || !fs::is_directory(out.parent_path()))
+    fail(o.out_dir, "parent folder does not exist");
+  TempDir tmp{out.parent_path() / ("." + out.filename().string() + ".partial-" +
+                                   std::to_string(getpid()))};
+  fs::remove_all(tmp.path);
+  fs::create_directory(tmp.path);
+
+  // Tensors: every non-projection tensor as stored, then each projection in its own form.
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  const Checkpoint& ck = m.checkpoint();
+  auto is_proj = [&](const std::string& n) {
+    for (int64_t l = 0; l < m.n_layers(); ++l)
+      for (const auto& p : projection_names())
+        if (n.rfind(Model::linear_name(l, p) + ".", 0) == 0) return true;
+    return false;
+  };
+  for (const auto& [name, t] : ck.tensors)
+    if (!is_proj(name) && (name != "lm_head.weight" || !m.config().tied_embeddings))
+      tensors.emplace_back(name, t);
+  nlohmann::json layers = nlohmann::json::object();
+  for (const auto& name : m.linear_names()) {
+    const Linear* outer = &m.linear(name);
+    // Biases (Qwen2) stay dense beside quantized weights, under their checkpoint name.
+    if (auto* b = dynamic_cast<const BiasedLinear*>(outer)) {
+      tensors.emplace_back(name + ".bias", b->bias());
+      outer = &b->inner();
+    }
+    const Linear& lin = *outer;
+    if (auto* q = dynamic_cast<const QuantLinear*>(&lin)) {
+      nlohmann::json meta = q->save(name, tensors);
+      meta["bytes"] = q->storage_bytes();
+      meta["bpw"] = q->bits_per_weight();
+      layers[name] = meta;
+    } else if (auto* d = dynamic_cast<const DenseLinear*>(&lin)) {
+      tensors.emplace_back(name + ".weight", d->weight());
+      if (d->bias().defined()) tensors.emplace_back(name + ".bias", d->bias());
+    } else {
+      fail(name, "layer kind '{}' cannot be saved", lin.describe());
+    }
+  }
+  write_safetensors((tmp.path / "model.safetensors").string(), tensors,
+                    {{"format", "pt"}, {"producer", "lrquant " LRQ_VERSION}});
+
+  nlohmann::json cfg = base_config(m);
+  nlohmann::json q = o.provenance;
+  q["quant_method"] = "lrquant";
+  q["format_version"] = 1;
+  q["layers"] = layers;
+  cfg["quantization_config"] = q;
+  write_file_atomic((tmp.path / "config.json").string(), cfg.dump(2) + "\n");
+
+  // Tokenizer and generation files travel with the weights.
+  if (fs::is_directory(ck.path)) {
+    for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
+                          "special_tokens_map.json", "generation_config.json"})
+      if (fs::exists(fs::path(ck.path) / f)) fs::copy_file(fs::path(ck.path) / f, tmp.path / f);
+  } else if (!ck.tokenizer_path.empty()) {
+    fs::copy_file(ck.tokenizer_path, tmp.path / fs::path(ck.tokenizer_path).filename());
+  }
+
+  // Swap into place; an existing folder (with --force) is removed only after the new one is
+  // complete.
+  if (fs::exists(out)) {
+    fs::path old = out.parent_path() / ("." + out.filename().string() + ".old-" +
+                                        std::to_string(getpid()));
+    fs::rename(out, old);
+    fs::rename(tmp.path, out);
+    fs::remove_all(old);
+  } else {
+    fs::rename(tmp.path, out);
+  }
+  tmp.keep = true;
+}
+
+}  // namespace lrq

@@ -1,0 +1,22 @@
+// Writing a quantized model as a Hugging Face-style folder (layout: docs/FORMAT.md).
+#pragma once
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "model/llama.h"
+
+namespace lrq {
+
+struct SaveOptions {
+  std::string out_dir;
+  bool force = false;        // replace an existing folder
+  nlohmann::json provenance;  // recipe, overrides, calibration settings, report totals
+};
+
+/// Writes config.json (with quantization_config), the tokenizer files found beside the source,
+/// and model.safetensors. Everything goes to a temporary folder beside `out_dir` that is renamed
+/// into place at the end, so a failure or an interruption leaves no partial output.
+void save_quantized(const Model& model, const SaveOptions& o);
+
+}  // namespace lrq

@@ -1,0 +1,62 @@
+// Recipe strings: canonical round trip and the errors users see.
+#include "core/error.h"
+#include "quant/recipe.h"
+#include "test_util.h"
+
+namespace lrq {
+namespace {
+
+TEST(Recipe, RoundTripsCanonicalStrings) {
+  for (const char* s : {"rtn:w4g128", "rtn:w3g128,sym,clip", "gptq:w4g128,act_order",
+                        "awq:w4g128", "nf:b4,block64", "gptq:w3g128+lr:r16,scale=diag",
+                        "gptq:w2g64,static_groups,damp=0.1", "fp", "rtn:w8"})
+    EXPECT_EQ(parse_recipe(s).str(), s);
+}
+
+TEST(Recipe, ReadsOptionsWithDefaults) {
+  Recipe r = parse_recipe("gptq:w3g128,act_order+lr:r32,scale=full");
+  EXPECT_EQ(r.base().i("bits"), 3);
+  EXPECT_EQ(r.base().i("group"), 128);
+  EXPECT_TRUE(r.base().flag("act_order"));
+  EXPECT_FALSE(r.base().flag("sym"));
+  EXPECT_DOUBLE_EQ(r.base().f("damp"), 0.01);
+  ASSERT_NE(r.find("lr"), nullptr);
+  EXPECT_EQ(r.find("lr")->i("rank"), 32);
+  EXPECT_EQ(r.find("lr")->s("scale"), "full");
+  // Canonical order is declaration order.
+  EXPECT_EQ(parse_recipe("rtn:clip,w4g64").str(), "rtn:w4g64,clip");
+}
+
+TEST(Recipe, ErrorsListTheValidChoices) {
+  auto msg = [](const std::string& s) {
+    try {
+      parse_recipe(s);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(msg("foo:w4").find("valid: fp, rtn, gptq"), std::string::npos) << msg("foo:w4");
+  EXPECT_NE(msg("rtn:w5g128").find("unsupported bits 5 (valid: 2, 3, 4, 8)"), std::string::npos)
+      << msg("rtn:w5g128");
+  EXPECT_NE(msg("rtn:w4,bogus").find("unknown option 'bogus'"), std::string::npos);
+  EXPECT_NE(msg("gptq:damp=x").find("needs a number"), std::string::npos);
+  EXPECT_NE(msg("lr:r4").find("cannot come first"), std::string::npos);
+  EXPECT_NE(msg("rtn:w4+gptq:w4").find("only one base method"), std::string::npos);
+  EXPECT_NE(msg("nf:b2").find("unsupported bits 2"), std::string::npos);
+  EXPECT_NE(msg("gptq:w4+lr:scale=some").find("valid: none, diag, full"), std::string::npos);
+}
+
+TEST(Recipe, LayerOverridesMatchByRegex) {
+  Recipe def = parse_recipe("gptq:w3g128");
+  std::vector<LayerRecipe> o = {parse_layer_recipe("down_proj=gptq:w4g128"),
+                                parse_layer_recipe("layers\\.0\\..*=fp")};
+  EXPECT_EQ(recipe_for("model.layers.3.mlp.down_proj", def, o).str(), "gptq:w4g128");
+  EXPECT_EQ(recipe_for("model.layers.0.mlp.down_proj", def, o).str(), "fp");
+  EXPECT_EQ(recipe_for("model.layers.3.mlp.up_proj", def, o).str(), "gptq:w3g128");
+  EXPECT_THROW(parse_layer_recipe("nonsense"), Error);
+  EXPECT_THROW(parse_layer_recipe("([=rtn:w4"), Error);
+}
+
+}  // namespace
+}  // namespace lrq
