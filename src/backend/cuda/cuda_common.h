@@ -5,6 +5,9 @@
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
 
+#include <climits>
+#include <string>
+
 #include "core/error.h"
 
 namespace lrq::cuda {
@@ -28,9 +31,47 @@ namespace lrq::cuda {
       ::lrq::fail_msg("cusolver", std::string(#expr) + " failed: status " + std::to_string(int(_s))); \
   } while (0)
 
+/// Checks the launch that was just queued (bad configuration, missing kernel image).
+#define LRQ_CUDA_LAUNCHED() LRQ_CUDA_CHECK(cudaGetLastError())
+
 /// The stream all lrquant work is queued on (one per process for now).
 cudaStream_t stream();
 cublasHandle_t cublas();
 cusolverDnHandle_t cusolver();
+
+/// Stream-ordered scratch memory on the GPU, freed (also stream-ordered) when it goes out of
+/// scope. The stream's memory pool makes this cheap enough for per-call workspaces.
+class DeviceScratch {
+ public:
+  explicit DeviceScratch(size_t bytes);
+  ~DeviceScratch();
+  DeviceScratch(const DeviceScratch&) = delete;
+  DeviceScratch& operator=(const DeviceScratch&) = delete;
+  template <class T>
+  T* as() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+};
+
+/// Waits for the stream and returns a cuSOLVER status word (devInfo) from device memory.
+int read_info(const int* dev_info);
+
+/// Throws the one-line argument error "<op>: <what>".
+[[noreturn]] inline void bad_args(const char* op, const std::string& what) {
+  fail_msg("", std::string(op) + ": " + what);
+}
+
+/// A size for cuBLAS/cuSOLVER's 32-bit interfaces; an Error when it does not fit.
+inline int blas_int(int64_t v, const char* op) {
+  if (v > INT_MAX) bad_args(op, "size " + std::to_string(v) + " exceeds the 32-bit limit of cuBLAS/cuSOLVER");
+  return int(v);
+}
+
+/// Blocks of `threads` covering n items, capped so a grid-stride loop finishes the rest.
+inline unsigned grid_for(int64_t n, int threads) {
+  int64_t b = (n + threads - 1) / threads;
+  return unsigned(b < 1 ? 1 : (b > (1 << 20) ? (1 << 20) : b));
+}
 
 }  // namespace lrq::cuda

@@ -29,4 +29,11 @@ void add_inplace(const Tensor& x, const Tensor& y);
 void add_row_vector(const Tensor& x, const Tensor& b);
 void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out);
 
+/// Lets F32 gemm and linear round their inputs to TF32 on the tensor cores: several times
+/// faster, but about 3e-4 relative error instead of 1e-7 (256-long sums on an H100), so results
+/// stop matching the CPU.
+/// Off unless switched on here or by LRQ_CUDA_TF32=1 in the environment.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
+
 }  // namespace lrq::cuda

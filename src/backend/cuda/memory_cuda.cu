@@ -32,6 +32,22 @@ cusolverDnHandle_t cusolver() {
   return h;
 }
 
+DeviceScratch::DeviceScratch(size_t bytes) {
+  cudaError_t e = cudaMallocAsync(&p_, bytes ? bytes : 1, stream());
+  if (e != cudaSuccess)
+    fail_msg("cuda", "cannot allocate " + std::to_string(bytes) + " bytes of GPU scratch: " +
+                         cudaGetErrorString(e));
+}
+
+DeviceScratch::~DeviceScratch() { cudaFreeAsync(p_, stream()); }
+
+int read_info(const int* dev_info) {
+  int info = 0;
+  LRQ_CUDA_CHECK(cudaMemcpyAsync(&info, dev_info, sizeof(int), cudaMemcpyDeviceToHost, stream()));
+  LRQ_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  return info;
+}
+
 }  // namespace lrq::cuda
 
 namespace lrq::backend {

@@ -1,0 +1,213 @@
+// Dense products on the GPU: gemm and gemv through cuBLAS, linear (F32 activations times an
+// F32/F16/BF16 weight) through cuBLAS for prefill and our own kernel for decode.
+//
+// cuBLAS is column-major. A row-major r x c matrix read column-major is its c x r transpose, so
+// row-major C = op(A) op(B) is computed as column-major C^T = op(B)^T op(A)^T: the operands
+// swap places and keep their transpose flags, and nothing is copied.
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/widen.cuh"
+
+namespace lrq::cuda {
+namespace {
+
+bool g_tf32 = [] {
+  const char* e = std::getenv("LRQ_CUDA_TF32");
+  return e && std::string_view(e) == "1";
+}();
+
+cublasComputeType_t f32_compute() {
+  return g_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
+cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
+// Leading dimension of a row-major matrix with `cols` columns (cuBLAS wants at least 1).
+int ld(int64_t cols, const char* name) { return blas_int(std::max<int64_t>(cols, 1), name); }
+
+void need_matrix(const Tensor& t, const char* op, const char* name) {
+  if (t.ndim() != 2) bad_args(op, std::string(name) + " must be a matrix, got " + t.str());
+}
+void need_float(const Tensor& t, const char* op) {
+  if (t.dtype() != DType::F32 && t.dtype() != DType::F64)
+    bad_args(op, "F32 or F64 required, got " + t.str());
+}
+void same_type(const Tensor& a, const Tensor& b, const char* op) {
+  if (a.dtype() != b.dtype()) bad_args(op, "mixed dtypes " + a.str() + " and " + b.str());
+}
+
+// Prefill widens the 16-bit weight slab by slab so the F32 copy stays at 16 MiB.
+constexpr int64_t kSlabElems = int64_t(1) << 22;
+// Up to this many tokens, linear reads each weight once in our kernel (memory-bound decode).
+constexpr int kDecodeMaxT = 4;
+
+template <bool BF>
+__device__ __forceinline__ float w16(uint16_t h) {
+  return BF ? bf16_bits_to_f32(h) : f16_bits_to_f32(h);
+}
+
+template <bool BF>
+__global__ void widen_kernel(const uint16_t* __restrict__ w, float* __restrict__ out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = w16<BF>(w[i]);
+}
+
+// One warp per output feature: the warp streams the weight row once (16-byte loads when VEC)
+// and dots it with each of the T <= kDecodeMaxT token rows.
+template <bool BF, bool VEC>
+__global__ void linear_decode_kernel(const float* __restrict__ x, const uint16_t* __restrict__ w,
+                                     float* __restrict__ y, int T, int64_t in, int64_t out) {
+  const int64_t o = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  if (o >= out) return;
+  const uint16_t* wr = w + o * in;
+  float acc[kDecodeMaxT] = {};
+  if (VEC) {
+    for (int64_t i = int64_t(lane) * 8; i < in; i += 32 * 8) {
+      const uint4 pk = *reinterpret_cast<const uint4*>(wr + i);
+      const uint32_t words[4] = {pk.x, pk.y, pk.z, pk.w};
+      float wf[8];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        wf[2 * e] = w16<BF>(uint16_t(words[e] & 0xffffu));
+        wf[2 * e + 1] = w16<BF>(uint16_t(words[e] >> 16));
+      }
+#pragma unroll
+      for (int t = 0; t < kDecodeMaxT; ++t) {
+        if (t < T) {
+          const float4 a = *reinterpret_cast<const float4*>(x + t * in + i);
+          const float4 b = *reinterpret_cast<const float4*>(x + t * in + i + 4);
+          acc[t] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x +
+                    wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
+        }
+      }
+    }
+  } else {
+    for (int64_t i = lane; i < in; i += 32) {
+      const float wv = w16<BF>(wr[i]);
+#pragma unroll
+      for (int t = 0; t < kDecodeMaxT; ++t)
+        if (t < T) acc[t] += wv * x[t * in + i];
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kDecodeMaxT; ++t) {
+    float v = acc[t];
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (lane == 0 && t < T) y[t * out + o] = v;
+  }
+}
+
+// y[:, r0:r0+rows] = x * Wf^T for a row-major F32 weight block Wf (rows x in, leading dim in).
+void f32_linear_block(const float* x, const float* wf, float* y, int64_t T, int64_t rows,
+                      int64_t in, int64_t out) {
+  const float one = 1.0f, zero = 0.0f;
+  LRQ_CUBLAS_CHECK(cublasGemmEx(cublas(), CUBLAS_OP_T, CUBLAS_OP_N, blas_int(rows, "linear"),
+                                blas_int(T, "linear"), blas_int(in, "linear"), &one, wf,
+                                CUDA_R_32F, ld(in, "linear"), x, CUDA_R_32F, ld(in, "linear"),
+                                &zero, y, CUDA_R_32F, ld(out, "linear"), f32_compute(),
+                                CUBLAS_GEMM_DEFAULT));
+}
+
+template <bool BF>
+void linear16(const float* x, const uint16_t* w, float* y, int64_t T, int64_t in, int64_t out) {
+  if (T <= kDecodeMaxT) {
+    const bool vec = in % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
+                     reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    const int threads = 256, per_block = threads / 32;
+    const unsigned blocks = unsigned((out + per_block - 1) / per_block);
+    if (vec)
+      linear_decode_kernel<BF, true><<<blocks, threads, 0, stream()>>>(x, w, y, int(T), in, out);
+    else
+      linear_decode_kernel<BF, false><<<blocks, threads, 0, stream()>>>(x, w, y, int(T), in, out);
+    LRQ_CUDA_LAUNCHED();
+    return;
+  }
+  const int64_t slab = std::clamp<int64_t>(kSlabElems / std::max<int64_t>(in, 1), 1, out);
+  DeviceScratch buf(size_t(slab * in) * sizeof(float));
+  for (int64_t r0 = 0; r0 < out; r0 += slab) {
+    const int64_t rows = std::min(slab, out - r0);
+    widen_kernel<BF><<<grid_for(rows * in, 256), 256, 0, stream()>>>(w + r0 * in,
+                                                                     buf.as<float>(), rows * in);
+    LRQ_CUDA_LAUNCHED();
+    f32_linear_block(x, buf.as<float>(), y + r0, T, rows, in, out);
+  }
+}
+
+}  // namespace
+
+void set_allow_tf32(bool allow) { g_tf32 = allow; }
+bool allow_tf32() { return g_tf32; }
+
+void gemm(const Tensor& A, bool ta, const Tensor& B, bool tb, const Tensor& C, double alpha,
+          double beta) {
+  need_matrix(A, "gemm", "A");
+  need_matrix(B, "gemm", "B");
+  need_matrix(C, "gemm", "C");
+  need_float(A, "gemm");
+  same_type(A, B, "gemm");
+  same_type(A, C, "gemm");
+  const int64_t m = ta ? A.dim(1) : A.dim(0), k = ta ? A.dim(0) : A.dim(1);
+  const int64_t kb = tb ? B.dim(1) : B.dim(0), n = tb ? B.dim(0) : B.dim(1);
+  if (k != kb || C.dim(0) != m || C.dim(1) != n)
+    bad_args("gemm", "shapes " + A.str() + (ta ? "^T" : "") + " x " + B.str() +
+                         (tb ? "^T" : "") + " -> " + C.str());
+  if (m == 0 || n == 0) return;
+  const int M = blas_int(m, "gemm"), N = blas_int(n, "gemm"), K = blas_int(k, "gemm");
+  const int lda = ld(A.dim(1), "gemm"), ldb = ld(B.dim(1), "gemm"), ldc = ld(n, "gemm");
+  if (A.dtype() == DType::F32) {
+    const float a = float(alpha), b = float(beta);
+    LRQ_CUBLAS_CHECK(cublasGemmEx(cublas(), op(tb), op(ta), N, M, K, &a, B.raw(), CUDA_R_32F, ldb,
+                                  A.raw(), CUDA_R_32F, lda, &b, C.raw(), CUDA_R_32F, ldc,
+                                  f32_compute(), CUBLAS_GEMM_DEFAULT));
+  } else {
+    LRQ_CUBLAS_CHECK(cublasDgemm(cublas(), op(tb), op(ta), N, M, K, &alpha, B.data<double>(), ldb,
+                                 A.data<double>(), lda, &beta, C.data<double>(), ldc));
+  }
+}
+
+void gemv(const Tensor& A, bool ta, const Tensor& x, const Tensor& y, double alpha, double beta) {
+  need_matrix(A, "gemv", "A");
+  need_float(A, "gemv");
+  same_type(A, x, "gemv");
+  same_type(A, y, "gemv");
+  const int64_t rows = ta ? A.dim(1) : A.dim(0), cols = ta ? A.dim(0) : A.dim(1);
+  if (x.numel() != cols || y.numel() != rows)
+    bad_args("gemv", "shapes " + A.str() + (ta ? "^T" : "") + " x " + x.str() + " -> " + y.str());
+  // Column-major, A is its transpose: flip the flag.
+  const int M = blas_int(A.dim(1), "gemv"), N = blas_int(A.dim(0), "gemv");
+  const int lda = ld(A.dim(1), "gemv");
+  if (A.dtype() == DType::F32) {
+    const float a = float(alpha), b = float(beta);
+    LRQ_CUBLAS_CHECK(cublasSgemv(cublas(), op(!ta), M, N, &a, A.data<float>(), lda,
+                                 x.data<float>(), 1, &b, y.data<float>(), 1));
+  } else {
+    LRQ_CUBLAS_CHECK(cublasDgemv(cublas(), op(!ta), M, N, &alpha, A.data<double>(), lda,
+                                 x.data<double>(), 1, &beta, y.data<double>(), 1));
+  }
+}
+
+void linear(const Tensor& x, const Tensor& W, const Tensor& y) {
+  if (x.dtype() != DType::F32) bad_args("linear", "x must be F32, got " + x.str());
+  if (y.dtype() != DType::F32) bad_args("linear", "y must be F32, got " + y.str());
+  if (W.ndim() != 2) bad_args("linear", "weight must be a matrix, got " + W.str());
+  const int64_t out = W.dim(0), in = W.dim(1), T = x.numel() / std::max<int64_t>(in, 1);
+  if (x.dim(-1) != in || y.dim(-1) != out || y.numel() != T * out)
+    bad_args("linear", "x " + x.str() + " W " + W.str() + " y " + y.str());
+  if (T == 0 || out == 0) return;
+  const float* xp = x.data<float>();
+  float* yp = y.data<float>();
+  const auto* w16p = static_cast<const uint16_t*>(W.raw());
+  switch (W.dtype()) {
+    case DType::F32: f32_linear_block(xp, W.data<float>(), yp, T, out, in, out); break;
+    case DType::BF16: linear16<true>(xp, w16p, yp, T, in, out); break;
+    case DType::F16: linear16<false>(xp, w16p, yp, T, in, out); break;
+    default: bad_args("linear", "unsupported weight dtype " + W.str());
+  }
+}
+
+}  // namespace lrq::cuda

@@ -1,0 +1,361 @@
+// The transformer's own primitives on the GPU: RMSNorm, RoPE, causal GQA attention, SwiGLU,
+// residual adds and the embedding lookup. Activations are F32; weights may be F32/F16/BF16.
+// Each kernel computes what its CPU twin computes, in the same precision, so the two agree to
+// rounding (tests/backend_gpu_test.cpp holds them to that).
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/widen.cuh"
+
+namespace lrq::cuda {
+namespace {
+
+void need_f32(const Tensor& t, const char* op, const char* name) {
+  if (t.dtype() != DType::F32) bad_args(op, std::string(name) + " must be F32, got " + t.str());
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// ------------------------------------------------------------------ RMSNorm
+// One CTA per row. The sum of squares is accumulated in double, as on the CPU, so the scale
+// factor rounds to the same float almost always.
+__global__ void rmsnorm_kernel(const float* x, const void* w, Stored wk, float eps, float* out,
+                               int64_t d) {
+  __shared__ double partial[32];
+  const float* r = x + blockIdx.x * d;
+  float* o = out + blockIdx.x * d;
+  double ss = 0;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) ss += double(r[i]) * r[i];
+  for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nwarps = blockDim.x / 32;
+  if (lane == 0) partial[warp] = ss;
+  __syncthreads();
+  if (warp == 0) {
+    ss = lane < nwarps ? partial[lane] : 0.0;
+    for (int off = 16; off > 0; off >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, off);
+    if (lane == 0) partial[0] = ss;
+  }
+  __syncthreads();
+  const float inv = 1.0f / sqrtf(float(partial[0] / double(d)) + eps);
+  // Each thread rewrites only the elements it read, so out may alias x.
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) o[i] = load_f32(w, wk, i) * (r[i] * inv);
+}
+
+// ------------------------------------------------------------------ RoPE
+constexpr int kMaxHalf = 256;  // head_dim up to 512
+struct InvFreq {
+  float v[kMaxHalf];
+};
+
+__global__ void rope_kernel(float* x, int64_t T, int64_t n_heads, int64_t hd, int64_t pos0,
+                            bool interleaved, InvFreq f) {
+  const int64_t half = hd / 2, total = T * n_heads * half;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e % half, th = e / half, t = th / n_heads;
+    float s, c;
+    sincosf(float(pos0 + t) * f.v[i], &s, &c);
+    float* v = x + th * hd;  // row t, head th % n_heads: heads are contiguous within a row
+    const int64_t a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+    const float x0 = v[a], x1 = v[b];
+    v[a] = x0 * c - x1 * s;
+    v[b] = x1 * c + x0 * s;
+  }
+}
+
+// ------------------------------------------------------------------ attention
+// One CTA per (query, head, key split); its warps take every kWarps-th key of the split and keep
+// an online softmax (running max, running sum, running weighted sum of values), merged across
+// warps at the end. Lane l holds elements l, l+32, ... of the head: C of them, C*32 >= head_dim.
+// With one split the CTA writes the output; with several (decode and short chunks, where
+// queries x heads alone would leave most of the GPU idle) it writes its partial state and
+// attention_combine_kernel merges the splits the same way the warps were merged.
+constexpr int kWarps = 4;
+constexpr int kMaxSplits = 64;
+constexpr int64_t kMinKeysPerSplit = 64;
+
+struct Partials {
+  float *max, *sum, *acc;  // [query*head][split], [query*head][split], [...][split][head_dim]
+};
+
+template <int C>
+__global__ void attention_kernel(const float* __restrict__ q, const float* __restrict__ K,
+                                 const float* __restrict__ V, float* __restrict__ out,
+                                 Partials part, int64_t n_heads, int64_t group, int64_t d,
+                                 int64_t pos0, float scale) {
+  __shared__ float s_max[kWarps], s_sum[kWarps], s_acc[kWarps][C * 32];
+  const int64_t t = blockIdx.x / n_heads, h = blockIdx.x % n_heads, g = h / group;
+  const int64_t qw = n_heads * d, kw = n_heads / group * d;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int splits = gridDim.y;
+  const int64_t keys = pos0 + t + 1;  // causal: positions 0..pos0+t
+  const int64_t chunk = (keys + splits - 1) / splits;
+  const int64_t j0 = blockIdx.y * chunk, j1 = min(keys, j0 + chunk);
+  const float* qr = q + t * qw + h * d;
+  float qv[C], acc[C];
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int64_t i = lane + 32 * c;
+    qv[c] = i < d ? qr[i] : 0.0f;
+    acc[c] = 0.0f;
+  }
+  float mx = -INFINITY, sum = 0.0f;
+  for (int64_t j = j0 + warp; j < j1; j += kWarps) {
+    const float* kr = K + j * kw + g * d;
+    const float* vr = V + j * kw + g * d;
+    float dot = 0.0f;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int64_t i = lane + 32 * c;
+      if (i < d) dot += qv[c] * kr[i];
+    }
+    const float s = scale * warp_sum(dot);
+    const float m2 = fmaxf(mx, s), corr = expf(mx - m2), p = expf(s - m2);
+    sum = sum * corr + p;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int64_t i = lane + 32 * c;
+      acc[c] = acc[c] * corr + (i < d ? p * vr[i] : 0.0f);
+    }
+    mx = m2;
+  }
+  if (lane == 0) {
+    s_max[warp] = mx;
+    s_sum[warp] = sum;
+  }
+#pragma unroll
+  for (int c = 0; c < C; ++c) s_acc[warp][lane + 32 * c] = acc[c];
+  __syncthreads();
+  if (warp != 0) return;
+  float M = -INFINITY;
+  for (int w = 0; w < kWarps; ++w) M = fmaxf(M, s_max[w]);
+  float wt[kWarps], total = 0.0f;
+  for (int w = 0; w < kWarps; ++w) {
+    wt[w] = s_max[w] == -INFINITY ? 0.0f : expf(s_max[w] - M);  // a warp may have had no key
+    total += wt[w] * s_sum[w];
+  }
+  const int64_t slot = int64_t(blockIdx.x) * splits + blockIdx.y;
+  if (splits > 1 && lane == 0) {
+    part.max[slot] = M;
+    part.sum[slot] = total;
+  }
+  const float inv = 1.0f / total;
+  float* o = out + t * qw + h * d;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int64_t i = lane + 32 * c;
+    if (i >= d) continue;
+    float v = 0.0f;
+    for (int w = 0; w < kWarps; ++w) v += wt[w] * s_acc[w][i];
+    if (splits > 1)
+      part.acc[slot * d + i] = v;
+    else
+      o[i] = v * inv;
+  }
+}
+
+// One CTA per (query, head): rescales each split's partial state to the common maximum.
+__global__ void attention_combine_kernel(Partials part, float* __restrict__ out, int splits,
+                                         int64_t n_heads, int64_t d) {
+  __shared__ float wt[kMaxSplits];
+  __shared__ float inv;
+  const int64_t base = int64_t(blockIdx.x) * splits;
+  if (threadIdx.x == 0) {
+    float M = -INFINITY, total = 0.0f;
+    for (int s = 0; s < splits; ++s) M = fmaxf(M, part.max[base + s]);
+    for (int s = 0; s < splits; ++s) {
+      const float m = part.max[base + s];
+      wt[s] = m == -INFINITY ? 0.0f : expf(m - M);  // a split may have had no key
+      total += wt[s] * part.sum[base + s];
+    }
+    inv = 1.0f / total;
+  }
+  __syncthreads();
+  const int64_t t = blockIdx.x / n_heads, h = blockIdx.x % n_heads;
+  float* o = out + t * n_heads * d + h * d;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; ++s) v += wt[s] * part.acc[(base + s) * d + i];
+    o[i] = v * inv;
+  }
+}
+
+int multiprocessors() {
+  static const int n = [] {
+    int dev = 0, count = 0;
+    LRQ_CUDA_CHECK(cudaGetDevice(&dev));
+    LRQ_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, dev));
+    return count;
+  }();
+  return n;
+}
+
+// ------------------------------------------------------------------ elementwise
+__global__ void silu_mul_kernel(const float* g, const float* u, float* o, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+__global__ void add_kernel(float* x, const float* y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    x[i] += y[i];
+}
+
+__global__ void add_row_kernel(float* x, const void* b, Stored bk, int64_t d, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    x[i] += load_f32(b, bk, i % d);
+}
+
+__global__ void embedding_kernel(const void* table, Stored tk, const int32_t* ids, float* out,
+                                 int64_t d) {
+  const int64_t row = ids[blockIdx.x];
+  float* o = out + blockIdx.x * d;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) o[i] = load_f32(table, tk, row * d + i);
+}
+
+}  // namespace
+
+void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out) {
+  need_f32(x, "rmsnorm", "x");
+  need_f32(out, "rmsnorm", "out");
+  const int64_t d = x.ndim() ? x.dim(-1) : 0, T = d ? x.numel() / d : 0;
+  if (d == 0 || w.numel() != d || out.numel() != x.numel())
+    bad_args("rmsnorm", "x " + x.str() + " w " + w.str() + " out " + out.str());
+  if (T == 0) return;
+  if (T > INT_MAX) bad_args("rmsnorm", "too many rows in " + x.str());
+  rmsnorm_kernel<<<unsigned(T), 256, 0, stream()>>>(x.data<float>(), w.raw(),
+                                                    stored_kind(w, "rmsnorm"), eps,
+                                                    out.data<float>(), d);
+  LRQ_CUDA_LAUNCHED();
+}
+
+void rope(const Tensor& x, int64_t n_heads, int64_t hd, int64_t pos0, float theta,
+          bool interleaved) {
+  need_f32(x, "rope", "x");
+  const int64_t width = x.ndim() ? x.dim(-1) : 0;
+  if (n_heads <= 0 || hd <= 0 || width != n_heads * hd || hd % 2)
+    bad_args("rope", x.str() + " for " + std::to_string(n_heads) + " heads of " +
+                         std::to_string(hd));
+  if (hd / 2 > kMaxHalf) bad_args("rope", "head_dim " + std::to_string(hd) + " above 512");
+  const int64_t half = hd / 2, T = x.numel() / width;
+  // The frequencies exactly as the CPU computes them (host float pow), so angles agree.
+  InvFreq f;
+  for (int64_t i = 0; i < half; ++i) f.v[i] = 1.0f / std::pow(theta, float(2 * i) / float(hd));
+  if (T == 0) return;
+  rope_kernel<<<grid_for(T * n_heads * half, 256), 256, 0, stream()>>>(
+      x.data<float>(), T, n_heads, hd, pos0, interleaved, f);
+  LRQ_CUDA_LAUNCHED();
+}
+
+void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, int64_t nkv,
+               int64_t hd, int64_t pos0, const Tensor& out) {
+  need_f32(q, "attention", "q");
+  need_f32(K, "attention", "K");
+  need_f32(V, "attention", "V");
+  need_f32(out, "attention", "out");
+  if (nh <= 0 || nkv <= 0 || hd <= 0 || pos0 < 0 || nh % nkv || q.ndim() != 2 || K.ndim() != 2 ||
+      V.ndim() != 2)
+    bad_args("attention", "q " + q.str() + " K " + K.str() + " V " + V.str() + " (heads " +
+                              std::to_string(nh) + "/" + std::to_string(nkv) + ", head_dim " +
+                              std::to_string(hd) + ", pos0 " + std::to_string(pos0) + ")");
+  const int64_t qw = nh * hd, kw = nkv * hd, T = q.numel() / qw;
+  if (q.dim(-1) != qw || K.dim(-1) != kw || V.dim(-1) != kw || K.dim(0) < pos0 + T ||
+      V.dim(0) < pos0 + T || out.numel() != q.numel())
+    bad_args("attention", "q " + q.str() + " K " + K.str() + " V " + V.str() + " out " +
+                              out.str() + " (heads " + std::to_string(nh) + "/" +
+                              std::to_string(nkv) + ", pos0 " + std::to_string(pos0) + ")");
+  if (hd > 256) bad_args("attention", "head_dim " + std::to_string(hd) + " above 256");
+  if (T == 0) return;
+  if (T * nh > INT_MAX) bad_args("attention", "too many queries in " + q.str());
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const int64_t ctas = T * nh, group = nh / nkv;
+  // Enough splits to give every multiprocessor four CTAs, each split at least kMinKeysPerSplit
+  // keys long (for the longest query).
+  const int64_t want = (4 * multiprocessors() + ctas - 1) / ctas;
+  const int64_t by_keys = (pos0 + T + kMinKeysPerSplit - 1) / kMinKeysPerSplit;
+  const int splits = int(std::max<int64_t>(1, std::min({want, by_keys, int64_t(kMaxSplits)})));
+  const size_t slots = size_t(ctas) * splits;
+  DeviceScratch scratch(splits > 1 ? slots * (2 + size_t(hd)) * sizeof(float) : 0);
+  Partials part{scratch.as<float>(), scratch.as<float>() + slots, scratch.as<float>() + 2 * slots};
+  const dim3 grid{unsigned(ctas), unsigned(splits)};
+  const float *qp = q.data<float>(), *kp = K.data<float>(), *vp = V.data<float>();
+  float* op = out.data<float>();
+  if (hd <= 64)
+    attention_kernel<2><<<grid, kWarps * 32, 0, stream()>>>(qp, kp, vp, op, part, nh, group, hd, pos0, scale);
+  else if (hd <= 128)
+    attention_kernel<4><<<grid, kWarps * 32, 0, stream()>>>(qp, kp, vp, op, part, nh, group, hd, pos0, scale);
+  else
+    attention_kernel<8><<<grid, kWarps * 32, 0, stream()>>>(qp, kp, vp, op, part, nh, group, hd, pos0, scale);
+  LRQ_CUDA_LAUNCHED();
+  if (splits > 1) {
+    attention_combine_kernel<<<unsigned(ctas), 128, 0, stream()>>>(part, op, splits, nh, hd);
+    LRQ_CUDA_LAUNCHED();
+  }
+}
+
+void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  need_f32(gate, "silu_mul", "gate");
+  need_f32(up, "silu_mul", "up");
+  need_f32(out, "silu_mul", "out");
+  if (gate.numel() != up.numel() || out.numel() != gate.numel())
+    bad_args("silu_mul", gate.str() + " " + up.str() + " " + out.str());
+  const int64_t n = gate.numel();
+  if (n == 0) return;
+  silu_mul_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(gate.data<float>(), up.data<float>(),
+                                                         out.data<float>(), n);
+  LRQ_CUDA_LAUNCHED();
+}
+
+void add_inplace(const Tensor& x, const Tensor& y) {
+  need_f32(x, "add_inplace", "x");
+  need_f32(y, "add_inplace", "y");
+  if (x.numel() != y.numel()) bad_args("add_inplace", x.str() + " " + y.str());
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  add_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(x.data<float>(), y.data<float>(), n);
+  LRQ_CUDA_LAUNCHED();
+}
+
+void add_row_vector(const Tensor& x, const Tensor& b) {
+  need_f32(x, "add_row_vector", "x");
+  const int64_t d = x.ndim() ? x.dim(-1) : 0;
+  if (d == 0 || b.numel() != d) bad_args("add_row_vector", x.str() + " " + b.str());
+  const int64_t n = x.numel();
+  if (n == 0) return;
+  add_row_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(
+      x.data<float>(), b.raw(), stored_kind(b, "add_row_vector"), d, n);
+  LRQ_CUDA_LAUNCHED();
+}
+
+void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out) {
+  need_f32(out, "embedding", "out");
+  if (table.ndim() != 2) bad_args("embedding", "table must be a matrix, got " + table.str());
+  const int64_t d = table.dim(1), rows = table.dim(0);
+  if (out.numel() != int64_t(ids.size()) * d)
+    bad_args("embedding", table.str() + " " + out.str());
+  // An id outside the table would be a wild read on the device: refuse it here instead.
+  for (int32_t id : ids)
+    if (id < 0 || id >= rows)
+      bad_args("embedding", "token id " + std::to_string(id) + " outside " + table.str());
+  if (ids.empty() || d == 0) return;
+  if (ids.size() > size_t(INT_MAX)) bad_args("embedding", "too many ids");
+  const Stored tk = stored_kind(table, "embedding");
+  DeviceScratch dev_ids(ids.size_bytes());
+  // From pageable memory the copy returns once the source has been read, so ids may go.
+  LRQ_CUDA_CHECK(cudaMemcpyAsync(dev_ids.as<int32_t>(), ids.data(), ids.size_bytes(),
+                                 cudaMemcpyHostToDevice, stream()));
+  embedding_kernel<<<unsigned(ids.size()), 256, 0, stream()>>>(table.raw(), tk,
+                                                              dev_ids.as<int32_t>(),
+                                                              out.data<float>(), d);
+  LRQ_CUDA_LAUNCHED();
+}
+
+}  // namespace lrq::cuda

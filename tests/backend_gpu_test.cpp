@@ -1,0 +1,463 @@
+// The CUDA backend against the CPU backend: every primitive of backend/ops.h runs on both with
+// the same random inputs, and the difference must stay inside a stated budget per dtype.
+// Where the answer is unique only up to signs (eigenvectors, singular vectors, QR), the GPU
+// result is checked through reconstruction, orthogonality and subspace agreement instead, and
+// against inputs built with a known spectrum. GPU outputs start as NaN, so an element a kernel
+// forgets to write fails the comparison. Each check prints "[budget] <name> err <e> budget <b>".
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_ops.h"
+#include "backend/memory.h"
+#include "backend/ops.h"
+#include "test_util.h"
+
+using namespace lrq;
+
+namespace {
+
+#define REQUIRE_GPU()                                                                  \
+  do {                                                                                 \
+    if (!backend::cuda_available()) GTEST_SKIP() << "no CUDA device visible; skipping"; \
+  } while (0)
+
+Tensor randn(Shape s, uint64_t seed, DType t = DType::F32) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<double> d;
+  Tensor x = Tensor::empty(std::move(s), DType::F64);
+  for (int64_t i = 0; i < x.numel(); ++i) x.at<double>(i) = d(g);
+  return x.to(t);
+}
+
+Tensor gpu(const Tensor& t) { return t.to(Device::CUDA); }
+Tensor host(const Tensor& t) { return t.to(Device::CPU); }
+Tensor f64(const Tensor& t) { return host(t).to(DType::F64); }
+
+// A GPU tensor of NaNs: a kernel that skips an element leaves a NaN that fails every check.
+Tensor poisoned(Shape s, DType t = DType::F32) {
+  Tensor x = Tensor::empty(std::move(s), DType::F64);
+  for (int64_t i = 0; i < x.numel(); ++i) x.at<double>(i) = std::numeric_limits<double>::quiet_NaN();
+  return gpu(x.to(t));
+}
+
+double fro(const Tensor& a) {
+  Tensor x = f64(a);
+  double s = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) s += x.at<double>(i) * x.at<double>(i);
+  return std::sqrt(s);
+}
+
+// ||got - want||_F / ||want||_F in double; infinity if got holds a NaN or an infinity.
+double rel_err(const Tensor& got, const Tensor& want) {
+  Tensor a = f64(got), b = f64(want);
+  EXPECT_EQ(a.numel(), b.numel());
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double x = a.at<double>(i), y = b.at<double>(i);
+    if (!std::isfinite(x)) return std::numeric_limits<double>::infinity();
+    num += (x - y) * (x - y);
+    den += y * y;
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+void within(const std::string& what, double err, double budget) {
+  std::printf("[budget] %-46s err %.3e budget %.0e\n", what.c_str(), err, budget);
+  EXPECT_LE(err, budget) << what;  // NaN fails too
+}
+
+std::string dt(DType t) { return std::string(dtype_name(t)); }
+double budget(DType t, double f32, double f64v) { return t == DType::F32 ? f32 : f64v; }
+
+// a^T b on the CPU in double (the reference for the checks built from products).
+Tensor atb(const Tensor& a, const Tensor& b) {
+  Tensor x = f64(a), y = f64(b), r = Tensor::zeros({x.dim(1), y.dim(1)}, DType::F64);
+  ops::gemm(x, true, y, false, r);
+  return r;
+}
+
+Tensor identity(int64_t n) {
+  Tensor I = Tensor::zeros({n, n}, DType::F64);
+  for (int64_t i = 0; i < n; ++i) I.at<double>(i * n + i) = 1;
+  return I;
+}
+
+// ||abs(P) - I||_F for a square P: zero when P is a signed identity (same vectors up to sign).
+double signed_identity_err(const Tensor& P) {
+  const int64_t n = P.dim(0);
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const double d = std::abs(P.at<double>(i * n + j)) - (i == j);
+      s += d * d;
+    }
+  return std::sqrt(s);
+}
+
+// A well-conditioned SPD matrix X^T X / rows + I (n x n) in dtype t.
+Tensor spd(int64_t n, uint64_t seed, DType t) {
+  Tensor X = randn({3 * n, n}, seed, DType::F64), H = identity(n);
+  ops::gemm(X, true, X, false, H, 1.0 / double(3 * n), 1.0);
+  return H.to(t);
+}
+
+// Q D Q^T with Q orthonormal from `seed` and D = diag(vals) (ascending), built in F64.
+Tensor with_spectrum(const std::vector<double>& vals, uint64_t seed, Tensor* Q_out) {
+  const int64_t n = int64_t(vals.size());
+  Tensor Q = randn({n, n}, seed, DType::F64);
+  ops::orthonormalize_columns(Q);
+  Tensor QD = Q.clone(), A = Tensor::zeros({n, n}, DType::F64);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) QD.at<double>(i * n + j) *= vals[j];
+  ops::gemm(QD, false, Q, true, A);
+  *Q_out = Q;
+  return A;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ dense products
+TEST(BackendGpu, GemmMatchesCpu) {
+  REQUIRE_GPU();
+  const int64_t m = 67, n = 45, k = 300;
+  for (DType t : {DType::F32, DType::F64})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        Tensor A = randn(ta ? Shape{k, m} : Shape{m, k}, 1, t);
+        Tensor B = randn(tb ? Shape{n, k} : Shape{k, n}, 2, t);
+        Tensor C = randn({m, n}, 3, t), Cc = C.clone(), Cg = gpu(C);
+        ops::gemm(A, ta, B, tb, Cc, 0.7, 0.3);
+        ops::gemm(gpu(A), ta, gpu(B), tb, Cg, 0.7, 0.3);
+        const std::string name = "gemm " + dt(t) + (ta ? " A^T" : " A") + (tb ? " B^T" : " B");
+        within(name, rel_err(Cg, Cc), budget(t, 1e-5, 1e-12));
+        // beta = 0 must ignore C entirely, NaNs included.
+        Tensor C0 = Tensor::zeros({m, n}, t), Cp = poisoned({m, n}, t);
+        ops::gemm(A, ta, B, tb, C0);
+        ops::gemm(gpu(A), ta, gpu(B), tb, Cp);
+        within(name + " beta=0", rel_err(Cp, C0), budget(t, 1e-5, 1e-12));
+      }
+}
+
+TEST(BackendGpu, Tf32IsOptInAndStaysClose) {
+  REQUIRE_GPU();
+  ASSERT_FALSE(cuda::allow_tf32()) << "TF32 must be off by default (LRQ_CUDA_TF32 set?)";
+  Tensor A = randn({256, 256}, 4), B = randn({256, 256}, 5), C = Tensor::zeros({256, 256}, DType::F64);
+  ops::gemm(A.to(DType::F64), false, B.to(DType::F64), false, C);
+  Tensor Cg = poisoned({256, 256});
+  cuda::set_allow_tf32(true);
+  ops::gemm(gpu(A), false, gpu(B), false, Cg);
+  cuda::set_allow_tf32(false);
+  // TF32 keeps 10 mantissa bits: about 1e-3 relative per product, less after summation.
+  within("gemm F32 with TF32 vs F64", rel_err(Cg, C), 3e-3);
+  ops::gemm(gpu(A), false, gpu(B), false, Cg);
+  within("gemm F32 after TF32 off vs F64", rel_err(Cg, C), 1e-5);
+}
+
+TEST(BackendGpu, GemvMatchesCpu) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::F64})
+    for (bool ta : {false, true}) {
+      Tensor A = randn({300, 170}, 6, t);
+      Tensor x = randn({ta ? 300 : 170}, 7, t), y = randn({ta ? 170 : 300}, 8, t);
+      Tensor yc = y.clone(), yg = gpu(y);
+      ops::gemv(A, ta, x, yc, 1.3, -0.4);
+      ops::gemv(gpu(A), ta, gpu(x), yg, 1.3, -0.4);
+      within("gemv " + dt(t) + (ta ? " A^T" : " A"), rel_err(yg, yc), budget(t, 1e-5, 1e-12));
+    }
+}
+
+TEST(BackendGpu, LinearMatchesCpuForEveryWeightType) {
+  REQUIRE_GPU();
+  struct Case {
+    int64_t T, in, out;
+  };
+  // Decode (T <= 4, vector and scalar loads), prefill (one slab, and several slabs of 4M weights).
+  const Case cases[] = {{1, 320, 200}, {3, 320, 200}, {4, 320, 200}, {2, 321, 150},
+                        {5, 320, 200}, {64, 320, 200}, {37, 4096, 1100}};
+  for (DType wt : {DType::F32, DType::F16, DType::BF16})
+    for (const Case& c : cases) {
+      Tensor W = randn({c.out, c.in}, 9, DType::F32).to(wt), x = randn({c.T, c.in}, 10);
+      Tensor yc = Tensor::empty({c.T, c.out}), yg = poisoned({c.T, c.out});
+      ops::linear(x, W, yc);
+      ops::linear(gpu(x), gpu(W), yg);
+      within("linear W " + dt(wt) + " T=" + std::to_string(c.T) + " " + std::to_string(c.out) +
+                 "x" + std::to_string(c.in),
+             rel_err(yg, yc), 1e-5);
+    }
+}
+
+// ------------------------------------------------------------------ factorizations
+TEST(BackendGpu, CholeskyMatchesCpu) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::F64}) {
+    Tensor H = spd(100, 11, t), Lc = H.clone(), Lg = gpu(H);
+    ASSERT_TRUE(ops::cholesky(Lc));
+    ASSERT_TRUE(ops::cholesky(Lg));
+    // The factor with a positive diagonal is unique: compare it directly.
+    within("cholesky " + dt(t), rel_err(Lg, Lc), budget(t, 1e-5, 1e-12));
+    Tensor L = f64(Lg);
+    for (int64_t i = 0; i < 100; ++i)
+      for (int64_t j = i + 1; j < 100; ++j) ASSERT_EQ(L.at<double>(i * 100 + j), 0.0);
+    Tensor R = Tensor::zeros({100, 100}, DType::F64);
+    ops::gemm(L, false, L, true, R);
+    within("cholesky " + dt(t) + " L L^T vs A", rel_err(R, H), budget(t, 1e-5, 1e-13));
+  }
+  Tensor bad = Tensor::from({1, 2, 2, 1}, {2, 2});
+  EXPECT_FALSE(ops::cholesky(gpu(bad)));
+  EXPECT_FALSE(ops::spd_inverse(gpu(bad)));
+}
+
+TEST(BackendGpu, SpdInverseMatchesCpu) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::F64}) {
+    Tensor H = spd(90, 12, t), Ic = H.clone(), Ig = gpu(H);
+    ASSERT_TRUE(ops::spd_inverse(Ic));
+    ASSERT_TRUE(ops::spd_inverse(Ig));
+    within("spd_inverse " + dt(t), rel_err(Ig, Ic), budget(t, 1e-5, 1e-12));
+    Tensor Hi = f64(Ig), P = Tensor::zeros({90, 90}, DType::F64);
+    for (int64_t i = 0; i < 90; ++i)
+      for (int64_t j = 0; j < i; ++j) ASSERT_EQ(Hi.at<double>(i * 90 + j), Hi.at<double>(j * 90 + i));
+    ops::gemm(f64(H), false, Hi, false, P);
+    within("spd_inverse " + dt(t) + " A A^-1 vs I", rel_err(P, identity(90)), budget(t, 1e-5, 1e-13));
+  }
+}
+
+TEST(BackendGpu, TrsmMatchesCpu) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::F64})
+    for (bool tl : {false, true}) {
+      Tensor L = spd(100, 13, t);
+      ASSERT_TRUE(ops::cholesky(L));
+      Tensor B = randn({100, 37}, 14, t), Xc = B.clone(), Xg = gpu(B);
+      ops::trsm_lower(L, tl, Xc);
+      ops::trsm_lower(gpu(L), tl, Xg);
+      within("trsm_lower " + dt(t) + (tl ? " L^T" : " L"), rel_err(Xg, Xc), budget(t, 1e-5, 1e-12));
+    }
+}
+
+TEST(BackendGpu, EighRecoversAKnownSpectrum) {
+  REQUIRE_GPU();
+  const int64_t n = 64;
+  std::vector<double> vals(n);
+  for (int64_t i = 0; i < n; ++i) vals[i] = double(i + 1) - 20.5;  // gaps of 1, both signs
+  Tensor Q;
+  Tensor A64 = with_spectrum(vals, 15, &Q);
+  for (DType t : {DType::F32, DType::F64}) {
+    Tensor A = A64.to(t), w = poisoned({n}, t), V = poisoned({n, n}, t);
+    ops::eigh(gpu(A), w, V);
+    within("eigh " + dt(t) + " eigenvalues vs formula", rel_err(w, Tensor::from(std::vector<float>(vals.begin(), vals.end()), {n})),
+           budget(t, 1e-6, 1e-12));  // half-integers: exact in the F32 reference
+    // Gaps of 1 make each eigenvector well determined: V^T Q must be a signed identity.
+    within("eigh " + dt(t) + " eigenvectors vs Q", signed_identity_err(atb(V, Q)), budget(t, 1e-4, 1e-10));
+    within("eigh " + dt(t) + " V^T V vs I", rel_err(atb(V, V), identity(n)), budget(t, 1e-5, 1e-13));
+    Tensor wc = Tensor::empty({n}, t), Vc = Tensor::empty({n, n}, t);
+    ops::eigh(A, wc, Vc);
+    within("eigh " + dt(t) + " eigenvalues vs CPU", rel_err(w, wc), budget(t, 1e-5, 1e-12));
+  }
+  // A random SPD matrix (clustered spectrum): eigenvalues still agree, and A V = V diag(w).
+  for (DType t : {DType::F32, DType::F64}) {
+    Tensor H = spd(120, 16, t), w = poisoned({120}, t), V = poisoned({120, 120}, t);
+    Tensor wc = Tensor::empty({120}, t), Vc = Tensor::empty({120, 120}, t);
+    ops::eigh(gpu(H), w, V);
+    ops::eigh(H, wc, Vc);
+    within("eigh " + dt(t) + " SPD eigenvalues vs CPU", rel_err(w, wc), budget(t, 1e-5, 1e-12));
+    Tensor Vd = f64(V), wd = f64(w), AV = Tensor::zeros({120, 120}, DType::F64), VW = Vd.clone();
+    ops::gemm(f64(H), false, Vd, false, AV);
+    for (int64_t i = 0; i < 120; ++i)
+      for (int64_t j = 0; j < 120; ++j) VW.at<double>(i * 120 + j) *= wd.at<double>(j);
+    within("eigh " + dt(t) + " SPD A V vs V diag(w)", rel_err(AV, VW), budget(t, 1e-5, 1e-12));
+  }
+}
+
+TEST(BackendGpu, SvdReconstructsAndMatchesCpu) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::F64})
+    for (Shape s : {Shape{70, 40}, Shape{40, 70}, Shape{50, 50}}) {
+      const int64_t m = s[0], n = s[1], k = std::min(m, n);
+      Tensor A = randn(s, 17, t);
+      Tensor U = poisoned({m, k}, t), S = poisoned({k}, t), Vt = poisoned({k, n}, t);
+      Tensor Uc = Tensor::empty({m, k}, t), Sc = Tensor::empty({k}, t), Vtc = Tensor::empty({k, n}, t);
+      ops::svd(gpu(A), U, S, Vt);
+      ops::svd(A, Uc, Sc, Vtc);
+      const std::string name = "svd " + dt(t) + " " + std::to_string(m) + "x" + std::to_string(n);
+      within(name + " S vs CPU", rel_err(S, Sc), budget(t, 1e-5, 1e-12));
+      Tensor US = f64(U), Sd = f64(S), R = Tensor::zeros({m, n}, DType::F64);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < k; ++j) US.at<double>(i * k + j) *= Sd.at<double>(j);
+      ops::gemm(US, false, f64(Vt), false, R);
+      within(name + " U S Vt vs A", rel_err(R, A), budget(t, 1e-5, 1e-12));
+      within(name + " U^T U vs I", rel_err(atb(U, U), identity(k)), budget(t, 1e-5, 1e-12));
+      Tensor V = host(Vt).to(DType::F64), VVt = Tensor::zeros({k, k}, DType::F64);
+      ops::gemm(V, false, V, true, VVt);
+      within(name + " Vt Vt^T vs I", rel_err(VVt, identity(k)), budget(t, 1e-5, 1e-12));
+      for (int64_t i = 0; i + 1 < k; ++i) EXPECT_GE(Sd.at<double>(i), Sd.at<double>(i + 1));
+    }
+  // Known singular values with gaps of 1: the singular vectors must match Q's columns.
+  const int64_t n = 40;
+  std::vector<double> vals(n);
+  for (int64_t i = 0; i < n; ++i) vals[i] = double(i + 1);  // ascending for with_spectrum
+  Tensor Q;
+  Tensor A64 = with_spectrum(vals, 18, &Q);  // symmetric PD: U = V = Q (columns reversed)
+  for (DType t : {DType::F32, DType::F64}) {
+    Tensor U = poisoned({n, n}, t), S = poisoned({n}, t), Vt = poisoned({n, n}, t);
+    ops::svd(gpu(A64.to(t)), U, S, Vt);
+    Tensor want = Tensor::empty({n});
+    for (int64_t i = 0; i < n; ++i) want.at<float>(i) = float(vals[n - 1 - i]);
+    within("svd " + dt(t) + " known singular values", rel_err(S, want), budget(t, 1e-6, 1e-12));
+    Tensor Qr = Q.clone();  // Q with its columns in descending order of value
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) Qr.at<double>(i * n + j) = Q.at<double>(i * n + n - 1 - j);
+    within("svd " + dt(t) + " U vs known vectors", signed_identity_err(atb(U, Qr)), budget(t, 1e-4, 1e-10));
+  }
+}
+
+TEST(BackendGpu, OrthonormalizeMatchesCpuUpToSigns) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::F64}) {
+    const int64_t m = 80, k = 12;
+    Tensor A = randn({m, k}, 19, t), Qc = A.clone(), Qg = gpu(A);
+    ops::orthonormalize_columns(Qc);
+    ops::orthonormalize_columns(Qg);
+    within("orthonormalize " + dt(t) + " Q^T Q vs I", rel_err(atb(Qg, Qg), identity(k)), budget(t, 1e-5, 1e-13));
+    // R = Q^T A is upper triangular when Q's leading columns span A's leading columns.
+    Tensor R = atb(Qg, A);
+    double lower = 0;
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < i; ++j) lower += R.at<double>(i * k + j) * R.at<double>(i * k + j);
+    within("orthonormalize " + dt(t) + " tril(Q^T A)/|A|", std::sqrt(lower) / fro(A), budget(t, 1e-6, 1e-14));
+    within("orthonormalize " + dt(t) + " vs CPU up to signs", signed_identity_err(atb(Qg, Qc)), budget(t, 1e-5, 1e-12));
+  }
+}
+
+// ------------------------------------------------------------------ transforms
+TEST(BackendGpu, FwhtMatchesCpu) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::F64})
+    for (int64_t block : {1, 2, 32, 256, 4096, 8192, 16384})
+      for (int64_t skip : {0, 1}) {
+        const int64_t n = block >= 4096 ? 2 * block : 4 * block, rows = block >= 4096 ? 3 : 5;
+        Tensor X = randn({rows, n}, 20, t), Xc = X.clone(), Xg = gpu(X);
+        ops::fwht_rows(Xc, block, skip);
+        ops::fwht_rows(Xg, block, skip);
+        const std::string name = "fwht " + dt(t) + " block " + std::to_string(block) + " skip " + std::to_string(skip);
+        within(name, rel_err(Xg, Xc), budget(t, 1e-6, 1e-14));
+        Tensor back = f64(Xg), orig = f64(X);
+        for (int64_t r = 0; r < rows; ++r)  // skipped blocks are untouched, bit for bit
+          for (int64_t i = 0; i < skip * block; ++i)
+            ASSERT_EQ(back.at<double>(r * n + i), orig.at<double>(r * n + i));
+        ops::fwht_rows(Xg, block, skip);  // the normalized transform is its own inverse
+        within(name + " twice vs input", rel_err(Xg, X), budget(t, 1e-5, 1e-13));
+      }
+}
+
+// ------------------------------------------------------------------ transformer pieces
+TEST(BackendGpu, RmsnormMatchesCpu) {
+  REQUIRE_GPU();
+  for (DType wt : {DType::F32, DType::F16, DType::BF16})
+    for (int64_t d : {300, 4096}) {
+      Tensor x = randn({7, d}, 21), w = randn({d}, 22).to(wt), oc = Tensor::empty({7, d});
+      Tensor og = poisoned({7, d});
+      ops::rmsnorm(x, w, 1e-5f, oc);
+      ops::rmsnorm(gpu(x), gpu(w), 1e-5f, og);
+      within("rmsnorm w " + dt(wt) + " d=" + std::to_string(d), rel_err(og, oc), 1e-6);
+      Tensor xg = gpu(x);
+      ops::rmsnorm(xg, gpu(w), 1e-5f, xg);  // in place
+      within("rmsnorm in place w " + dt(wt) + " d=" + std::to_string(d), rel_err(xg, oc), 1e-6);
+    }
+}
+
+TEST(BackendGpu, RopeMatchesCpuInBothLayouts) {
+  REQUIRE_GPU();
+  for (bool inter : {false, true})
+    for (int64_t pos0 : {0, 1990})
+      for (float theta : {10000.0f, 500000.0f}) {
+        Tensor x = randn({33, 4 * 64}, 23), xc = x.clone(), xg = gpu(x);
+        ops::rope(xc, 4, 64, pos0, theta, inter);
+        ops::rope(xg, 4, 64, pos0, theta, inter);
+        within(std::string("rope ") + (inter ? "interleaved" : "rotate_half") + " pos0=" +
+                   std::to_string(pos0) + " theta=" + std::to_string(int(theta)),
+               rel_err(xg, xc), 1e-6);
+      }
+}
+
+TEST(BackendGpu, AttentionMatchesCpu) {
+  REQUIRE_GPU();
+  struct Case {
+    int64_t T, pos0, nh, nkv, hd;
+  };
+  const Case cases[] = {
+      {70, 0, 8, 2, 64},    // prefill, GQA
+      {20, 50, 4, 4, 128},  // a chunk after a cached prefix, MHA
+      {1, 300, 8, 2, 128},  // decode
+      {1, 2047, 4, 1, 64},  // decode at the end of a 2048 context
+      {5, 3, 6, 3, 96},     // head_dim not a multiple of 64
+      {2048, 0, 4, 1, 64},  // long prefill
+      {64, 0, 1, 1, 64},    // key splits, the early queries' later splits empty
+      {1, 777, 2, 1, 256},  // decode, largest head_dim
+      {3, 1000, 8, 8, 80},  // short chunk split over keys
+  };
+  for (const Case& c : cases) {
+    const int64_t rows = c.pos0 + c.T + 3;  // caches are longer than the visible part
+    Tensor q = randn({c.T, c.nh * c.hd}, 24), K = randn({rows, c.nkv * c.hd}, 25),
+           V = randn({rows, c.nkv * c.hd}, 26);
+    Tensor oc = Tensor::empty({c.T, c.nh * c.hd}), og = poisoned({c.T, c.nh * c.hd});
+    ops::attention(q, K, V, c.nh, c.nkv, c.hd, c.pos0, oc);
+    ops::attention(gpu(q), gpu(K), gpu(V), c.nh, c.nkv, c.hd, c.pos0, og);
+    within("attention T=" + std::to_string(c.T) + " pos0=" + std::to_string(c.pos0) + " heads " +
+               std::to_string(c.nh) + "/" + std::to_string(c.nkv) + " d=" + std::to_string(c.hd),
+           rel_err(og, oc), 1e-5);
+  }
+}
+
+TEST(BackendGpu, ElementwiseAndEmbeddingMatchCpu) {
+  REQUIRE_GPU();
+  Tensor g = randn({9, 1000}, 27), u = randn({9, 1000}, 28);
+  Tensor oc = Tensor::empty({9, 1000}), og = poisoned({9, 1000});
+  ops::silu_mul(g, u, oc);
+  ops::silu_mul(gpu(g), gpu(u), og);
+  within("silu_mul", rel_err(og, oc), 1e-6);
+  Tensor gg = gpu(g);
+  ops::silu_mul(gg, gpu(u), gg);  // out aliases gate
+  within("silu_mul in place", rel_err(gg, oc), 1e-6);
+
+  Tensor xc = g.clone(), xg = gpu(g);
+  ops::add_inplace(xc, u);
+  ops::add_inplace(xg, gpu(u));
+  within("add_inplace (IEEE adds, exact)", rel_err(xg, xc), 0.0);
+  for (DType bt : {DType::F32, DType::F16, DType::BF16}) {
+    Tensor b = randn({1000}, 29).to(bt), yc = g.clone(), yg = gpu(g);
+    ops::add_row_vector(yc, b);
+    ops::add_row_vector(yg, gpu(b));
+    within("add_row_vector b " + dt(bt) + " (exact)", rel_err(yg, yc), 0.0);
+  }
+  const std::vector<int32_t> ids = {3, 0, 49, 3, 17};
+  for (DType tt : {DType::F32, DType::F16, DType::BF16}) {
+    Tensor table = randn({50, 64}, 30).to(tt), ec = Tensor::empty({5, 64}), eg = poisoned({5, 64});
+    ops::embedding(table, ids, ec);
+    ops::embedding(gpu(table), ids, eg);
+    within("embedding table " + dt(tt) + " (exact)", rel_err(eg, ec), 0.0);
+  }
+}
+
+TEST(BackendGpu, BadArgumentsAreErrors) {
+  REQUIRE_GPU();
+  Tensor A = gpu(randn({4, 5}, 31)), B = gpu(randn({4, 5}, 32)), C = gpu(randn({4, 4}, 33));
+  EXPECT_THROW(ops::gemm(A, false, B, false, C), Error);
+  EXPECT_THROW(ops::gemm(A, false, randn({5, 4}, 34), false, C), Error);  // mixed devices
+  EXPECT_THROW(ops::fwht_rows(gpu(randn({2, 12}, 35)), 6), Error);
+  EXPECT_THROW(ops::fwht_rows(gpu(randn({2, 16}, 36)), 4, -1), Error);
+  EXPECT_THROW(ops::linear(gpu(randn({2, 5}, 37)), gpu(Tensor::zeros({3, 5}, DType::I32)),
+                           gpu(Tensor::zeros({2, 3}))),
+               Error);
+  Tensor q = gpu(randn({1, 512}, 38)), kv = gpu(randn({4, 512}, 39));
+  EXPECT_THROW(ops::attention(q, kv, kv, 1, 1, 512, 0, gpu(Tensor::zeros({1, 512}))), Error);
+  EXPECT_THROW(ops::embedding(gpu(randn({10, 8}, 40)), std::vector<int32_t>{10}, gpu(Tensor::zeros({1, 8}))),
+               Error);
+  EXPECT_THROW(ops::svd(A, gpu(Tensor::zeros({4, 5})), gpu(Tensor::zeros({4})), gpu(Tensor::zeros({4, 5}))),
+               Error);
+  EXPECT_THROW(ops::orthonormalize_columns(gpu(randn({3, 5}, 41))), Error);
+}
