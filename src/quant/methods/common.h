@@ -23,5 +23,6 @@ std::unique_ptr<Method> make_rtn(const Stage& s);
 std::unique_ptr<Method> make_gptq(const Stage& s);
 std::unique_ptr<Method> make_awq(const Stage& s);
 std::unique_ptr<Method> make_nf(const Stage& s);
+std::unique_ptr<Method> make_flrq(const Stage& s);
 
 }  // namespace lrq

@@ -76,7 +76,7 @@ class Composed final : public Method {
 std::unique_ptr<Method> make_method(const Recipe& r) {
   using Factory = std::unique_ptr<Method> (*)(const Stage&);
   static const std::map<std::string, Factory> table = {
-      {"rtn", make_rtn}, {"gptq", make_gptq}, {"awq", make_awq}, {"nf", make_nf}};
+      {"rtn", make_rtn}, {"gptq", make_gptq}, {"awq", make_awq}, {"nf", make_nf}, {"flrq", make_flrq}};
   auto it = table.find(r.base().method);
   if (it == table.end()) fail("recipe", "method '{}' cannot quantize a layer", r.base().method);
   auto base = it->second(r.base());

@@ -1,0 +1,192 @@
+// FLRQ (arXiv 2601.05684): W ~ L R + Q(Clip(W - L R)).
+//   1. Activation scaling: the low-rank part is extracted from W diag(a), a = mean|x|^act
+//      (normalized to geometric mean 1), and unscaled on the input side.
+//   2. R1-FLR picks the rank while the sketch runs: after rank r, with d the residual bits,
+//      p = amax(W)/amax(residual), q = (d + log2 p)/d (precision gain) and
+//      k = 1 + 16 r (m + n)/(d m n) (storage growth), rank r is rejected and extraction stops
+//      when k > q, k > 1 + x, or the amax curve has flattened (mean relative drop over the last
+//      4 ranks < flat).
+//   3. The residual is quantized by symmetric group RTN with a clip search (or GPTQ with
+//      residual=gptq, our option).
+//   4. BLC alternates L R = best rank-r fit of W - Wq and Wq = Q(W - L R), keeping the pair
+//      with the least output error tr(D H D^T), D = W - L R - Wq.
+#include <cmath>
+
+#include "backend/ops.h"
+#include "lowrank/lowrank.h"
+#include "quant/methods/common.h"
+
+namespace lrq {
+
+namespace {
+
+double out_err(const Tensor& D, const Tensor& H) {
+  const int64_t m = D.dim(0), n = D.dim(1);
+  Tensor D64 = D.to(DType::F64), DH = Tensor::empty({m, n}, DType::F64);
+  ops::gemm(D64, false, H, false, DH);
+  double e = 0;
+  for (int64_t i = 0; i < m * n; ++i) e += D64.data<double>()[i] * DH.data<double>()[i];
+  return e;
+}
+
+Tensor sub(const Tensor& A, const Tensor& B) {
+  Tensor C = A.clone();
+  for (int64_t i = 0; i < C.numel(); ++i) C.data<float>()[i] -= B.data<float>()[i];
+  return C;
+}
+
+class Flrq final : public Method {
+ public:
+  explicit Flrq(const Stage& s) : st_(s) {
+    grid_.bits = int(s.i("bits"));
+    grid_.group = s.i("group");
+    grid_.symmetric = !s.flag("asym");
+    grid_.clip_search = s.s("clip") == "on";
+    gptq_.grid = grid_;
+    gptq_.act_order = s.flag("act_order");
+    gptq_.damp = s.f("damp");
+    spec_ = LowRankSpec::parse(s.s("sketch") == "svd" ? "svd"
+                               : s.s("sketch") == "rsvd"
+                                   ? "rsvd:q=" + std::to_string(s.i("it"))
+                                   : s.s("sketch") + ":it=" + std::to_string(s.i("it")));
+    epochs_ = s.i("epochs") ? int(s.i("epochs")) : (grid_.bits >= 3 ? 1 : 20);
+    if (s.s("blc") == "off") epochs_ = 0;
+  }
+
+  Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
+    const int64_t m = W.dim(0), n = W.dim(1);
+    const Tensor& H = st.H();
+    // 1. Input-channel scaling for the sketch.
+    Tensor a = Tensor::empty({n});
+    {
+      const double e = st_.f("act");
+      double lsum = 0;
+      std::vector<double> v(n);
+      for (int64_t j = 0; j < n; ++j) {
+        v[j] = std::pow(std::max(st.mean_abs().data<double>()[j], 1e-8), e);
+        lsum += std::log(v[j]);
+      }
+      const double g = std::exp(lsum / double(n));
+      for (int64_t j = 0; j < n; ++j) a.data<float>()[j] = float(v[j] / g);
+    }
+    // 2. Rank: fixed, or R1-FLR's rule on the sketch's amax curve.
+    const double d = grid_.bits, x = st_.f("x"), flat = st_.f("flat");
+    const int fixed = int(st_.i("rank"));
+    int cap = fixed > 0 ? fixed : int(std::min<int64_t>(st_.i("maxrank"), std::min(m, n)));
+    if (fixed == 0) {
+      // k <= 1 + x bounds the rank before any extraction.
+      cap = std::min<int64_t>(cap, int64_t(x * d * double(m) * n / (16.0 * double(m + n))));
+    }
+    Quantized out;
+    LowRank lr;
+    if (cap >= 1) {
+      LowRankControl c;
+      c.col_scale = a;
+      c.track_amax = fixed == 0;
+      if (fixed == 0) {
+        c.stop = [&](const RankStep& s) {
+          const double w0 = s.amax_curve[0], wr = s.residual_amax;
+          const double q = (d + std::log2(w0 / std::max(wr, 1e-30))) / d;
+          const double k = 1.0 + 16.0 * s.rank * double(m + n) / (d * double(m) * n);
+          if (k > q || k > 1.0 + x) return StopDecision::StopDropLast;
+          if (s.rank >= 4) {
+            double drop = 0;
+            for (int i = s.rank - 3; i <= s.rank; ++i)
+              drop += (s.amax_curve[i - 1] - s.amax_curve[i]) / s.amax_curve[i - 1];
+            if (drop / 4.0 < flat) return StopDecision::StopDropLast;
+          }
+          return StopDecision::Continue;
+        };
+      }
+      LowRankSpec spec = spec_;
+      spec.seed = job.seed;
+      lr = low_rank(W, cap, spec, c);
+      out.extra["amax_curve"] = lr.amax_curve;
+    }
+    const int r = lr.rank();
+    out.extra["rank"] = r;
+
+    // 3-4. Residual quantization and BLC.
+    auto quantize_residual = [&](const Tensor& Rw, GptqResult& res) {
+      if (st_.s("residual") == "gptq") {
+        res = gptq_quantize(Rw, H, gptq_);
+      } else {
+        res.q = rtn_quantize(Rw, grid_, grid_.clip_search ? diag_h(st) : Tensor());
+        res.perm.clear();
+      }
+    };
+    auto dequant = [&](const GptqResult& res) {
+      Tensor Wq = res.q.dequantize();
+      InputTransform t;
+      t.perm = res.perm;
+      untransform_rows(t, Wq);
+      return Wq;
+    };
+    auto lowrank_part = [&](const LowRank& f) {
+      // Round the factors to the stored fp16 before using them, so errors are those we store.
+      LowRankPart p = LowRankPart::from_f32(f.L, f.R, false);
+      return p;
+    };
+    auto product = [&](const LowRankPart& p) {
+      auto [L, R] = p.to_f32();
+      Tensor P = Tensor::empty({m, n});
+      ops::gemm(L, false, R, false, P);
+      return P;
+    };
+
+    if (r == 0) {
+      GptqResult res;
+      quantize_residual(W, res);
+      out.layer = from_gptq(std::move(res));
+      return out;
+    }
+    LowRankPart part = lowrank_part(lr);
+    Tensor Wr = product(part);
+    GptqResult res;
+    quantize_residual(sub(W, Wr), res);
+    Tensor Wq = dequant(res);
+    double best = out_err(sub(sub(W, Wr), Wq), H);
+    std::vector<double> curve = {best};
+    GptqResult best_res = res;
+    LowRankPart best_part = part;
+    int best_epoch = 0;
+    for (int e = 1; e <= epochs_; ++e) {
+      LowRankControl c;
+      c.col_scale = a;
+      LowRankSpec spec = spec_;
+      spec.seed = job.seed + uint64_t(e);
+      LowRank f = low_rank(sub(W, Wq), r, spec, c);
+      part = lowrank_part(f);
+      Wr = product(part);
+      quantize_residual(sub(W, Wr), res);
+      Wq = dequant(res);
+      double err = out_err(sub(sub(W, Wr), Wq), H);
+      curve.push_back(err);
+      if (err < best) {
+        best = err;
+        best_res = res;
+        best_part = part;
+        best_epoch = e;
+      }
+    }
+    out.extra["blc_curve"] = curve;
+    out.extra["blc_best_epoch"] = best_epoch;
+    InputTransform t;
+    t.perm = std::move(best_res.perm);
+    out.layer = std::make_unique<QuantLinear>(std::move(best_res.q), std::move(t),
+                                              std::vector<LowRankPart>{std::move(best_part)});
+    return out;
+  }
+
+ private:
+  Stage st_;
+  RtnOptions grid_;
+  GptqOptions gptq_;
+  LowRankSpec spec_;
+  int epochs_;
+};
+}  // namespace
+
+std::unique_ptr<Method> make_flrq(const Stage& s) { return std::make_unique<Flrq>(s); }
+
+}  // namespace lrq
