@@ -36,13 +36,22 @@ struct Checkpoint {
 
 /// Parses and validates a Hugging Face config.json. Unsupported architectures or features are
 /// an Error naming the file and the field ("rope_scaling.rope_type 'yarn' is not supported").
+/// Also reads tokenizer_config.json beside it for add_bos (default: true for Llama and Mistral,
+/// false for Qwen, whose tokenizers add no BOS). eos_token_id may be a list: its first id is
+/// taken. A `quantization_config` must have quant_method "lrquant".
 ModelConfig parse_hf_config(const std::string& path);
+/// Same, also returning the `quantization_config` object (null if absent) in `*quantization`.
+ModelConfig parse_hf_config(const std::string& path, nlohmann::json* quantization);
 
 /// Loads a Hugging Face folder or a llama2.c .bin. Validates every tensor the architecture
-/// needs against the config (presence, shape, dtype).
+/// needs against the config (presence, shape, float dtype); in an lrquant-quantized folder the
+/// `<layer>.weight` of every layer in quantization_config.layers is left to the quantized
+/// loader. config.dtype is set to the dtype actually stored for the token embedding.
 Checkpoint load_checkpoint(const std::string& path);
 
-/// Reads a llama2.c checkpoint (format in shared/models/stories260K/README.md).
+/// Reads a llama2.c checkpoint (format in shared/models/stories260K/README.md) as zero-copy
+/// views; the file size must match the header exactly. wq/wk keep llama2.c's interleaved rotary
+/// layout (config.rope_interleaved). tokenizer_path: tok<vocab>.bin or tokenizer.bin beside it.
 Checkpoint load_llama2c(const std::string& path);
 
 }  // namespace lrq

@@ -33,7 +33,10 @@ class SafetensorsFile {
   const std::map<std::string, TensorEntry>& entries() const { return entries_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   bool has(const std::string& name) const { return entries_.count(name) != 0; }
-  /// Zero-copy CPU view of a tensor (keeps the mapping alive).
+  /// Zero-copy CPU view of a tensor (keeps the mapping alive). The format does not promise
+  /// alignment: a tensor whose bytes are not aligned to its element size is copied into an
+  /// aligned buffer instead (files written by write_safetensors never need that).
+  /// Throws Error("<file>: missing tensor <name>") if absent.
   Tensor get(const std::string& name) const;
 
  private:
@@ -58,15 +61,20 @@ class TensorStore {
   const std::string& file_of(const std::string& name) const;
   std::vector<std::string> names() const;
   const std::string& dir() const { return dir_; }
+  /// The file that lists the tensors: model.safetensors or model.safetensors.index.json.
+  const std::string& source() const { return source_; }
 
  private:
-  std::string dir_;
+  std::string dir_, source_;
   std::vector<SafetensorsFile> files_;
   std::map<std::string, size_t> where_;
 };
 
-/// Writes tensors (any CPU tensors; order preserved, data 8-byte aligned) and string metadata
-/// to `path` atomically.
+/// Writes tensors and string metadata (as "__metadata__") to `path` atomically. The header is
+/// padded with spaces to a multiple of 8 bytes, so the data buffer starts 8-byte aligned; the
+/// data is laid out without gaps (the official reader rejects gaps) with wider element types
+/// first, keeping the given order within one element size, so every tensor is aligned to its
+/// element size and can be mapped zero-copy. Tensors on another device are copied to the CPU.
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});

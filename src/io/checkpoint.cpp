@@ -1,0 +1,129 @@
+#include "io/checkpoint.h"
+
+#include <filesystem>
+#include <set>
+
+#include "io/json_util.h"
+
+namespace lrq {
+
+namespace fs = std::filesystem;
+using io::printable;
+
+const Tensor& Checkpoint::get(const std::string& name) const {
+  auto it = tensors.find(name);
+  if (it == tensors.end()) fail(path, "missing tensor {}", printable(name));
+  return it->second;
+}
+
+namespace {
+
+struct Expected {
+  std::string name;
+  Shape shape;
+  bool required = true;
+  std::string_view why = "required by config.json";
+};
+
+// Every tensor the forward pass of `c` reads, Hugging Face names and [out, in] layouts.
+std::vector<Expected> expected_tensors(const ModelConfig& c) {
+  const int64_t h = c.hidden, q = c.q_width(), kv = c.kv_width(), f = c.intermediate;
+  std::vector<Expected> out = {{"model.embed_tokens.weight", {c.vocab, h}}};
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    std::string l = "model.layers." + std::to_string(i) + ".";
+    out.push_back({l + "input_layernorm.weight", {h}});
+    out.push_back({l + "self_attn.q_proj.weight", {q, h}});
+    out.push_back({l + "self_attn.k_proj.weight", {kv, h}});
+    out.push_back({l + "self_attn.v_proj.weight", {kv, h}});
+    out.push_back({l + "self_attn.o_proj.weight", {h, q}});
+    if (c.qkv_bias) {
+      out.push_back({l + "self_attn.q_proj.bias", {q}});
+      out.push_back({l + "self_attn.k_proj.bias", {kv}});
+      out.push_back({l + "self_attn.v_proj.bias", {kv}});
+    }
+    if (c.qk_norm) {
+      out.push_back({l + "self_attn.q_norm.weight", {c.head_dim}});
+      out.push_back({l + "self_attn.k_norm.weight", {c.head_dim}});
+    }
+    out.push_back({l + "post_attention_layernorm.weight", {h}});
+    out.push_back({l + "mlp.gate_proj.weight", {f, h}});
+    out.push_back({l + "mlp.up_proj.weight", {f, h}});
+    out.push_back({l + "mlp.down_proj.weight", {h, f}});
+  }
+  out.push_back({"model.norm.weight", {h}});
+  // A tied checkpoint may still carry a copy of the head; if so it must fit.
+  out.push_back({"lm_head.weight", {c.vocab, h}, !c.tied_embeddings,
+                 "required by config.json: tie_word_embeddings is false"});
+  return out;
+}
+
+// `listing` is the file that would have to name a missing tensor; `skip` the weights a
+// quantized folder stores in another form.
+void validate(const Checkpoint& ck, const std::string& listing, const std::set<std::string>& skip) {
+  for (const Expected& e : expected_tensors(ck.config)) {
+    if (skip.count(e.name)) continue;
+    auto it = ck.tensors.find(e.name);
+    if (it == ck.tensors.end()) {
+      if (!e.required) continue;
+      fail(listing, "missing tensor {} ({})", e.name, e.why);
+    }
+    const Tensor& t = it->second;
+    const std::string& file = ck.tensor_file.at(e.name);
+    if (t.shape() != e.shape)
+      fail(file, "tensor {} has shape {}, config.json implies {}", e.name, shape_str(t.shape()),
+           shape_str(e.shape));
+    if (t.dtype() != DType::F32 && t.dtype() != DType::F16 && t.dtype() != DType::BF16)
+      fail(file, "tensor {} has dtype {}, expected a float type (F32, F16 or BF16)", e.name,
+           dtype_name(t.dtype()));
+  }
+}
+
+std::set<std::string> quantized_weights(const nlohmann::json& q, const std::string& config) {
+  std::set<std::string> out;
+  if (q.is_null()) return out;
+  auto it = q.find("layers");
+  if (it == q.end()) return out;
+  if (!it->is_object())
+    fail(config, "quantization_config.layers is a JSON {}, expected an object keyed by layer name",
+         io::json_type(*it));
+  for (auto& [layer, v] : it->items()) out.insert(layer + ".weight");
+  return out;
+}
+
+Checkpoint load_hf_folder(const std::string& dir) {
+  Checkpoint ck;
+  ck.path = dir;
+  const fs::path d(dir);
+  const std::string config = (d / "config.json").string();
+  std::error_code ec;
+  if (!fs::exists(config, ec)) fail(dir, "no config.json in the folder");
+  ck.config = parse_hf_config(config, &ck.quantization);
+  TensorStore store = TensorStore::open_dir(dir);
+  for (const std::string& name : store.names()) {
+    ck.tensors.emplace(name, store.get(name));
+    ck.tensor_file.emplace(name, store.file_of(name));
+  }
+  validate(ck, store.source(), quantized_weights(ck.quantization, config));
+  ck.config.dtype = ck.tensors.at("model.embed_tokens.weight").dtype();
+  if (fs::exists(d / "tokenizer.model", ec)) ck.tokenizer_path = (d / "tokenizer.model").string();
+  return ck;
+}
+
+}  // namespace
+
+Checkpoint load_checkpoint(const std::string& path) {
+  std::error_code ec;
+  fs::file_status st = fs::status(path, ec);
+  if (st.type() == fs::file_type::not_found) fail(path, "no such file or directory");
+  if (ec) fail(path, "cannot access: {}", ec.message());
+  if (fs::is_directory(st)) return load_hf_folder(path);
+  if (fs::is_regular_file(st) && fs::path(path).extension() == ".bin") {
+    Checkpoint ck = load_llama2c(path);
+    validate(ck, path, {});
+    return ck;
+  }
+  fail(path, "not a checkpoint: expected a model folder (config.json + safetensors) or a "
+             "llama2.c .bin file");
+}
+
+}  // namespace lrq

@@ -1,0 +1,35 @@
+#include "io/json_util.h"
+
+#include "core/error.h"
+
+namespace lrq::io {
+
+std::string printable(std::string_view s, size_t max_len) {
+  std::string out;
+  for (char c : s.substr(0, max_len)) {
+    auto u = static_cast<unsigned char>(c);
+    out += (u < 0x20 || u == 0x7f) ? '?' : c;
+  }
+  if (s.size() > max_len) out += "...";
+  return out;
+}
+
+nlohmann::json parse_json(const std::string& text, const std::string& file, std::string_view what) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    // Drop nlohmann's "[json.exception.parse_error.101] " tag; the rest says where and why.
+    std::string_view msg = e.what();
+    if (auto p = msg.find("] "); !msg.empty() && msg[0] == '[' && p != msg.npos)
+      msg.remove_prefix(p + 2);
+    fail(file, "{} is not valid JSON: {}", what, printable(msg, 300));
+  }
+}
+
+std::string_view json_type(const nlohmann::json& j) {
+  if (j.is_number_integer()) return "integer";
+  if (j.is_number()) return "number";
+  return j.type_name();
+}
+
+}  // namespace lrq::io

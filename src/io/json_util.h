@@ -1,0 +1,21 @@
+// Internal helpers shared by the io readers: turning untrusted JSON and names into one-line
+// error messages.
+#pragma once
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace lrq::io {
+
+/// `s` made safe for a one-line message: control bytes become '?', long strings are cut.
+std::string printable(std::string_view s, size_t max_len = 120);
+
+/// Parses `text` (the contents of `file`); malformed JSON is Error("<file>: <what> is not
+/// valid JSON: <parser message>").
+nlohmann::json parse_json(const std::string& text, const std::string& file, std::string_view what);
+
+/// "object", "array", "string", "integer", "number", "boolean", "null" (for type errors).
+std::string_view json_type(const nlohmann::json& j);
+
+}  // namespace lrq::io
