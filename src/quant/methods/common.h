@@ -2,6 +2,7 @@
 #pragma once
 #include <memory>
 
+#include "quant/flexible_rank.h"
 #include "quant/gptq.h"
 #include "quant/method.h"
 #include "quant/qlinear.h"
@@ -13,6 +14,8 @@ namespace lrq {
 RtnOptions grid_options(const Stage& s);
 /// Grid plus GPTQ options (act_order, static_groups, damp, blocksize) of a stage.
 GptqOptions gptq_options(const Stage& s);
+/// R1-FLR options (bits, x, flat, act, rank, maxrank, sketch, it) of a low-rank stage.
+FlexRankOptions flex_options(const Stage& s);
 /// diag(H) of the site statistics, F32 [in] (the clip search's importance).
 Tensor diag_h(const SiteStats& st);
 /// A QuantLinear of a GPTQ result (its act-order permutation becomes the input transform).
@@ -24,5 +27,6 @@ std::unique_ptr<Method> make_gptq(const Stage& s);
 std::unique_ptr<Method> make_awq(const Stage& s);
 std::unique_ptr<Method> make_nf(const Stage& s);
 std::unique_ptr<Method> make_flrq(const Stage& s);
+std::unique_ptr<Method> make_lopro(const Stage& s);
 
 }  // namespace lrq

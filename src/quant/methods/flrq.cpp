@@ -13,7 +13,7 @@
 #include <cmath>
 
 #include "backend/ops.h"
-#include "lowrank/lowrank.h"
+#include "quant/flexible_rank.h"
 #include "quant/methods/common.h"
 
 namespace lrq {
@@ -45,10 +45,7 @@ class Flrq final : public Method {
     gptq_.grid = grid_;
     gptq_.act_order = s.flag("act_order");
     gptq_.damp = s.f("damp");
-    spec_ = LowRankSpec::parse(s.s("sketch") == "svd" ? "svd"
-                               : s.s("sketch") == "rsvd"
-                                   ? "rsvd:q=" + std::to_string(s.i("it"))
-                                   : s.s("sketch") + ":it=" + std::to_string(s.i("it")));
+    flex_ = flex_options(s);
     epochs_ = s.i("epochs") ? int(s.i("epochs")) : (grid_.bits >= 3 ? 1 : 20);
     if (s.s("blc") == "off") epochs_ = 0;
   }
@@ -56,53 +53,10 @@ class Flrq final : public Method {
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
     const int64_t m = W.dim(0), n = W.dim(1);
     const Tensor& H = st.H();
-    // 1. Input-channel scaling for the sketch.
-    Tensor a = Tensor::empty({n});
-    {
-      const double e = st_.f("act");
-      double lsum = 0;
-      std::vector<double> v(n);
-      for (int64_t j = 0; j < n; ++j) {
-        v[j] = std::pow(std::max(st.mean_abs().data<double>()[j], 1e-8), e);
-        lsum += std::log(v[j]);
-      }
-      const double g = std::exp(lsum / double(n));
-      for (int64_t j = 0; j < n; ++j) a.data<float>()[j] = float(v[j] / g);
-    }
-    // 2. Rank: fixed, or R1-FLR's rule on the sketch's amax curve.
-    const double d = grid_.bits, x = st_.f("x"), flat = st_.f("flat");
-    const int fixed = int(st_.i("rank"));
-    int cap = fixed > 0 ? fixed : int(std::min<int64_t>(st_.i("maxrank"), std::min(m, n)));
-    if (fixed == 0) {
-      // k <= 1 + x bounds the rank before any extraction.
-      cap = std::min<int64_t>(cap, int64_t(x * d * double(m) * n / (16.0 * double(m + n))));
-    }
+    // 1-2. Activation-scaled sketch with R1-FLR's rank rule.
     Quantized out;
-    LowRank lr;
-    if (cap >= 1) {
-      LowRankControl c;
-      c.col_scale = a;
-      c.track_amax = fixed == 0;
-      if (fixed == 0) {
-        c.stop = [&](const RankStep& s) {
-          const double w0 = s.amax_curve[0], wr = s.residual_amax;
-          const double q = (d + std::log2(w0 / std::max(wr, 1e-30))) / d;
-          const double k = 1.0 + 16.0 * s.rank * double(m + n) / (d * double(m) * n);
-          if (k > q || k > 1.0 + x) return StopDecision::StopDropLast;
-          if (s.rank >= 4) {
-            double drop = 0;
-            for (int i = s.rank - 3; i <= s.rank; ++i)
-              drop += (s.amax_curve[i - 1] - s.amax_curve[i]) / s.amax_curve[i - 1];
-            if (drop / 4.0 < flat) return StopDecision::StopDropLast;
-          }
-          return StopDecision::Continue;
-        };
-      }
-      LowRankSpec spec = spec_;
-      spec.seed = job.seed;
-      lr = low_rank(W, cap, spec, c);
-      out.extra["amax_curve"] = lr.amax_curve;
-    }
+    LowRank lr = flexible_low_rank(W, st, flex_, job.seed);
+    out.extra["amax_curve"] = lr.amax_curve;
     const int r = lr.rank();
     out.extra["rank"] = r;
 
@@ -152,8 +106,8 @@ class Flrq final : public Method {
     int best_epoch = 0;
     for (int e = 1; e <= epochs_; ++e) {
       LowRankControl c;
-      c.col_scale = a;
-      LowRankSpec spec = spec_;
+      c.col_scale = activation_scale(st.mean_abs(), flex_.act);
+      LowRankSpec spec = flex_.spec;
       spec.seed = job.seed + uint64_t(e);
       LowRank f = low_rank(sub(W, Wq), r, spec, c);
       part = lowrank_part(f);
@@ -182,7 +136,7 @@ class Flrq final : public Method {
   Stage st_;
   RtnOptions grid_;
   GptqOptions gptq_;
-  LowRankSpec spec_;
+  FlexRankOptions flex_;
   int epochs_;
 };
 }  // namespace

@@ -27,6 +27,21 @@ GptqOptions gptq_options(const Stage& s) {
   return o;
 }
 
+FlexRankOptions flex_options(const Stage& s) {
+  FlexRankOptions o;
+  o.bits = double(s.i("bits"));
+  o.x = s.f("x");
+  o.flat = s.f("flat");
+  o.act = s.f("act");
+  o.fixed_rank = int(s.i("rank"));
+  o.max_rank = int(s.i("maxrank"));
+  const std::string sk = s.s("sketch"), it = std::to_string(s.i("it"));
+  o.spec = LowRankSpec::parse(sk == "svd"    ? std::string("svd")
+                              : sk == "rsvd" ? "rsvd:q=" + it
+                                             : sk + ":it=" + it);
+  return o;
+}
+
 Tensor diag_h(const SiteStats& st) {
   const int64_t n = st.in();
   Tensor d = Tensor::empty({n});
@@ -76,7 +91,8 @@ class Composed final : public Method {
 std::unique_ptr<Method> make_method(const Recipe& r) {
   using Factory = std::unique_ptr<Method> (*)(const Stage&);
   static const std::map<std::string, Factory> table = {
-      {"rtn", make_rtn}, {"gptq", make_gptq}, {"awq", make_awq}, {"nf", make_nf}, {"flrq", make_flrq}};
+      {"rtn", make_rtn}, {"gptq", make_gptq}, {"awq", make_awq}, {"nf", make_nf}, {"flrq", make_flrq},
+      {"lopro", make_lopro}};
   auto it = table.find(r.base().method);
   if (it == table.end()) fail("recipe", "method '{}' cannot quantize a layer", r.base().method);
   auto base = it->second(r.base());

@@ -1,0 +1,140 @@
+// LoPRo (arXiv 2601.19675): W = Wr + R. Wr from the rank-1 sketch with R1-FLR's rank, stored in
+// mixed precision (leading ranks fp16, later ranks int8 with per-row scales). The residual's
+// input columns are ordered by importance (P), every block of b columns except the `protect`
+// most salient gets a Walsh-Hadamard rotation (B), and GPTQ quantizes R' = R P^T B with the
+// matching H' = B P H P^T B. At run time x' = B P x feeds the packed GEMM (QuantLinear's input
+// transform), the low-rank branch reads x directly.
+#include <cmath>
+#include <numeric>
+
+#include "backend/ops.h"
+#include "quant/methods/common.h"
+
+namespace lrq {
+
+namespace {
+
+Tensor product(const std::vector<LowRankPart>& parts, int64_t m, int64_t n) {
+  Tensor P = Tensor::zeros({m, n});
+  for (const auto& p : parts) {
+    auto [L, R] = p.to_f32();
+    ops::gemm(L, false, R, false, P, 1.0, 1.0);
+  }
+  return P;
+}
+
+// Largest power of two dividing n.
+int64_t pow2_divisor(int64_t n) { return n & -n; }
+
+class Lopro final : public Method {
+ public:
+  explicit Lopro(const Stage& s) : st_(s), flex_(flex_options(s)) {
+    gptq_.grid.bits = int(s.i("bits"));
+    gptq_.grid.group = s.i("group");
+    gptq_.grid.symmetric = s.flag("sym");
+    gptq_.grid.clip_search = s.flag("clip");
+    gptq_.damp = s.f("damp");
+    block_ = s.i("block");
+    if (block_ < 2 || (block_ & (block_ - 1)))
+      fail("recipe", "lopro: block must be a power of two >= 2, got {}", block_);
+  }
+
+  Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
+    const int64_t m = W.dim(0), n = W.dim(1);
+    Quantized out;
+    // Low-rank part in its stored precision.
+    LowRank lr = flexible_low_rank(W, st, flex_, job.seed);
+    const int r = lr.rank();
+    out.extra["rank"] = r;
+    out.extra["amax_curve"] = lr.amax_curve;
+    std::vector<LowRankPart> parts;
+    if (r > 0) {
+      const int hp = st_.s("factors") == "fp16" ? r : std::min<int>(r, int(st_.i("hp")));
+      parts.push_back(LowRankPart::from_f32(lr.L.reshape({m, r}).clone(), lr.R, false));
+      if (hp < r) {
+        // Split the columns of L / rows of R: [0, hp) fp16, [hp, r) int8.
+        Tensor L16 = Tensor::empty({m, hp}), L8 = Tensor::empty({m, r - hp});
+        for (int64_t i = 0; i < m; ++i)
+          for (int k = 0; k < r; ++k)
+            (k < hp ? L16.data<float>()[i * hp + k] : L8.data<float>()[i * (r - hp) + k - hp]) =
+                lr.L.data<float>()[i * r + k];
+        parts.clear();
+        parts.push_back(LowRankPart::from_f32(L16, lr.R.rows(0, hp).clone(), false));
+        parts.push_back(LowRankPart::from_f32(L8, lr.R.rows(hp, r).clone(), true));
+      }
+    }
+    Tensor Rw = W.clone();
+    if (r > 0) {
+      Tensor P = product(parts, m, n);
+      for (int64_t i = 0; i < m * n; ++i) Rw.data<float>()[i] -= P.data<float>()[i];
+    }
+
+    // Importance order.
+    const double* H = st.H().data<double>();
+    std::vector<double> imp(n);
+    for (int64_t j = 0; j < n; ++j) {
+      if (st_.s("imp") == "meanabs") {
+        imp[j] = st.mean_abs().data<double>()[j];
+      } else {
+        imp[j] = H[j * n + j];
+        if (st_.s("imp") == "wdiag") {
+          double c = 0;
+          for (int64_t i = 0; i < m; ++i) c += double(Rw.data<float>()[i * n + j]) * Rw.data<float>()[i * n + j];
+          imp[j] *= c;
+        }
+      }
+    }
+    InputTransform t;
+    if (st_.s("perm") == "on") {
+      t.perm.resize(n);
+      std::iota(t.perm.begin(), t.perm.end(), 0);
+      std::stable_sort(t.perm.begin(), t.perm.end(),
+                       [&](int32_t a, int32_t b) { return imp[a] > imp[b]; });
+    }
+    const std::string rot = st_.s("rot");
+    if (rot != "none") {
+      t.had_block = rot == "global" ? pow2_divisor(n) : block_;
+      t.had_skip = rot == "global" ? 0 : st_.i("protect");
+      if (n % t.had_block)
+        fail(job.layer, "lopro: width {} is not a multiple of block {}", n, t.had_block);
+      t.had_skip = std::min(t.had_skip, n / t.had_block);
+    }
+    out.extra["hadamard_block"] = t.had_block;
+
+    // R' = (R P^T) B and H' = B P H P^T B.
+    Tensor Rt = Tensor::empty({m, n}), Ht = Tensor::empty({n, n}, DType::F64);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t k = 0; k < n; ++k)
+        Rt.data<float>()[i * n + k] = Rw.data<float>()[i * n + (t.perm.empty() ? k : t.perm[k])];
+    for (int64_t a = 0; a < n; ++a)
+      for (int64_t b = 0; b < n; ++b) {
+        const int64_t pa = t.perm.empty() ? a : t.perm[a], pb = t.perm.empty() ? b : t.perm[b];
+        Ht.data<double>()[a * n + b] = H[pa * n + pb];
+      }
+    if (t.had_block) {
+      ops::fwht_rows(Rt, t.had_block, t.had_skip);
+      ops::fwht_rows(Ht, t.had_block, t.had_skip);
+      // H is symmetric: rotating the rows of (B H)^T = H B finishes B H B.
+      Tensor HtT = Tensor::empty({n, n}, DType::F64);
+      for (int64_t a = 0; a < n; ++a)
+        for (int64_t b = 0; b < n; ++b) HtT.data<double>()[b * n + a] = Ht.data<double>()[a * n + b];
+      ops::fwht_rows(HtT, t.had_block, t.had_skip);
+      Ht = HtT;
+    }
+    GptqResult g = gptq_quantize(Rt, Ht, gptq_);
+    if (!g.warning.empty()) out.extra["warning"] = g.warning;
+    out.layer = std::make_unique<QuantLinear>(std::move(g.q), std::move(t), std::move(parts));
+    return out;
+  }
+
+ private:
+  Stage st_;
+  FlexRankOptions flex_;
+  GptqOptions gptq_;
+  int64_t block_;
+};
+}  // namespace
+
+std::unique_ptr<Method> make_lopro(const Stage& s) { return std::make_unique<Lopro>(s); }
+
+}  // namespace lrq
