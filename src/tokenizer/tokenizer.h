@@ -12,9 +12,12 @@ namespace lrq {
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
-  /// Text to ids. `add_bos` prepends the BOS id (if the tokenizer has one).
+  /// Text (UTF-8, n bytes) to ids. `add_bos` prepends the BOS id (if the tokenizer has one).
+  /// Const and free of shared state: safe to call from several threads at once.
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos) const = 0;
-  /// Ids to text. A leading BOS is dropped; byte tokens are reassembled into UTF-8.
+  /// Ids to text. BOS/EOS decode to nothing and the dummy-prefix space at the start is dropped
+  /// (SentencePiece: from the first piece; llama2.c: from the piece after a BOS); byte tokens
+  /// are reassembled into UTF-8. An id outside [0, vocab_size()) is an Error.
   virtual std::string decode(std::span<const int32_t> ids) const = 0;
   virtual int32_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;  // -1 if none
@@ -23,11 +26,13 @@ class Tokenizer {
   virtual std::string piece(int32_t id) const = 0;
 };
 
-/// SentencePiece `.model` (BPE or unigram protobuf) or llama2.c `tokenizer.bin`, chosen by
-/// content. Errors name the file.
+/// SentencePiece `.model` or llama2.c `tokenizer.bin`, chosen by content. Errors name the file.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 
+/// SentencePiece BPE model (protobuf ModelProto) with identity normalization; unigram models
+/// and other normalization rules are refused with an Error.
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path);
+/// llama2.c tokenizer.bin (max_token_length, then score/length/bytes per token).
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path);
 
 }  // namespace lrq
