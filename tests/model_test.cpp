@@ -140,7 +140,9 @@ TEST(Model, Stories260KGreedyMatchesReadme) {
   auto tok = load_tokenizer(test::shared("models/stories260K/tok512.bin"));
   auto prompt = tok->encode("Once upon a time", true);
   SampleOptions o;
-  o.max_tokens = 64 - int64_t(prompt.size());  // llama2.c -n 64 counts positions
+  // llama2.c's -n 64 runs 64 forward passes from BOS at position 0; the prompt's other tokens
+  // are forced, so 64 - (prompt - 1) tokens are sampled.
+  o.max_tokens = 64 - (int64_t(prompt.size()) - 1);
   o.stop_at_eos = false;
   auto out = generate(*model, prompt, o);
   std::vector<int32_t> all = prompt;
