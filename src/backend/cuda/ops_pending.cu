@@ -33,6 +33,15 @@ void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt) {
 void orthonormalize_columns(const Tensor& A) {
   fail_msg("cuda", "orthonormalize_columns is not implemented on CUDA yet");
 }
+void scale(const Tensor& X, double alpha, const Tensor& r, const Tensor& c) {
+  fail_msg("cuda", "scale is not implemented on CUDA yet");
+}
+void transpose(const Tensor& A, const Tensor& out) {
+  fail_msg("cuda", "transpose is not implemented on CUDA yet");
+}
+ops::NormStats norm_stats(const Tensor& X) {
+  fail_msg("cuda", "norm_stats is not implemented on CUDA yet");
+}
 void fwht_rows(const Tensor& X, int64_t block, int64_t skip_blocks) {
   fail_msg("cuda", "fwht_rows is not implemented on CUDA yet");
 }
