@@ -57,6 +57,13 @@ void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt) {
   LRQ_DISPATCH(svd, T_(&A, &U, &S, &Vt), A, U, S, Vt);
 }
 void orthonormalize_columns(const Tensor& A) { LRQ_DISPATCH(orthonormalize_columns, T_(&A), A); }
+void scale(const Tensor& X, double alpha, const Tensor& r, const Tensor& c) {
+  LRQ_DISPATCH(scale, T_(&X, &r, &c), X, alpha, r, c);
+}
+void transpose(const Tensor& A, const Tensor& out) {
+  LRQ_DISPATCH(transpose, T_(&A, &out), A, out);
+}
+NormStats norm_stats(const Tensor& X) { LRQ_DISPATCH(norm_stats, T_(&X), X); }
 void fwht_rows(const Tensor& X, int64_t block, int64_t skip) {
   LRQ_DISPATCH(fwht_rows, T_(&X), X, block, skip);
 }

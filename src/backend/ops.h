@@ -42,6 +42,19 @@ void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt);
 /// In place: the columns of A (m x k, m >= k) <- an orthonormal basis of their span (thin QR).
 void orthonormalize_columns(const Tensor& A);
 
+// ------------------------------------------------------------------ matrix utilities
+/// In place: X <- alpha * diag(r) X diag(c) for X (m x n; a vector counts as one row).
+/// r (m values) and c (n values) may be undefined (all ones); same dtype as X. F32 or F64.
+void scale(const Tensor& X, double alpha, const Tensor& r = {}, const Tensor& c = {});
+/// out (n x m) <- A^T for A (m x n). F32 or F64, both the same.
+void transpose(const Tensor& A, const Tensor& out);
+struct NormStats {
+  double sumsq = 0;  // sum of x^2 (accumulated in double); inf or NaN if any x is not finite
+  double amax = 0;   // max |x| (NaN entries are skipped)
+};
+/// One pass over X (any shape, F32 or F64): its squared Frobenius norm and largest |entry|.
+NormStats norm_stats(const Tensor& X);
+
 // ------------------------------------------------------------------ transforms
 /// In place: each row of X (rows x n) gets a normalized Walsh-Hadamard transform applied to
 /// every consecutive block of `block` columns (block a power of two dividing n); the transform

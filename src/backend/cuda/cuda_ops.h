@@ -3,6 +3,7 @@
 #pragma once
 #include <span>
 
+#include "backend/ops.h"
 #include "core/tensor.h"
 
 namespace lrq::cuda {
@@ -18,6 +19,9 @@ void trsm_lower(const Tensor& L, bool transL, const Tensor& B);
 void eigh(const Tensor& A, const Tensor& w, const Tensor& V);
 void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt);
 void orthonormalize_columns(const Tensor& A);
+void scale(const Tensor& X, double alpha, const Tensor& r, const Tensor& c);
+void transpose(const Tensor& A, const Tensor& out);
+ops::NormStats norm_stats(const Tensor& X);
 void fwht_rows(const Tensor& X, int64_t block, int64_t skip_blocks);
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out);
 void rope(const Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, float theta,

@@ -1,0 +1,94 @@
+// Memory-bound matrix utilities on the CPU: diagonal scaling, transposition, norms.
+// Each is one pass over the data, parallel over rows with OpenMP.
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/cpu_ops.h"
+
+namespace lrq::cpu {
+namespace {
+
+void need_float(const Tensor& t, const char* op) {
+  if (t.dtype() != DType::F32 && t.dtype() != DType::F64)
+    fail("", "{}: F32 or F64 required, got {}", op, t.str());
+}
+
+// Below this many elements a parallel region costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 15;
+
+template <class T>
+void scale_impl(const Tensor& X, double alpha, const Tensor& r, const Tensor& c) {
+  const int64_t n = X.ndim() == 2 ? X.dim(1) : X.numel(), m = n ? X.numel() / n : 0;
+  T* x = X.data<T>();
+  const T* rp = r.defined() ? r.data<T>() : nullptr;
+  const T* cp = c.defined() ? c.data<T>() : nullptr;
+#pragma omp parallel for schedule(static) if (m * n > kParallelMin)
+  for (int64_t i = 0; i < m; ++i) {
+    const T a = T(alpha) * (rp ? rp[i] : T(1));
+    T* row = x + i * n;
+    if (cp)
+      for (int64_t j = 0; j < n; ++j) row[j] *= a * cp[j];
+    else
+      for (int64_t j = 0; j < n; ++j) row[j] *= a;
+  }
+}
+
+template <class T>
+void transpose_impl(const Tensor& A, const Tensor& out) {
+  // Square tiles keep both the reads and the writes within a few cache lines per row.
+  constexpr int64_t kTile = 32;
+  const int64_t m = A.dim(0), n = A.dim(1);
+  const T* a = A.data<T>();
+  T* b = out.data<T>();
+#pragma omp parallel for collapse(2) schedule(static) if (m * n > kParallelMin)
+  for (int64_t i0 = 0; i0 < m; i0 += kTile)
+    for (int64_t j0 = 0; j0 < n; j0 += kTile) {
+      const int64_t i1 = std::min(m, i0 + kTile), j1 = std::min(n, j0 + kTile);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t i = i0; i < i1; ++i) b[j * m + i] = a[i * n + j];
+    }
+}
+
+template <class T>
+ops::NormStats norm_stats_impl(const Tensor& X) {
+  const int64_t n = X.numel();
+  const T* x = X.data<T>();
+  double sumsq = 0;
+  T amax = 0;
+  // `simd` lets the compiler reassociate the reductions, which plain C++ forbids for floats.
+#pragma omp parallel for simd schedule(static) reduction(+ : sumsq) reduction(max : amax) \
+    if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const T a = std::fabs(x[i]);
+    sumsq += double(a) * double(a);
+    amax = a > amax ? a : amax;  // a NaN compares false and is skipped
+  }
+  return {sumsq, double(amax)};
+}
+
+}  // namespace
+
+void scale(const Tensor& X, double alpha, const Tensor& r, const Tensor& c) {
+  need_float(X, "scale");
+  if (X.ndim() > 2) fail("", "scale: a matrix or vector is required, got {}", X.str());
+  const int64_t n = X.ndim() == 2 ? X.dim(1) : X.numel(), m = X.ndim() == 2 ? X.dim(0) : 1;
+  if ((r.defined() && (r.dtype() != X.dtype() || r.numel() != m)) ||
+      (c.defined() && (c.dtype() != X.dtype() || c.numel() != n)))
+    fail("", "scale: row scale {} and column scale {} do not fit {}", r.defined() ? r.str() : "-",
+         c.defined() ? c.str() : "-", X.str());
+  X.dtype() == DType::F32 ? scale_impl<float>(X, alpha, r, c) : scale_impl<double>(X, alpha, r, c);
+}
+
+void transpose(const Tensor& A, const Tensor& out) {
+  need_float(A, "transpose");
+  if (A.ndim() != 2 || out.dtype() != A.dtype() || out.shape() != Shape{A.dim(1), A.dim(0)})
+    fail("", "transpose: {} into {}", A.str(), out.str());
+  A.dtype() == DType::F32 ? transpose_impl<float>(A, out) : transpose_impl<double>(A, out);
+}
+
+ops::NormStats norm_stats(const Tensor& X) {
+  need_float(X, "norm_stats");
+  return X.dtype() == DType::F32 ? norm_stats_impl<float>(X) : norm_stats_impl<double>(X);
+}
+
+}  // namespace lrq::cpu

@@ -1,0 +1,124 @@
+// Memory-bound matrix utilities on the GPU: diagonal scaling, transposition, norms. Same
+// semantics and argument checks as backend/cpu/matrix_cpu.cpp.
+#include <cmath>
+
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/cuda_ops.h"
+
+namespace lrq::cuda {
+namespace {
+
+void need_float(const Tensor& t, const char* op) {
+  if (t.dtype() != DType::F32 && t.dtype() != DType::F64)
+    bad_args(op, "F32 or F64 required, got " + t.str());
+}
+
+template <class T>
+__global__ void scale_kernel(T* x, int64_t m, int64_t n, T alpha, const T* r, const T* c) {
+  const int64_t total = m * n;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / n, j = e % n;
+    T a = alpha;
+    if (r) a *= r[i];
+    if (c) a *= c[j];
+    x[e] *= a;
+  }
+}
+
+// 32x32 tiles through shared memory so both the reads and the writes are coalesced.
+template <class T>
+__global__ void transpose_kernel(const T* a, T* b, int64_t m, int64_t n) {
+  __shared__ T tile[32][33];
+  const int64_t i0 = blockIdx.y * 32, j0 = blockIdx.x * 32;
+  for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+    const int64_t i = i0 + k, j = j0 + threadIdx.x;
+    if (i < m && j < n) tile[k][threadIdx.x] = a[i * n + j];
+  }
+  __syncthreads();
+  for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+    const int64_t j = j0 + k, i = i0 + threadIdx.x;
+    if (i < m && j < n) b[j * m + i] = tile[threadIdx.x][k];
+  }
+}
+
+template <class T>
+__global__ void norm_kernel(const T* x, int64_t n, double* sumsq, unsigned long long* amax_bits) {
+  double s = 0;
+  double mx = 0;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const double a = fabs(double(x[e]));
+    s += a * a;
+    if (a > mx) mx = a;  // NaN compares false and is skipped, as on the CPU
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    s += __shfl_xor_sync(0xffffffffu, s, off);
+    mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+  }
+  if (threadIdx.x % 32 == 0) {
+    atomicAdd(sumsq, s);
+    // Non-negative doubles order like their bit patterns.
+    atomicMax(amax_bits, (unsigned long long)__double_as_longlong(mx));
+  }
+}
+
+int blocks_for(int64_t n) { return int(std::min<int64_t>((n + 255) / 256, 4096)); }
+
+}  // namespace
+
+void scale(const Tensor& X, double alpha, const Tensor& r, const Tensor& c) {
+  need_float(X, "scale");
+  if (X.ndim() > 2) bad_args("scale", "a matrix or vector is required, got " + X.str());
+  const int64_t n = X.ndim() == 2 ? X.dim(1) : X.numel(), m = X.ndim() == 2 ? X.dim(0) : 1;
+  if ((r.defined() && (r.dtype() != X.dtype() || r.numel() != m || r.is_cpu())) ||
+      (c.defined() && (c.dtype() != X.dtype() || c.numel() != n || c.is_cpu())))
+    bad_args("scale", "row/column scales do not fit " + X.str());
+  if (m * n == 0) return;
+  if (X.dtype() == DType::F32)
+    scale_kernel<float><<<blocks_for(m * n), 256, 0, stream()>>>(
+        X.data<float>(), m, n, float(alpha), r.defined() ? r.data<float>() : nullptr,
+        c.defined() ? c.data<float>() : nullptr);
+  else
+    scale_kernel<double><<<blocks_for(m * n), 256, 0, stream()>>>(
+        X.data<double>(), m, n, alpha, r.defined() ? r.data<double>() : nullptr,
+        c.defined() ? c.data<double>() : nullptr);
+  LRQ_CUDA_CHECK(cudaGetLastError());
+}
+
+void transpose(const Tensor& A, const Tensor& out) {
+  need_float(A, "transpose");
+  if (A.ndim() != 2 || out.ndim() != 2 || out.dim(0) != A.dim(1) || out.dim(1) != A.dim(0) ||
+      out.dtype() != A.dtype())
+    bad_args("transpose", "output " + out.str() + " does not fit the transpose of " + A.str());
+  const int64_t m = A.dim(0), n = A.dim(1);
+  if (m * n == 0) return;
+  dim3 grid(unsigned((n + 31) / 32), unsigned((m + 31) / 32)), block(32, 8);
+  if (A.dtype() == DType::F32)
+    transpose_kernel<float><<<grid, block, 0, stream()>>>(A.data<float>(), out.data<float>(), m, n);
+  else
+    transpose_kernel<double><<<grid, block, 0, stream()>>>(A.data<double>(), out.data<double>(), m,
+                                                           n);
+  LRQ_CUDA_CHECK(cudaGetLastError());
+}
+
+ops::NormStats norm_stats(const Tensor& X) {
+  need_float(X, "norm_stats");
+  const int64_t n = X.numel();
+  if (n == 0) return {0.0, 0.0};
+  DeviceScratch scratch(2 * sizeof(double));
+  double* d = scratch.as<double>();
+  LRQ_CUDA_CHECK(cudaMemsetAsync(d, 0, 2 * sizeof(double), stream()));
+  auto* bits = reinterpret_cast<unsigned long long*>(d + 1);
+  if (X.dtype() == DType::F32)
+    norm_kernel<float><<<blocks_for(n), 256, 0, stream()>>>(X.data<float>(), n, d, bits);
+  else
+    norm_kernel<double><<<blocks_for(n), 256, 0, stream()>>>(X.data<double>(), n, d, bits);
+  LRQ_CUDA_CHECK(cudaGetLastError());
+  double host[2];
+  LRQ_CUDA_CHECK(cudaMemcpyAsync(host, d, sizeof(host), cudaMemcpyDeviceToHost, stream()));
+  LRQ_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  return {host[0], host[1]};
+}
+
+}  // namespace lrq::cuda
