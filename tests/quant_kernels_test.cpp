@@ -268,6 +268,24 @@ TEST(Packed, MatmulMatchesDequantizedProduct) {
       }
 }
 
+TEST(Packed, MatmulOverSeveralSlabs) {
+  // 4096 columns make a 2 MiB fp32 slab 128 rows: 300 rows are two full slabs and a partial one.
+  const int64_t rows = 300, cols = 4096, T = 9;
+  Sample s = random_packed(rows, cols, 3, 128, QuantFormat::Affine, 21);
+  Tensor Wd = s.w.dequantize(), x = randn({T, cols}, 22), y = randn({T, rows}, 23), y0 = y.clone();
+  s.w.matmul(x, y, true);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t r = 0; r < rows; ++r) {
+      double ref = y0.at<float>(t * rows + r), mag = 0;
+      for (int64_t k = 0; k < cols; ++k) {
+        const double p = double(x.at<float>(t * cols + k)) * Wd.at<float>(r * cols + k);
+        ref += p;
+        mag += std::fabs(p);
+      }
+      ASSERT_NEAR(y.at<float>(t * rows + r), ref, 1e-5 * mag + 1e-5) << "t=" << t << " r=" << r;
+    }
+}
+
 TEST(Packed, FromTensorsRejectsBadInput) {
   Sample a = random_packed(4, 128, 4, 64, QuantFormat::Affine, 1);
   Sample c = random_packed(4, 128, 3, 64, QuantFormat::Codebook, 2);
