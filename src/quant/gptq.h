@@ -1,0 +1,54 @@
+// GPTQ (Frantar et al. 2022) on one weight matrix: quantize W column by column in the order of
+// the upper Cholesky factor U of H^-1 (H^-1 = U^T U), pushing each column's rounding error onto
+// the columns not yet quantized, with lazy block updates.
+//
+// Steps: dead inputs (H_ii == 0) get H_ii = 1 and W[:, i] = 0; optional act-order permutes
+// columns by descending diag(H) (stable); H += damp * mean(diag H) * I, U from H^-1 in F64 (if
+// H is still not positive definite the damping is raised tenfold, up to 5 times, and
+// GptqResult::warning says so). Then, per lazy block of `block` columns: for each column i,
+// code = nearest on its group's grid, err = (w - q) / U_ii, W[:, j] -= err * U_ij for the
+// block's later columns j; after the block one GEMM applies the block's errors to all later
+// columns. A group's scale/offset is fitted (with clip search if enabled, weighted by diag H)
+// when its first column is reached, from the weights as updated so far: all lazy updates of
+// earlier blocks plus this block's in-block propagation (the reference uses the weights before
+// this block's in-block propagation; the two coincide when groups start at block boundaries).
+//
+// Column order of the result:
+//   no act-order:                   the input order; perm empty.
+//   act-order, dynamic groups:      the permuted order, groups contiguous in it; perm[j] is the
+//                                   input column stored at j (y = Q x[perm]). This equals the
+//                                   reference's g_idx = i / group only up to that permutation,
+//                                   which we store instead of g_idx.
+//   act-order with static_groups:   grids come from the original W before the loop, one per
+//                                   group of original columns, so after quantizing in act order
+//                                   the codes are put back in the input order; perm empty.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "quant/packed.h"
+#include "quant/rtn.h"
+
+namespace lrq {
+
+struct GptqOptions {
+  RtnOptions grid;             ///< bits, group, symmetric, clip search
+  bool act_order = false;
+  bool static_groups = false;
+  double damp = 0.01;          ///< added to diag(H), as a fraction of mean(diag H)
+  int64_t block = 128;         ///< lazy-batch width in columns
+};
+
+struct GptqResult {
+  PackedWeight q;              ///< Affine or Symmetric format
+  std::vector<int32_t> perm;   ///< stored column j holds input column perm[j]; empty = identity
+  double loss = 0;             ///< sum of (w - q)^2 / (2 U_jj^2), the reference's reported error
+  std::string warning;         ///< non-empty when the damping had to be raised
+};
+
+/// Quantizes W (F32 [rows, cols]) given H (F64 [cols, cols], = X X^T / T). CPU.
+GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& opt);
+
+}  // namespace lrq

@@ -1,0 +1,104 @@
+// PackedWeight: a quantized matrix W [rows = out, cols = in] stored as bit-packed integer codes
+// with one fp16 scale (and, for the affine format, one fp16 offset) per (row, group of `group`
+// consecutive input columns). It is plain data -- four tensors and three numbers -- so the
+// checkpoint writer saves the tensors as they are and from_tensors() rebuilds (and validates)
+// the object from a checkpoint.
+//
+// Value of code c in row r, group g (s = scales[r, g], o = offsets[r, g]):
+//   Affine:    c * s + o                  c in 0..2^b-1; an asymmetric min/max grid with integer
+//                                          zero point z stores o = -z * s (rounded to fp16).
+//   Symmetric: (c - 2^(b-1)) * s          levels -2^(b-1) .. 2^(b-1)-1 times s; no offsets.
+//   Codebook:  codebook[c] * s            codebook F32 [2^b] (NormalFloat), s = block absmax.
+// dequantize() evaluates exactly these expressions in fp32 (c * s is exact in fp32, so the
+// affine value is rounded once).
+//
+// Bit layout. Each row is cols/32 chunks of 32 consecutive values, 4*b bytes per chunk (no
+// padding, so bits per weight = b + 16/group, +16/group for offsets). Inside a chunk, value k:
+//   b = 8: byte k.
+//   b = 4: byte k % 16, low nibble for k < 16, high nibble for k >= 16.
+//   b = 2: byte k % 8, bits 2*(k/8) .. 2*(k/8)+1.
+//   b = 3: bits 12*(k % 8) + 3*(k / 8) .. +2 of the chunk read as a 96-bit little-endian integer.
+// Why: zero-extending 8 packed bytes into the 8 32-bit lanes of an AVX2 register (one
+// vpmovzxbd from memory; at 3 bits one byte shuffle of the 12 bytes plus a variable shift)
+// leaves in lane j the fields of values j, j+8, j+16, j+24 (at 4 bits, of j and j+16 from the
+// first 8 bytes, j+8 and j+24 from the next 8), so each run of 8 consecutive values then costs
+// one shift and one mask, with no cross-lane work. No field straddles a lane, and group
+// boundaries are chunk boundaries.
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+#include "core/tensor.h"
+
+namespace lrq {
+
+enum class QuantFormat : uint8_t { Affine, Symmetric, Codebook };
+
+/// "affine", "symmetric", "codebook" (the spelling stored in checkpoint metadata).
+std::string_view quant_format_name(QuantFormat f);
+/// Parses a quant_format_name(); false if unknown.
+bool quant_format_from_name(std::string_view name, QuantFormat* out);
+
+class PackedWeight {
+ public:
+  PackedWeight() = default;
+
+  /// Packs unpacked codes U8 [rows, cols] (each < 2^bits) with scales F16 [rows, cols/group],
+  /// offsets F16 [rows, cols/group] (Affine only, else undefined) and codebook F32 [2^bits]
+  /// (Codebook only, else undefined). Throws Error on any inconsistency.
+  static PackedWeight pack(const Tensor& codes, const Tensor& scales, const Tensor& offsets,
+                           const Tensor& codebook, int bits, int64_t group, QuantFormat format);
+
+  /// Rebuilds from stored tensors: packed codes U8 [rows, cols*bits/8] plus the tensors above
+  /// (shared, not copied). Checks every shape, dtype and device and that scales, offsets and
+  /// codebook are finite; throws Error("<where>: <problem>") otherwise.
+  static PackedWeight from_tensors(const Tensor& packed_codes, const Tensor& scales,
+                                   const Tensor& offsets, const Tensor& codebook, int bits,
+                                   int64_t group, QuantFormat format, std::string_view where);
+
+  bool defined() const { return codes_.defined(); }
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  int bits() const { return bits_; }
+  int64_t group() const { return group_; }
+  int64_t ngroups() const { return cols_ / group_; }
+  QuantFormat format() const { return format_; }
+  const Tensor& codes() const { return codes_; }        // U8 [rows, cols*bits/8]
+  const Tensor& scales() const { return scales_; }      // F16 [rows, ngroups]
+  const Tensor& offsets() const { return offsets_; }    // F16 [rows, ngroups] or undefined
+  const Tensor& codebook() const { return codebook_; }  // F32 [2^bits] or undefined
+
+  /// Exact bytes of all stored tensors.
+  size_t storage_bytes() const;
+  /// storage_bytes() * 8 / (rows * cols).
+  double bits_per_weight() const;
+
+  /// The codes, unpacked: U8 [rows, cols].
+  Tensor unpack_codes() const;
+  /// The represented matrix: F32 [rows, cols].
+  Tensor dequantize() const;
+  /// Rows [begin, end) of dequantize() into out (F32, (end - begin) * cols values).
+  void dequantize_rows(int64_t begin, int64_t end, float* out) const;
+  /// y[T, rows] (+)= x[T, cols] * W^T without materializing W: a fused decode-and-dot kernel
+  /// for T <= 8, row slabs dequantized into a small buffer + ops::gemm above. F32, CPU.
+  void matmul(const Tensor& x, const Tensor& y, bool accumulate = false) const;
+
+ private:
+  void validate(std::string_view where) const;
+
+  Tensor codes_, scales_, offsets_, codebook_;
+  int64_t rows_ = 0, cols_ = 0, group_ = 0;
+  int bits_ = 0;
+  QuantFormat format_ = QuantFormat::Affine;
+};
+
+/// Bytes of one packed row of `cols` values at `bits` (cols a multiple of 32).
+int64_t packed_row_bytes(int64_t cols, int bits);
+
+/// Forces the portable scalar kernels even where AVX2+FMA+F16C is available (tests compare the
+/// two paths; benchmarks measure both). Not thread-safe against concurrent matmul calls.
+void packed_force_scalar(bool on);
+/// True when matmul/dequantize use the AVX2 kernels.
+bool packed_simd_active();
+
+}  // namespace lrq
