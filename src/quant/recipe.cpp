@@ -37,10 +37,6 @@ std::vector<std::string> split(const std::string& s, char c) {
   return out;
 }
 
-bool all_digits(const std::string& s) {
-  return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
-}
-
 // Normalizes and checks one value against its spec; returns the canonical text.
 std::string check_value(const std::string& where, const MethodSpec& m, const OptionSpec& o,
                         const std::string& v) {

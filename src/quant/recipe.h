@@ -21,7 +21,7 @@ struct OptionSpec {
   Kind kind;
   std::string def;                   // default as text ("" for flags: off)
   std::string help;
-  std::vector<std::string> choices;  // Choice: the valid values; Int: allowed values if set
+  std::vector<std::string> choices = {};  // Choice: the valid values; Int: allowed values if set
 };
 
 struct MethodSpec {
