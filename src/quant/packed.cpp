@@ -8,7 +8,6 @@
 // compute-bound T = 1 kernel about 13% faster on the dev box.
 #include "quant/packed.h"
 
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -18,6 +17,12 @@
 #include <vector>
 
 #include "backend/ops.h"
+
+// The AVX2 kernels exist on x86 only; elsewhere (aarch64) the portable kernels run.
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define LRQ_X86 1
+#endif
 
 namespace lrq {
 
@@ -48,9 +53,13 @@ constexpr int64_t kSlabBytes = 2 << 20;  // fp32 slab size for the gemm path
 std::atomic<bool> g_force_scalar{false};
 
 bool cpu_has_avx2() {
+#if defined(LRQ_X86)
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                          __builtin_cpu_supports("f16c");
   return ok;
+#else
+  return false;
+#endif
 }
 
 bool use_simd() { return cpu_has_avx2() && !g_force_scalar.load(std::memory_order_relaxed); }
@@ -58,7 +67,7 @@ bool use_simd() { return cpu_has_avx2() && !g_force_scalar.load(std::memory_orde
 bool f16_finite(uint16_t h) { return (h & 0x7c00) != 0x7c00; }
 
 // ------------------------------------------------------------------ scalar chunk codec
-void encode_chunk(const uint8_t* c, int bits, uint8_t* p) {
+inline void encode_chunk(const uint8_t* c, int bits, uint8_t* p) {
   switch (bits) {
     case 8:
       std::memcpy(p, c, 32);
@@ -82,7 +91,7 @@ void encode_chunk(const uint8_t* c, int bits, uint8_t* p) {
   }
 }
 
-void decode_chunk(const uint8_t* p, int bits, uint8_t* c) {
+inline void decode_chunk(const uint8_t* p, int bits, uint8_t* c) {
   switch (bits) {
     case 8:
       std::memcpy(c, p, 32);
@@ -134,15 +143,18 @@ void row_scales(const Plan& p, int64_t r, float* sc, float* off) {
   }
 }
 
-// ------------------------------------------------------------------ scalar kernels
+// ------------------------------------------------------------------ portable kernels
+// Templated on the bit width so decode_chunk folds to straight-line code the compiler can
+// vectorize for whatever the target has (NEON on aarch64).
+template <int B>
 void dequant_row_scalar(const Plan& p, int64_t r, float* sc, float* off, float* out) {
   row_scales(p, r, sc, off);
   const uint8_t* src = p.codes + r * p.row_bytes;
-  const int m = 1 << (p.bits - 1);
+  const int m = 1 << (B - 1);
   uint8_t c[kChunk];
   for (int64_t g = 0; g < p.ngroups; ++g)
-    for (int64_t ch = 0; ch < p.chunks_per_group; ++ch, src += 4 * p.bits, out += kChunk) {
-      decode_chunk(src, p.bits, c);
+    for (int64_t ch = 0; ch < p.chunks_per_group; ++ch, src += 4 * B, out += kChunk) {
+      decode_chunk(src, B, c);
       for (int k = 0; k < kChunk; ++k)
         switch (p.format) {
           case QuantFormat::Affine: out[k] = float(c[k]) * sc[g] + off[g]; break;
@@ -152,35 +164,60 @@ void dequant_row_scalar(const Plan& p, int64_t r, float* sc, float* off, float* 
     }
 }
 
-// out[t] = row r of W times x[t] for t < nt.
+// out[t] = row r of W times x[t] for t < nt. Per-lane partial sums (reduced once per group)
+// keep every inner loop free of cross-iteration dependencies, so it vectorizes.
+template <int B, bool LUT>
 void dot_row_scalar(const Plan& p, int64_t r, const float* x, int64_t nt, const float* xsum,
                     float* sc, float* off, float* out) {
   row_scales(p, r, sc, off);
   const uint8_t* src = p.codes + r * p.row_bytes;
-  const bool lut = p.format == QuantFormat::Codebook;
   uint8_t c[kChunk];
-  float v[kChunk];
+  float v[kChunk], acc[kGemvMaxT][kChunk];
   for (int64_t t = 0; t < nt; ++t) out[t] = 0;
   for (int64_t g = 0, col = 0; g < p.ngroups; ++g) {
-    float acc[kGemvMaxT] = {};
-    for (int64_t ch = 0; ch < p.chunks_per_group; ++ch, src += 4 * p.bits, col += kChunk) {
-      decode_chunk(src, p.bits, c);
-      for (int k = 0; k < kChunk; ++k) v[k] = lut ? p.codebook[c[k]] : float(c[k]);
+    for (int64_t t = 0; t < nt; ++t) std::fill_n(acc[t], kChunk, 0.f);
+    for (int64_t ch = 0; ch < p.chunks_per_group; ++ch, src += 4 * B, col += kChunk) {
+      decode_chunk(src, B, c);
+      for (int k = 0; k < kChunk; ++k) v[k] = LUT ? p.codebook[c[k]] : float(c[k]);
       for (int64_t t = 0; t < nt; ++t) {
         const float* xt = x + t * p.cols + col;
-        float s = 0;
-        for (int k = 0; k < kChunk; ++k) s += v[k] * xt[k];
-        acc[t] += s;
+        for (int k = 0; k < kChunk; ++k) acc[t][k] += v[k] * xt[k];
       }
     }
     for (int64_t t = 0; t < nt; ++t) {
-      out[t] += sc[g] * acc[t];
-      if (!lut) out[t] += off[g] * xsum[t * p.ngroups + g];
+      float s = 0;
+      for (int k = 0; k < kChunk; ++k) s += acc[t][k];
+      out[t] += sc[g] * s;
+      if (!LUT) out[t] += off[g] * xsum[t * p.ngroups + g];
     }
   }
 }
 
+using DequantRowFn = void (*)(const Plan&, int64_t, float*, float*, float*);
+using DotRowFn = void (*)(const Plan&, int64_t, const float*, int64_t, const float*, float*,
+                          float*, float*);
+
+DequantRowFn dequant_fn_scalar(int bits) {
+  switch (bits) {
+    case 2: return dequant_row_scalar<2>;
+    case 3: return dequant_row_scalar<3>;
+    case 4: return dequant_row_scalar<4>;
+    default: return dequant_row_scalar<8>;
+  }
+}
+
+DotRowFn dot_fn_scalar(const Plan& p) {
+  const bool lut = p.format == QuantFormat::Codebook;
+  switch (p.bits) {
+    case 2: return lut ? dot_row_scalar<2, true> : dot_row_scalar<2, false>;
+    case 3: return lut ? dot_row_scalar<3, true> : dot_row_scalar<3, false>;
+    case 4: return lut ? dot_row_scalar<4, true> : dot_row_scalar<4, false>;
+    default: return lut ? dot_row_scalar<8, true> : dot_row_scalar<8, false>;
+  }
+}
+
 // ------------------------------------------------------------------ AVX2 kernels
+#if defined(LRQ_X86)
 #define LRQ_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 // Codes of one chunk as four vectors of 8 int32 (values 0-7, 8-15, 16-23, 24-31). Bytes are
@@ -333,10 +370,6 @@ LRQ_AVX2 void dot_row_avx2_any(const Plan& p, int64_t r, const float* x, int64_t
   }
 }
 
-using DequantRowFn = void (*)(const Plan&, int64_t, float*, float*, float*);
-using DotRowFn = void (*)(const Plan&, int64_t, const float*, int64_t, const float*, float*,
-                          float*, float*);
-
 template <int B>
 DequantRowFn dequant_fn_bits(QuantFormat f) {
   switch (f) {
@@ -347,8 +380,7 @@ DequantRowFn dequant_fn_bits(QuantFormat f) {
   return nullptr;
 }
 
-DequantRowFn dequant_fn(const Plan& p) {
-  if (!use_simd()) return dequant_row_scalar;
+DequantRowFn dequant_fn_avx2(const Plan& p) {
   switch (p.bits) {
     case 2: return dequant_fn_bits<2>(p.format);
     case 3: return dequant_fn_bits<3>(p.format);
@@ -357,8 +389,7 @@ DequantRowFn dequant_fn(const Plan& p) {
   }
 }
 
-DotRowFn dot_fn(const Plan& p) {
-  if (!use_simd()) return dot_row_scalar;
+DotRowFn dot_fn_avx2(const Plan& p) {
   const bool lut = p.format == QuantFormat::Codebook;
   switch (p.bits) {
     case 2: return lut ? dot_row_avx2_any<2, true> : dot_row_avx2_any<2, false>;
@@ -366,6 +397,21 @@ DotRowFn dot_fn(const Plan& p) {
     case 4: return lut ? dot_row_avx2_any<4, true> : dot_row_avx2_any<4, false>;
     default: return lut ? dot_row_avx2_any<8, true> : dot_row_avx2_any<8, false>;
   }
+}
+#endif  // LRQ_X86
+
+DequantRowFn dequant_fn(const Plan& p) {
+#if defined(LRQ_X86)
+  if (use_simd()) return dequant_fn_avx2(p);
+#endif
+  return dequant_fn_scalar(p.bits);
+}
+
+DotRowFn dot_fn(const Plan& p) {
+#if defined(LRQ_X86)
+  if (use_simd()) return dot_fn_avx2(p);
+#endif
+  return dot_fn_scalar(p);
 }
 
 }  // namespace
