@@ -1,0 +1,189 @@
+// The quantization pipeline end to end on the embedded lab-s: RTN against an independent
+// reference implementation, save -> load -> eval equality, bits per weight against the bytes
+// on disk, the AWQ/GPTQ orderings, and the errors users see.
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "calib/windows.h"
+#include "eval/perplexity.h"
+#include "io/mapped_file.h"
+#include "io/safetensors.h"
+#include "quant/load_model.h"
+#include "quant/pipeline.h"
+#include "quant/qlinear.h"
+#include "quant/save.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace lrq {
+namespace {
+
+struct Fixture {
+  std::unique_ptr<Tokenizer> tok;
+  std::vector<std::vector<int32_t>> calib;
+  std::vector<int32_t> eval_ids;
+};
+
+// Calibration and evaluation text from ../shared (lab-corpus), 16 x 256 calibration windows.
+const Fixture& fixture() {
+  static Fixture f = [] {
+    Fixture f;
+    f.tok = load_tokenizer(test::repo("models/lab-s/tokenizer.model"));
+    auto calib = tokenize_files(*f.tok, {test::shared("data/lab-corpus/calib.txt")}, true);
+    f.calib = draw_windows(calib, 16, 256, 0, "calib");
+    f.eval_ids = f.tok->encode(read_text_file(test::shared("data/lab-corpus/valid.txt")), true);
+    return f;
+  }();
+  return f;
+}
+
+double ppl(const Model& m, int64_t windows = 24) {
+  EvalOptions o;
+  o.max_windows = windows;
+  o.progress = false;
+  return evaluate(m, fixture().eval_ids, o).ppl;
+}
+
+std::unique_ptr<Model> quantized(const std::string& recipe, QuantizeReport* rep = nullptr) {
+  auto m = load_model(test::repo("models/lab-s"));
+  QuantizeOptions o;
+  o.recipe = parse_recipe(recipe);
+  o.progress = false;
+  QuantizeReport r = quantize_model(*m, fixture().calib, o);
+  if (rep) *rep = r;
+  return m;
+}
+
+// Straightforward asymmetric RTN (METHODS.md): per group min/max including 0, scale =
+// (max - min) / (2^b - 1), zero = round(-min / scale), clamp; scales and offsets rounded to
+// fp16 as stored. Written here independently of src/quant.
+std::vector<float> reference_rtn(const float* w, int64_t rows, int64_t cols, int bits,
+                                 int64_t group) {
+  std::vector<float> out(rows * cols);
+  const float maxq = float((1 << bits) - 1);
+  auto f16 = [](float v) { return Tensor::from({v}, {1}).to(DType::F16).to(DType::F32).at<float>(0); };
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g0 = 0; g0 < cols; g0 += group) {
+      float lo = 0, hi = 0;
+      for (int64_t k = g0; k < g0 + group; ++k) {
+        lo = std::min(lo, w[r * cols + k]);
+        hi = std::max(hi, w[r * cols + k]);
+      }
+      float scale = f16(std::max((hi - lo) / maxq, 6.103515625e-05f));
+      float zero = std::nearbyint(-lo / scale);
+      float offset = f16(-zero * scale);
+      for (int64_t k = g0; k < g0 + group; ++k) {
+        float q = std::clamp(std::nearbyint((w[r * cols + k] - offset) / scale), 0.0f, maxq);
+        out[r * cols + k] = q * scale + offset;
+      }
+    }
+  return out;
+}
+
+class RtnReference : public ::testing::TestWithParam<int> {};
+
+TEST_P(RtnReference, MatchesIndependentImplementation) {
+  REQUIRE_SHARED();
+  const int bits = GetParam();
+  auto q = quantized("rtn:w" + std::to_string(bits) + "g128");
+  // Reference: dequantize each original weight with the plain implementation, evaluate in fp32.
+  auto ref = load_model(test::repo("models/lab-s"));
+  for (const auto& name : ref->linear_names()) {
+    Tensor W = ref->linear(name).dequantize();
+    auto v = reference_rtn(W.data<float>(), W.dim(0), W.dim(1), bits, 128);
+    ref->set_linear(name, std::make_unique<DenseLinear>(Tensor::from(v, W.shape())));
+  }
+  const double a = ppl(*q), b = ppl(*ref);
+  EXPECT_NEAR(a / b, 1.0, 5e-3) << "packed " << a << " reference " << b;
+  // Stricter than the acceptance bound: the two must in fact agree to rounding.
+  EXPECT_NEAR(a / b, 1.0, 1e-4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Bits, RtnReference, ::testing::Values(4, 3, 2));
+
+TEST(Pipeline, SaveLoadEvalIsIdenticalAndBitsMatchBytes) {
+  REQUIRE_SHARED();
+  QuantizeReport rep;
+  auto m = quantized("gptq:w3g128,act_order+lr:r8,scale=diag", &rep);
+  const double before = ppl(*m);
+  const std::string dir = test::temp_dir() + "/q";
+  save_quantized(*m, {dir, false, {}});
+  auto back = load_model(dir);
+  EXPECT_NEAR(ppl(*back) / before, 1.0, 1e-4);
+  // Bits per weight = bytes of the layer's tensors in the written file / weights.
+  auto st = SafetensorsFile::open(dir + "/model.safetensors");
+  for (const auto& l : rep.layers) {
+    size_t bytes = 0;
+    for (const auto& [name, e] : st.entries())
+      if (name.rfind(l.name + ".", 0) == 0) bytes += e.end - e.begin;
+    EXPECT_EQ(bytes, l.bytes) << l.name;
+    EXPECT_DOUBLE_EQ(l.bpw, 8.0 * double(bytes) / double(l.in * l.out)) << l.name;
+  }
+  // The config records the recipe per layer.
+  auto cfg = nlohmann::json::parse(read_text_file(dir + "/config.json"));
+  EXPECT_EQ(cfg["quantization_config"]["quant_method"], "lrquant");
+  EXPECT_EQ(cfg["quantization_config"]["layers"].size(), rep.layers.size());
+}
+
+TEST(Pipeline, GptqBeatsRtnAndAwqBeatsRtn) {
+  REQUIRE_SHARED();
+  auto fp = load_model(test::repo("models/lab-s"));
+  const double base = ppl(*fp);
+  const double rtn = ppl(*quantized("rtn:w3g128"));
+  const double gptq = ppl(*quantized("gptq:w3g128"));
+  const double awq = ppl(*quantized("awq:w3g128"));
+  EXPECT_LT(gptq, rtn);
+  EXPECT_LT(awq, rtn);
+  // GPTQ's increase over FP is well below RTN's (acceptance on lab-m: <= 60%).
+  // The acceptance bound (<= 60% on lab-m, 128 x 512 calibration tokens) is measured by
+  // bench/quant_table.sh; with 16 x 256 tokens on lab-s GPTQ gets less data to work with.
+  EXPECT_LT(gptq - base, 0.8 * (rtn - base)) << base << " " << rtn << " " << gptq;
+}
+
+TEST(Pipeline, ExistingOutputAndBadInputsAreRefused) {
+  REQUIRE_SHARED();
+  auto m = quantized("rtn:w4g128");
+  const std::string dir = test::temp_dir() + "/q";
+  fs::create_directory(dir);
+  EXPECT_THROW(save_quantized(*m, {dir, false, {}}), Error);
+  save_quantized(*m, {dir, true, {}});  // --force replaces it
+  EXPECT_TRUE(fs::exists(dir + "/model.safetensors"));
+  // No temporary folder is left beside the output.
+  for (const auto& e : fs::directory_iterator(fs::path(dir).parent_path()))
+    EXPECT_EQ(e.path().filename().string().find(".partial"), std::string::npos);
+  // Too little calibration text.
+  std::vector<int32_t> few(1000, 5);
+  EXPECT_THROW(draw_windows(few, 16, 128, 0, "calib.txt"), Error);
+  // Group size that does not divide the width: lab-s has width 256 and 640.
+  auto m2 = load_model(test::repo("models/lab-s"));
+  QuantizeOptions o;
+  o.recipe = parse_recipe("rtn:w4g96");
+  o.progress = false;
+  EXPECT_THROW(quantize_model(*m2, fixture().calib, o), Error);
+}
+
+TEST(Pipeline, CorruptQuantizedCheckpointIsACleanError) {
+  REQUIRE_SHARED();
+  auto m = quantized("rtn:w4g128");
+  const std::string dir = test::temp_dir() + "/q";
+  save_quantized(*m, {dir, false, {}});
+  // Drop one layer's scales from the metadata: the loader must name the layer.
+  auto cfg = nlohmann::json::parse(read_text_file(dir + "/config.json"));
+  cfg["quantization_config"]["layers"]["model.layers.1.mlp.up_proj"]["bits"] = 5;
+  write_file_atomic(dir + "/config.json", cfg.dump());
+  try {
+    load_model(dir);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.1.mlp.up_proj"), std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace lrq
