@@ -14,6 +14,10 @@
 
 namespace lrq::ops {
 
+/// CPU threads for our OpenMP loops and for OpenBLAS (which otherwise keeps the core count it
+/// read at load time, oversubscribing the machine when several processes share it).
+void set_num_threads(int n);
+
 // ------------------------------------------------------------------ dense linear algebra
 /// C = alpha * op(A) * op(B) + beta * C. F32 or F64 (all three the same).
 /// op(A) is m x k, op(B) is k x n, C is m x n.

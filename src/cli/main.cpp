@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <new>
 
+#include "backend/ops.h"
 #include "cli/common.h"
 #include "core/error.h"
 
@@ -24,7 +25,7 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    if (threads > 0) omp_set_num_threads(threads);
+    if (threads > 0) lrq::ops::set_num_threads(threads);
     for (const auto& c : commands)
       if (c.sub->parsed()) c.run();
   } catch (const lrq::Error& e) {
