@@ -24,8 +24,8 @@ def run(cmd, log):
 
 def measure(a, recipe, idx):
     tag = f"{idx:02d}"
-    qdir = os.path.join(a.out, f"q{tag}")
-    log = os.path.join(a.out, f"q{tag}.log")
+    qdir = os.path.join(a.qdir or a.out, f"q{tag}")
+    log = os.path.join(a.qdir or a.out, f"q{tag}.log")
     t = ["--threads", str(a.threads)]
     row = {"recipe": recipe}
     model = a.model
@@ -47,13 +47,14 @@ def measure(a, recipe, idx):
     else:
         row["bpw"] = 16.0
     ev = [a.bin, *t, "eval", "--model", model, "--ctx", "512", "--json", "--quiet"]
-    v = json.loads(run(ev + ["--text", a.valid] + (["--reference", a.model] if recipe != "fp" else []), log))
+    kld = a.kld and recipe != "fp"
+    v = json.loads(run(ev + ["--text", a.valid] + (["--reference", a.model] if kld else []), log))
     row.update(valid_ppl=v["ppl"], kld=v.get("kld"), top1=v.get("top1"), valid_tokens=v["tokens"])
     if a.wiki:
         w = json.loads(run(ev + ["--text", a.wiki], log))
         row.update(wiki_ppl=w["ppl"], wiki_tokens=w["tokens"])
     json.dump(row, open(os.path.join(a.out, f"row{tag}.json"), "w"))
-    print(f"done {recipe}: " + json.dumps(row), flush=True)
+    print("ROW " + json.dumps(row, separators=(",", ":")), flush=True)
     return row
 
 def main():
@@ -67,6 +68,8 @@ def main():
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--layer-recipe", action="append", default=[])
     ap.add_argument("--out", required=True)
+    ap.add_argument("--qdir", help="where quantized folders go (default: --out)")
+    ap.add_argument("--kld", action="store_true", help="KL divergence against the model on valid")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--recipes", nargs="+", required=True)
@@ -75,6 +78,7 @@ def main():
     a.valid = a.valid or os.path.join(a.shared, "data/lab-corpus/valid.txt")
     a.wiki = None if a.no_wiki else (a.wiki or os.path.join(a.shared, "data/wikitext-2/wiki.test.raw"))
     os.makedirs(a.out, exist_ok=True)
+    os.makedirs(a.qdir or a.out, exist_ok=True)
     # Rows share the machine: pin each process's OpenMP/OpenBLAS pools and let idle threads
     # sleep instead of spinning (spinning pools of parallel processes starve each other).
     ENV.update(OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads),
