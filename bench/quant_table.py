@@ -39,6 +39,7 @@ def measure(a, recipe, idx):
         rep = json.load(open(qdir + ".report.json"))
         row["bpw"] = rep["total"]["bpw"]
         row["mean_output_err"] = rep["total"]["mean_output_err"]
+        row["peak_rss_mib"] = rep["total"].get("peak_rss_mib")
         ranks = [l.get("rank", l.get("lr_rank")) for l in rep["layers"]]
         ranks = [r for r in ranks if r is not None]
         if ranks:

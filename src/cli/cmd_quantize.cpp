@@ -1,3 +1,5 @@
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <filesystem>
 
@@ -95,13 +97,20 @@ Command add_quantize(CLI::App& app) {
                                    {"total", rep.to_json()["total"]}};
             SaveOptions so{a->out, a->force, prov};
             save_quantized(*m.model, so);
+            struct rusage ru;
+            getrusage(RUSAGE_SELF, &ru);
+            const double peak_mib = double(ru.ru_maxrss) / 1024.0;
             if (!a->report.empty()) {
               nlohmann::json j = rep.to_json();
+              j["total"]["peak_rss_mib"] = peak_mib;
               j["recipe"] = o.recipe.str();
               j["model"] = a->model;
               write_file_atomic(a->report, j.dump(1) + "\n");
             }
-            if (!a->quiet) print_table(rep);
+            if (!a->quiet) {
+              print_table(rep);
+              std::printf("peak resident memory %.1f MiB\n", peak_mib);
+            }
             std::printf("wrote %s\n", a->out.c_str());
           }};
 }
