@@ -27,9 +27,10 @@ double frob_rel(const Tensor& W, const Tensor& Wq) {
   return std::sqrt(num / den);
 }
 
-// tr(A H A^T) for A (out x in, F64).
-double quad_trace(const Tensor& A, const Tensor& H) {
-  Tensor AH = Tensor::empty({A.dim(0), A.dim(1)}, DType::F64);
+}  // namespace
+
+double hessian_error(const Tensor& D, const Tensor& H) {
+  Tensor A = D.to(DType::F64), AH = Tensor::empty(D.shape(), DType::F64);
   ops::gemm(A, false, H, false, AH);
   const double* x = A.data<double>();
   const double* y = AH.data<double>();
@@ -37,16 +38,24 @@ double quad_trace(const Tensor& A, const Tensor& H) {
   for (int64_t i = 0; i < A.numel(); ++i) s += x[i] * y[i];
   return s;
 }
-}  // namespace
+
+Tensor difference(const Tensor& A, const Tensor& B) {
+  Tensor C = A.clone();
+  float* c = C.data<float>();
+  const float* b = B.data<float>();
+  for (int64_t i = 0; i < C.numel(); ++i) c[i] -= b[i];
+  return C;
+}
 
 double relative_output_error(const Tensor& W, const Tensor& Wq, const Tensor& H) {
+  // The difference is taken in F64 so tiny errors of near-exact layers are not lost.
   Tensor W64 = W.to(DType::F64), D = Tensor::empty(W.shape(), DType::F64);
   const double* w = W64.data<double>();
   const float* q = Wq.data<float>();
   double* d = D.data<double>();
   for (int64_t i = 0; i < W.numel(); ++i) d[i] = w[i] - q[i];
-  double den = quad_trace(W64, H);
-  return den > 0 ? std::sqrt(std::max(0.0, quad_trace(D, H)) / den) : 0.0;
+  double den = hessian_error(W64, H);
+  return den > 0 ? std::sqrt(std::max(0.0, hessian_error(D, H)) / den) : 0.0;
 }
 
 size_t QuantizeReport::total_bytes() const {

@@ -6,6 +6,7 @@
 
 #include "backend/ops.h"
 #include "quant/methods/common.h"
+#include "quant/pipeline.h"
 
 namespace lrq {
 
@@ -37,18 +38,6 @@ Tensor scale_columns(const Tensor& W, const Tensor& s16, bool divide) {
   return out;
 }
 
-// tr((W - Wq) H (W - Wq)^T).
-double output_error(const Tensor& W, const Tensor& Wq, const Tensor& H) {
-  const int64_t m = W.dim(0), n = W.dim(1);
-  Tensor D = Tensor::empty({m, n}, DType::F64), DH = Tensor::empty({m, n}, DType::F64);
-  for (int64_t i = 0; i < m * n; ++i)
-    D.data<double>()[i] = double(W.data<float>()[i]) - Wq.data<float>()[i];
-  ops::gemm(D, false, H, false, DH);
-  double e = 0;
-  for (int64_t i = 0; i < m * n; ++i) e += D.data<double>()[i] * DH.data<double>()[i];
-  return e;
-}
-
 class Awq final : public Method {
  public:
   explicit Awq(const Stage& s)
@@ -68,7 +57,7 @@ class Awq final : public Method {
       imp = scale_columns(imp, s, true).reshape({n});  // diag(H') = diag(H) / s^2
       PackedWeight q = rtn_quantize(Ws, o_.grid, o_.grid.clip_search ? imp : Tensor());
       Tensor Wq = scale_columns(q.dequantize(), s, true);
-      double e = output_error(W, Wq, st.H());
+      double e = hessian_error(difference(W, Wq), st.H());
       if (e < best) {
         best = e;
         best_alpha = alpha;

@@ -15,25 +15,11 @@
 #include "backend/ops.h"
 #include "quant/flexible_rank.h"
 #include "quant/methods/common.h"
+#include "quant/pipeline.h"
 
 namespace lrq {
 
 namespace {
-
-double out_err(const Tensor& D, const Tensor& H) {
-  const int64_t m = D.dim(0), n = D.dim(1);
-  Tensor D64 = D.to(DType::F64), DH = Tensor::empty({m, n}, DType::F64);
-  ops::gemm(D64, false, H, false, DH);
-  double e = 0;
-  for (int64_t i = 0; i < m * n; ++i) e += D64.data<double>()[i] * DH.data<double>()[i];
-  return e;
-}
-
-Tensor sub(const Tensor& A, const Tensor& B) {
-  Tensor C = A.clone();
-  for (int64_t i = 0; i < C.numel(); ++i) C.data<float>()[i] -= B.data<float>()[i];
-  return C;
-}
 
 class Flrq final : public Method {
  public:
@@ -97,9 +83,9 @@ class Flrq final : public Method {
     LowRankPart part = lowrank_part(lr);
     Tensor Wr = product(part);
     GptqResult res;
-    quantize_residual(sub(W, Wr), res);
+    quantize_residual(difference(W, Wr), res);
     Tensor Wq = dequant(res);
-    double best = out_err(sub(sub(W, Wr), Wq), H);
+    double best = hessian_error(difference(difference(W, Wr), Wq), H);
     std::vector<double> curve = {best};
     GptqResult best_res = res;
     LowRankPart best_part = part;
@@ -109,12 +95,12 @@ class Flrq final : public Method {
       c.col_scale = activation_scale(st.mean_abs(), flex_.act);
       LowRankSpec spec = flex_.spec;
       spec.seed = job.seed + uint64_t(e);
-      LowRank f = low_rank(sub(W, Wq), r, spec, c);
+      LowRank f = low_rank(difference(W, Wq), r, spec, c);
       part = lowrank_part(f);
       Wr = product(part);
-      quantize_residual(sub(W, Wr), res);
+      quantize_residual(difference(W, Wr), res);
       Wq = dequant(res);
-      double err = out_err(sub(sub(W, Wr), Wq), H);
+      double err = hessian_error(difference(difference(W, Wr), Wq), H);
       curve.push_back(err);
       if (err < best) {
         best = err;
