@@ -33,6 +33,8 @@ LowRank flexible_low_rank(const Tensor& W, const SiteStats& st, const FlexRankOp
   c.track_amax = o.fixed_rank == 0;
   if (o.fixed_rank == 0) {
     c.stop = [&](const RankStep& s) {
+      // The weight is represented to F32 rounding: nothing is left to quantize.
+      if (s.residual_amax <= 1e-6 * s.amax_curve[0]) return StopDecision::Stop;
       const double q = (d + std::log2(s.amax_curve[0] / std::max(s.residual_amax, 1e-30))) / d;
       const double k = 1.0 + 16.0 * s.rank * double(m + n) / (d * double(m) * n);
       if (k > q || k > 1.0 + o.x) return StopDecision::StopDropLast;
