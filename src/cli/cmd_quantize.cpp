@@ -54,7 +54,7 @@ Command add_quantize(CLI::App& app) {
   sub->add_option("--calib", a->calib, "calibration text file(s), comma separated")->required();
   sub->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str();
   sub->add_option("--seqlen", a->seqlen, "tokens per window")->capture_default_str();
-  sub->add_option("--recipe", a->recipe, "e.g. gptq:w4g128,act_order (docs/RECIPES.md)")
+  sub->add_option("--recipe", a->recipe, "e.g. gptq:w4g128,act_order (list: lrquant recipes; docs/RECIPES.md)")
       ->required();
   sub->add_option("--layer-recipe", a->layer_recipes, "REGEX=RECIPE override (repeatable)");
   sub->add_option("--out", a->out, "output folder")->required();

@@ -33,5 +33,6 @@ Command add_inspect(CLI::App& app);
 Command add_eval(CLI::App& app);
 Command add_generate(CLI::App& app);
 Command add_quantize(CLI::App& app);
+Command add_recipes(CLI::App& app);
 
 }  // namespace lrq::cli

@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", LRQ_VERSION);
   const std::vector<lrq::cli::Command> commands = {
       lrq::cli::add_inspect(app), lrq::cli::add_eval(app), lrq::cli::add_generate(app),
-      lrq::cli::add_quantize(app)};
+      lrq::cli::add_quantize(app), lrq::cli::add_recipes(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
