@@ -74,6 +74,10 @@ void transpose(const Tensor& A, const Tensor& out) {
   LRQ_DISPATCH(transpose, T_(&A, &out), A, out);
 }
 NormStats norm_stats(const Tensor& X) { LRQ_DISPATCH(norm_stats, T_(&X), X); }
+void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
+                        const Tensor& out) {
+  LRQ_DISPATCH(permute_scale_cols, T_(&x, &perm, &scale, &out), x, perm, scale, out);
+}
 void fwht_rows(const Tensor& X, int64_t block, int64_t skip) {
   LRQ_DISPATCH(fwht_rows, T_(&X), X, block, skip);
 }

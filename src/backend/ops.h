@@ -58,6 +58,11 @@ struct NormStats {
 };
 /// One pass over X (any shape, F32 or F64): its squared Frobenius norm and largest |entry|.
 NormStats norm_stats(const Tensor& X);
+/// out[t, i] = x[t, perm[i]] / scale[perm[i]] for x and out (T x n, F32, not aliased). perm is
+/// I32 [n] with entries in [0, n) (undefined: identity), scale F32/F16/BF16 [n] (undefined: no
+/// division). A quantized layer's input permutation and channel scale in one pass.
+void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
+                        const Tensor& out);
 
 // ------------------------------------------------------------------ transforms
 /// In place: each row of X (rows x n) gets a normalized Walsh-Hadamard transform applied to

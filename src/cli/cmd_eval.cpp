@@ -5,12 +5,13 @@
 
 #include "cli/common.h"
 #include "eval/perplexity.h"
+#include "quant/load_model.h"
 
 namespace lrq::cli {
 
 Command add_eval(CLI::App& app) {
   struct Args {
-    std::string model, tokenizer, text, reference, protocol = "nonoverlap";
+    std::string model, tokenizer, text, reference, protocol = "nonoverlap", device = "cpu";
     int64_t ctx = 512, max_windows = 0;
     bool json = false, quiet = false;
   };
@@ -24,6 +25,7 @@ Command add_eval(CLI::App& app) {
   sub->add_option("--max-windows", a->max_windows, "score at most K windows (0: all)");
   sub->add_option("--reference", a->reference,
                   "full-precision model: also report KL divergence, top-1 agreement, delta p");
+  add_device_option(sub, a->device);
   sub->add_flag("--json", a->json, "print one JSON object on stdout");
   sub->add_flag("--quiet", a->quiet, "no progress on stderr");
   return {sub, [a] {
@@ -33,9 +35,10 @@ Command add_eval(CLI::App& app) {
             o.max_windows = a->max_windows;
             o.progress = !a->quiet;
             if (a->max_windows < 0) fail("--max-windows", "must be >= 0");
-            Loaded m = open_model(a->model, a->tokenizer, true);
+            const Device dev = parse_device(a->device);
+            Loaded m = open_model(a->model, a->tokenizer, true, dev);
             Loaded ref;
-            if (!a->reference.empty()) ref = open_model(a->reference, a->tokenizer, false);
+            if (!a->reference.empty()) ref = open_model(a->reference, a->tokenizer, false, dev);
             auto ids = tokenize_file(m, a->text);
             auto t0 = std::chrono::steady_clock::now();
             EvalResult r = evaluate(*m.model, ids, o, m.model->config().bos_id, ref.model.get());

@@ -2,12 +2,13 @@
 
 #include "cli/common.h"
 #include "eval/generate.h"
+#include "quant/load_model.h"
 
 namespace lrq::cli {
 
 Command add_generate(CLI::App& app) {
   struct Args {
-    std::string model, tokenizer, prompt;
+    std::string model, tokenizer, prompt, device = "cpu";
     SampleOptions s;
     bool no_eos_stop = false;
   };
@@ -21,8 +22,9 @@ Command add_generate(CLI::App& app) {
   sub->add_option("--top-p", a->s.top_p, "nucleus mass")->capture_default_str();
   sub->add_option("--seed", a->s.seed, "sampling seed")->capture_default_str();
   sub->add_flag("--ignore-eos", a->no_eos_stop, "keep going after the end-of-text token");
+  add_device_option(sub, a->device);
   return {sub, [a] {
-            Loaded m = open_model(a->model, a->tokenizer, true);
+            Loaded m = open_model(a->model, a->tokenizer, true, parse_device(a->device));
             a->s.stop_at_eos = !a->no_eos_stop;
             auto prompt = m.tokenizer->encode(a->prompt, m.model->config().add_bos);
             std::vector<int32_t> all = prompt;

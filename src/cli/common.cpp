@@ -5,9 +5,10 @@
 
 namespace lrq::cli {
 
-Loaded open_model(const std::string& path, const std::string& tokenizer, bool need_tokenizer) {
+Loaded open_model(const std::string& path, const std::string& tokenizer, bool need_tokenizer,
+                  Device device) {
   Loaded m;
-  m.model = load_model(path);
+  m.model = load_model(path, device);
   std::string tok = tokenizer.empty() ? m.model->checkpoint().tokenizer_path : tokenizer;
   if (tok.empty()) {
     if (need_tokenizer)
@@ -19,6 +20,10 @@ Loaded open_model(const std::string& path, const std::string& tokenizer, bool ne
     fail(tok, "tokenizer has {} tokens but the model's vocabulary is {}",
          m.tokenizer->vocab_size(), m.model->config().vocab);
   return m;
+}
+
+void add_device_option(CLI::App* sub, std::string& device) {
+  sub->add_option("--device", device, "where the model runs: cpu | cuda")->capture_default_str();
 }
 
 std::vector<int32_t> tokenize_file(const Loaded& m, const std::string& path) {

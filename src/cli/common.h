@@ -16,9 +16,12 @@ struct Loaded {
   std::unique_ptr<Tokenizer> tokenizer;  // null when not needed and not found
 };
 
-/// Opens `path`; the tokenizer is --tokenizer when given, else the one beside the weights.
-/// `need_tokenizer`: a missing tokenizer is an error naming what to pass.
-Loaded open_model(const std::string& path, const std::string& tokenizer, bool need_tokenizer);
+/// Opens `path` on `device`; the tokenizer is --tokenizer when given, else the one beside the
+/// weights. `need_tokenizer`: a missing tokenizer is an error naming what to pass.
+Loaded open_model(const std::string& path, const std::string& tokenizer, bool need_tokenizer,
+                  Device device = Device::CPU);
+/// Adds `--device cpu|cuda` (default cpu) to a subcommand.
+void add_device_option(CLI::App* sub, std::string& device);
 
 /// Tokenizes a whole text file as EVAL.md says (one BOS at the start when the model adds one).
 /// Empty files and files that tokenize to nothing are errors naming the file.

@@ -109,7 +109,7 @@ Tensor Tensor::to(DType dtype) const {
 }
 
 Tensor Tensor::to(Device device) const {
-  if (device == this->device()) return *this;
+  if (!defined() || device == this->device()) return *this;
   Tensor t = empty(shape_, dtype_, device);
   t.copy_from(*this);
   return t;

@@ -84,7 +84,8 @@ class Tensor {
 
   /// Deep copy (same device, same dtype).
   Tensor clone() const;
-  /// Converted copy (or `*this` when already of that dtype and device).
+  /// Converted copy (or `*this` when already of that dtype and device; an undefined tensor
+  /// stays undefined when moved).
   Tensor to(DType dtype) const;
   Tensor to(Device device) const;
   /// Copies the contents of `src` (same numel and dtype, any devices) into this tensor.

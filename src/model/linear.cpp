@@ -17,6 +17,10 @@ void DenseLinear::forward(const Tensor& x, const Tensor& y) const {
 
 Tensor DenseLinear::dequantize() const { return W_.to(DType::F32).clone(); }
 
+std::unique_ptr<Linear> DenseLinear::to(Device device) const {
+  return std::make_unique<DenseLinear>(W_.to(device), bias_.to(device));
+}
+
 std::string DenseLinear::describe() const {
   return "dense " + std::string(dtype_name(W_.dtype()));
 }
@@ -25,6 +29,10 @@ BiasedLinear::BiasedLinear(std::unique_ptr<Linear> inner, Tensor bias)
     : Linear(inner->in_features(), inner->out_features()), inner_(std::move(inner)),
       bias_(std::move(bias)) {
   LRQ_ASSERT(bias_.numel() == out_);
+}
+
+std::unique_ptr<Linear> BiasedLinear::to(Device device) const {
+  return std::make_unique<BiasedLinear>(inner_->to(device), bias_.to(device));
 }
 
 void BiasedLinear::forward(const Tensor& x, const Tensor& y) const {

@@ -24,6 +24,10 @@ class Linear {
   virtual size_t storage_bytes() const = 0;
   /// Short description for reports ("dense bf16", "gptq w3g128 + lr r16").
   virtual std::string describe() const = 0;
+  /// Where the layer's tensors live; forward() takes x and y there.
+  virtual Device device() const = 0;
+  /// A copy of this layer with every tensor on `device` (tensors already there are shared).
+  virtual std::unique_ptr<Linear> to(Device device) const = 0;
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
   double bits_per_weight() const { return 8.0 * double(storage_bytes()) / double(in_ * out_); }
@@ -41,6 +45,8 @@ class DenseLinear final : public Linear {
   Tensor dequantize() const override;
   size_t storage_bytes() const override { return W_.nbytes(); }
   std::string describe() const override;
+  Device device() const override { return W_.device(); }
+  std::unique_ptr<Linear> to(Device device) const override;
   const Tensor& weight() const { return W_; }
   const Tensor& bias() const { return bias_; }
 
@@ -56,6 +62,8 @@ class BiasedLinear final : public Linear {
   Tensor dequantize() const override { return inner_->dequantize(); }
   size_t storage_bytes() const override { return inner_->storage_bytes(); }
   std::string describe() const override { return inner_->describe() + " +bias"; }
+  Device device() const override { return inner_->device(); }
+  std::unique_ptr<Linear> to(Device device) const override;
   const Linear& inner() const { return *inner_; }
   const Tensor& bias() const { return bias_; }
 

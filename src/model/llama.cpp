@@ -130,7 +130,21 @@ void Model::set_linear(const std::string& full, std::unique_ptr<Linear> layer) {
       layer->out_features() != slot->out_features())
     fail("model", "replacement for {} is {}x{}, expected {}x{}", full, layer->out_features(),
          layer->in_features(), slot->out_features(), slot->in_features());
+  if (layer->device() != device())
+    fail("model", "replacement for {} is on {}, the model on {}", full,
+         device_name(layer->device()), device_name(device()));
   slot = std::move(layer);
+}
+
+void Model::to(Device d) {
+  embed_ = embed_.to(d);
+  final_norm_ = final_norm_.to(d);
+  for (Block& b : blocks_) {
+    for (Tensor* t : {&b.attn_norm, &b.mlp_norm, &b.q_norm, &b.k_norm}) *t = t->to(d);
+    for (const auto& s : kProj) b.proj(s) = b.proj(s)->to(d);
+  }
+  // A tied head shares the moved embedding instead of copying the table a second time.
+  lm_head_ = cfg_.tied_embeddings ? std::make_unique<DenseLinear>(embed_) : lm_head_->to(d);
 }
 
 KVCache Model::make_cache(int64_t capacity) const {

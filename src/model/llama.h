@@ -71,6 +71,13 @@ class Model {
   void set_linear(const std::string& full_name, std::unique_ptr<Linear> layer);
   const Linear& lm_head() const { return *lm_head_; }
 
+  /// Moves every weight (embedding, norms, projections, LM head) to `device`, in place; the
+  /// activations of forward(), block_forward(), head() and make_cache() then live there too.
+  /// Moving to the GPU copies the weights once; the checkpoint's mapping stays open.
+  void to(Device device);
+  /// Where the weights (and so the activations) live.
+  Device device() const { return embed_.device(); }
+
   KVCache make_cache(int64_t capacity) const;
 
   /// Token embeddings of `ids` (T x hidden, F32). Ids must be < vocab (checked: Error).

@@ -1,10 +1,23 @@
 #include "quant/load_model.h"
 
+#include "backend/memory.h"
 #include "quant/qlinear.h"
 
 namespace lrq {
 
-std::unique_ptr<Model> load_model(const std::string& path) {
+namespace {
+void require_device(Device d, const std::string& arg) {
+  if (d != Device::CUDA) return;
+#if !defined(LRQ_WITH_CUDA)
+  fail(arg,
+       "cuda requested, but this build of lrquant has no CUDA backend (configure with "
+       "-DLRQ_CUDA=ON)");
+#else
+  if (!backend::cuda_available()) fail(arg, "cuda requested, but no CUDA GPU is visible");
+#endif
+}
+
+std::unique_ptr<Model> open_on_cpu(const std::string& path) {
   auto ckpt = std::make_shared<const Checkpoint>(load_checkpoint(path));
   if (ckpt->quantization.is_null()) return std::make_unique<Model>(ckpt);
   const nlohmann::json& layers = ckpt->quantization.at("layers");
@@ -26,6 +39,27 @@ std::unique_ptr<Model> load_model(const std::string& path) {
     return q;
   };
   return std::make_unique<Model>(ckpt, make);
+}
+}  // namespace
+
+Device parse_device(const std::string& name, const std::string& arg) {
+  Device d;
+  if (name == "cpu")
+    d = Device::CPU;
+  else if (name == "cuda")
+    d = Device::CUDA;
+  else
+    fail(arg, "unknown device '{}' (valid: cpu, cuda)", name);
+  require_device(d, arg);
+  return d;
+}
+
+std::unique_ptr<Model> load_model(const std::string& path, Device device,
+                                  const std::string& device_arg) {
+  require_device(device, device_arg);
+  auto m = open_on_cpu(path);
+  m->to(device);
+  return m;
 }
 
 }  // namespace lrq

@@ -17,6 +17,9 @@
 #include <vector>
 
 #include "backend/ops.h"
+#if defined(LRQ_WITH_CUDA)
+#include "backend/cuda/packed_cuda.h"
+#endif
 
 // The AVX2 kernels exist on x86 only; elsewhere (aarch64) the portable kernels run.
 #if defined(__x86_64__) || defined(__i386__)
@@ -518,7 +521,18 @@ double PackedWeight::bits_per_weight() const {
   return double(storage_bytes()) * 8.0 / double(rows_ * cols_);
 }
 
+PackedWeight PackedWeight::to(Device device) const {
+  PackedWeight w = *this;
+  w.codes_ = codes_.to(device);
+  w.scales_ = scales_.to(device);
+  w.offsets_ = offsets_.to(device);
+  w.codebook_ = codebook_.to(device);
+  return w;
+}
+
 Tensor PackedWeight::unpack_codes() const {
+  if (!codes_.is_cpu())
+    fail("PackedWeight::unpack_codes", "codes on {}: CPU only", device_name(device()));
   Tensor out = Tensor::empty({rows_, cols_}, DType::U8);
   const uint8_t* p = codes_.data<uint8_t>();
   uint8_t* c = out.data<uint8_t>();
@@ -531,6 +545,8 @@ Tensor PackedWeight::unpack_codes() const {
 void PackedWeight::dequantize_rows(int64_t begin, int64_t end, float* out) const {
   if (begin < 0 || end > rows_ || begin > end)
     fail("PackedWeight::dequantize_rows", "rows [{}, {}) outside [0, {})", begin, end, rows_);
+  if (!codes_.is_cpu())
+    fail("PackedWeight::dequantize_rows", "codes on {}: CPU only", device_name(device()));
   const Plan p = make_plan(*this);
   const DequantRowFn fn = dequant_fn(p);
 #pragma omp parallel
@@ -541,22 +557,89 @@ void PackedWeight::dequantize_rows(int64_t begin, int64_t end, float* out) const
   }
 }
 
+#if defined(LRQ_WITH_CUDA)
+namespace {
+cuda::PackedView cuda_view(const PackedWeight& w) {
+  cuda::PackedView v;
+  v.codes = w.codes().data<uint8_t>();
+  v.scales = w.scales().data<uint16_t>();
+  v.offsets = w.offsets().defined() ? w.offsets().data<uint16_t>() : nullptr;
+  v.codebook = w.codebook().defined() ? w.codebook().data<float>() : nullptr;
+  v.rows = w.rows();
+  v.cols = w.cols();
+  v.group = w.group();
+  v.bits = w.bits();
+  v.format = int(w.format());
+  // Fresh device allocations are 256-byte aligned; a view into the middle of one need not be.
+  if (reinterpret_cast<uintptr_t>(v.codes) % 8 != 0)
+    fail("PackedWeight", "codes on the GPU must be 8-byte aligned");
+  return v;
+}
+
+bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
+}  // namespace
+#endif
+
 Tensor PackedWeight::dequantize() const {
-  Tensor out = Tensor::empty({rows_, cols_});
-  dequantize_rows(0, rows_, out.data<float>());
+  Tensor out = Tensor::empty({rows_, cols_}, DType::F32, device());
+  if (codes_.is_cpu()) {
+    dequantize_rows(0, rows_, out.data<float>());
+  } else {
+#if defined(LRQ_WITH_CUDA)
+    cuda::packed_dequantize(cuda_view(*this), out.data<float>());
+#endif
+  }
   return out;
 }
 
-void PackedWeight::matmul(const Tensor& x, const Tensor& y, bool accumulate) const {
+void PackedWeight::matmul(const Tensor& x, const Tensor& y, bool accumulate,
+                          std::span<const LowRankTerm> terms) const {
   const char* where = "PackedWeight::matmul";
   if (!defined()) fail(where, "empty weight");
-  if (!x.is_cpu() || !y.is_cpu()) fail(where, "CPU tensors required, got {} and {}", x.str(), y.str());
+  const Device dev = device();
+  if (x.device() != dev || y.device() != dev)
+    fail(where, "x {} and y {} must be on the weight's device ({})", x.str(), y.str(),
+         device_name(dev));
   if (x.ndim() != 2 || x.dtype() != DType::F32 || x.dim(1) != cols_)
     fail(where, "x must be F32 [T, {}], got {}", cols_, x.str());
   const int64_t T = x.dim(0);
   if (y.ndim() != 2 || y.dtype() != DType::F32 || y.dim(0) != T || y.dim(1) != rows_)
     fail(where, "y must be F32 [{}, {}], got {}", T, rows_, y.str());
+  for (const LowRankTerm& tm : terms) {
+    const int64_t r = tm.L.defined() && tm.L.ndim() == 2 ? tm.L.dim(1) : -1;
+    if (r < 0 || tm.L.dim(0) != rows_ ||
+        (tm.L.dtype() != DType::F16 && tm.L.dtype() != DType::F32) || !tm.h.defined() || tm.h.dtype() != DType::F32 || tm.h.shape() != Shape{T, r} ||
+        tm.L.device() != dev || tm.h.device() != dev)
+      fail(where, "low-rank term L {} h {} does not fit [{}, r] x [{}, r] on {}",
+           tm.L.defined() ? tm.L.str() : "-", tm.h.defined() ? tm.h.str() : "-", rows_, T,
+           device_name(dev));
+  }
   if (T == 0) return;
+  // Terms the fused kernel does not take: y += h L^T through the seam.
+  auto add_terms = [&](std::span<const LowRankTerm> ts) {
+    for (const LowRankTerm& tm : ts) {
+      Tensor z = Tensor::empty({T, rows_}, DType::F32, dev);
+      ops::linear(tm.h, tm.L, z);
+      ops::add_inplace(y, z);
+    }
+  };
+  if (dev != Device::CPU) {
+#if defined(LRQ_WITH_CUDA)
+    const cuda::PackedView v = cuda_view(*this);
+    Tensor xa = aligned16(x) ? x : x.clone();  // the kernels read x 16 bytes at a time
+    if (T <= cuda::kPackedGemvMaxT && int64_t(terms.size()) <= cuda::kPackedMaxTerms) {
+      cuda::GemvTerm gt[cuda::kPackedMaxTerms];
+      for (size_t k = 0; k < terms.size(); ++k)
+        gt[k] = {terms[k].L.raw(), terms[k].L.dtype() == DType::F16, terms[k].h.data<float>(),
+                 terms[k].L.dim(1)};
+      cuda::packed_gemv(v, xa.data<float>(), y.data<float>(), T, accumulate, gt, int(terms.size()));
+      return;
+    }
+    cuda::packed_gemm(v, xa.data<float>(), y.data<float>(), T, accumulate);
+    add_terms(terms);
+#endif
+    return;
+  }
   const float* xp = x.data<float>();
   float* yp = y.data<float>();
 
@@ -574,6 +657,7 @@ void PackedWeight::matmul(const Tensor& x, const Tensor& y, bool accumulate) con
         for (int64_t j = 0; j < n; ++j)
           yp[t * rows_ + r0 + j] = (accumulate ? yp[t * rows_ + r0 + j] : 0.f) + o[t * n + j];
     }
+    add_terms(terms);
     return;
   }
 
@@ -600,6 +684,7 @@ void PackedWeight::matmul(const Tensor& x, const Tensor& y, bool accumulate) con
       }
     }
   }
+  add_terms(terms);
 }
 
 }  // namespace lrq

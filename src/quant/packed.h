@@ -26,6 +26,7 @@
 // boundaries are chunk boundaries.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "core/tensor.h"
@@ -38,6 +39,12 @@ enum class QuantFormat : uint8_t { Affine, Symmetric, Codebook };
 std::string_view quant_format_name(QuantFormat f);
 /// Parses a quant_format_name(); false if unknown.
 bool quant_format_from_name(std::string_view name, QuantFormat* out);
+
+/// An extra term h L^T that PackedWeight::matmul adds to its output: L [rows, r] (F16 or F32)
+/// and h [T, r] (F32), on the weight's device. The GPU decode kernel fuses it.
+struct LowRankTerm {
+  Tensor L, h;
+};
 
 class PackedWeight {
  public:
@@ -73,15 +80,23 @@ class PackedWeight {
   /// storage_bytes() * 8 / (rows * cols).
   double bits_per_weight() const;
 
-  /// The codes, unpacked: U8 [rows, cols].
+  /// Where the tensors live (all four on one device).
+  Device device() const { return codes_.device(); }
+  /// A copy with every tensor on `device` (no re-validation: this one was validated).
+  PackedWeight to(Device device) const;
+
+  /// The codes, unpacked: U8 [rows, cols]. CPU only.
   Tensor unpack_codes() const;
-  /// The represented matrix: F32 [rows, cols].
+  /// The represented matrix: F32 [rows, cols] on the weight's device.
   Tensor dequantize() const;
-  /// Rows [begin, end) of dequantize() into out (F32, (end - begin) * cols values).
+  /// Rows [begin, end) of dequantize() into out (F32, (end - begin) * cols values). CPU only.
   void dequantize_rows(int64_t begin, int64_t end, float* out) const;
-  /// y[T, rows] (+)= x[T, cols] * W^T without materializing W: a fused decode-and-dot kernel
-  /// for T <= 8, row slabs dequantized into a small buffer + ops::gemm above. F32, CPU.
-  void matmul(const Tensor& x, const Tensor& y, bool accumulate = false) const;
+  /// y[T, rows] (+)= x[T, cols] * W^T + sum_k terms[k].h * terms[k].L^T without materializing
+  /// W: a fused decode-and-dot kernel for T <= 8, row slabs dequantized into a small buffer +
+  /// ops::gemm above. F32; x, y and the terms on the weight's device (CPU, or CUDA through
+  /// backend/cuda/packed_cuda.h, where T <= 8 is one kernel, terms included).
+  void matmul(const Tensor& x, const Tensor& y, bool accumulate = false,
+              std::span<const LowRankTerm> terms = {}) const;
 
  private:
   void validate(std::string_view where) const;

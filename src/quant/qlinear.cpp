@@ -1,5 +1,6 @@
 #include "quant/qlinear.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
@@ -66,6 +67,17 @@ LowRankPart LowRankPart::from_f32(const Tensor& L, const Tensor& R, bool int8) {
   return p;
 }
 
+LowRankPart LowRankPart::to(Device device) const {
+  LowRankPart p;
+  p.L = L.to(device);
+  p.R = R.to(device);
+  p.L_scale = L_scale.to(device);
+  p.R_scale = R_scale.to(device);
+  p.L_f32 = L_f32.to(device);
+  p.R_f32 = R_f32.to(device);
+  return p;
+}
+
 std::pair<Tensor, Tensor> LowRankPart::to_f32() const {
   if (L_scale.defined()) return {from_int8_rows(L, L_scale), from_int8_rows(R, R_scale)};
   return {L.to(DType::F32).clone(), R.to(DType::F32).clone()};
@@ -76,12 +88,30 @@ QuantLinear::QuantLinear(PackedWeight q, InputTransform t, std::vector<LowRankPa
   for (auto& p : lr_) {
     LRQ_ASSERT(p.L.dim(0) == out_ && p.R.dim(1) == in_ && p.L.dim(1) == p.R.dim(0));
     // int8 factors run through the F32 path: expand once (they are small: r (m + n) values).
-    if (p.L_scale.defined()) {
+    // A copy made by to() arrives with its expansions.
+    if (p.L_scale.defined() && !p.L_f32.defined()) {
+      if (!p.L.is_cpu())
+        fail("QuantLinear", "int8 low-rank factors on {} need their F32 expansions",
+             device_name(p.L.device()));
       auto [L, R] = p.to_f32();
       p.L_f32 = L;
       p.R_f32 = R;
     }
   }
+  if (!t_.perm.empty()) {
+    LRQ_ASSERT(int64_t(t_.perm.size()) == in_);
+    perm_ = Tensor::empty({in_}, DType::I32);
+    std::copy(t_.perm.begin(), t_.perm.end(), perm_.data<int32_t>());
+    perm_ = perm_.to(q_.device());
+  }
+}
+
+std::unique_ptr<Linear> QuantLinear::to(Device device) const {
+  InputTransform t = t_;
+  t.scale = t_.scale.to(device);
+  std::vector<LowRankPart> lr;
+  for (const auto& p : lr_) lr.push_back(p.to(device));
+  return std::make_unique<QuantLinear>(q_.to(device), std::move(t), std::move(lr));
 }
 
 int64_t QuantLinear::rank() const {
@@ -107,41 +137,30 @@ std::string QuantLinear::describe() const {
 }
 
 void QuantLinear::apply_transform(const Tensor& x, const Tensor& xt) const {
-  const int64_t T = x.dim(0), n = in_;
-  const float* a = x.data<float>();
-  float* b = xt.data<float>();
-  Tensor sc = t_.scale.defined() ? t_.scale.to(DType::F32) : Tensor();
-  const float* s = sc.defined() ? sc.data<float>() : nullptr;
-  const int32_t* p = t_.perm.empty() ? nullptr : t_.perm.data();
-#pragma omp parallel for schedule(static) if (T > 4)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* xr = a + t * n;
-    float* yr = b + t * n;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t j = p ? p[i] : i;
-      yr[i] = s ? xr[j] / s[j] : xr[j];
-    }
-  }
+  if (perm_.defined() || t_.scale.defined())
+    ops::permute_scale_cols(x, perm_, t_.scale, xt);
+  else
+    Tensor(xt).copy_from(x);  // xt is a handle: the copy writes through
   if (t_.had_block) ops::fwht_rows(xt, t_.had_block, t_.had_skip);
 }
 
 void QuantLinear::forward(const Tensor& x, const Tensor& y) const {
   const int64_t T = x.dim(0);
-  if (t_.empty()) {
-    q_.matmul(x, y, false);
-  } else {
-    Tensor xt = Tensor::empty({T, in_});
+  const Device dev = x.device();
+  Tensor xt = x;
+  if (!t_.empty()) {
+    xt = Tensor::empty({T, in_}, DType::F32, dev);
     apply_transform(x, xt);
-    q_.matmul(xt, y, false);
   }
+  // The low-rank inputs R x first, so the packed product can add L (R x) in the same pass.
+  std::vector<LowRankTerm> terms;
   for (const auto& p : lr_) {
-    const Tensor& R = p.L_scale.defined() ? p.R_f32 : p.R;
-    const Tensor& L = p.L_scale.defined() ? p.L_f32 : p.L;
-    Tensor h = Tensor::empty({T, p.rank()}), z = Tensor::empty({T, out_});
-    ops::linear(x, R, h);
-    ops::linear(h, L, z);
-    ops::add_inplace(y, z);
+    const bool i8 = p.L_scale.defined();
+    Tensor h = Tensor::empty({T, p.rank()}, DType::F32, dev);
+    ops::linear(x, i8 ? p.R_f32 : p.R, h);
+    terms.push_back({i8 ? p.L_f32 : p.L, h});
   }
+  q_.matmul(xt, y, false, terms);
 }
 
 void untransform_rows(const InputTransform& t, const Tensor& Wt) {
@@ -163,6 +182,8 @@ void untransform_rows(const InputTransform& t, const Tensor& Wt) {
 }
 
 Tensor QuantLinear::dequantize() const {
+  // The transform's inverse and the factor products are host code: a small detour.
+  if (device() != Device::CPU) return to(Device::CPU)->dequantize().to(device());
   Tensor W = q_.dequantize();
   untransform_rows(t_, W);
   for (const auto& p : lr_) {

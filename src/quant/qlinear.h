@@ -35,11 +35,13 @@ struct LowRankPart {
   Tensor L, R;                // out x r, r x in
   Tensor L_scale, R_scale;    // F16 [out], [r] when the factors are I8
   Tensor L_f32, R_f32;        // runtime expansions of I8 factors (not stored)
+  /// A copy with every tensor on `device`.
+  LowRankPart to(Device device) const;
   int64_t rank() const { return R.dim(0); }
   size_t storage_bytes() const;
   /// Builds an F16 part from F32 factors, or an I8 one with per-row absmax scales.
   static LowRankPart from_f32(const Tensor& L, const Tensor& R, bool int8);
-  /// F32 copies of the factors, as stored (after rounding).
+  /// F32 copies of the factors, as stored (after rounding). CPU only.
   std::pair<Tensor, Tensor> to_f32() const;
 };
 
@@ -50,6 +52,8 @@ class QuantLinear final : public Linear {
   Tensor dequantize() const override;
   size_t storage_bytes() const override;
   std::string describe() const override;
+  Device device() const override { return q_.device(); }
+  std::unique_ptr<Linear> to(Device device) const override;
 
   const PackedWeight& packed() const { return q_; }
   const InputTransform& transform() const { return t_; }
@@ -66,13 +70,15 @@ class QuantLinear final : public Linear {
                                            const std::function<Tensor(const std::string&)>& get,
                                            int64_t in, int64_t out, const std::string& where);
 
-  /// Applies T to x (T x in) into xt (T x in). Exposed for methods that quantize in T's space.
+  /// Applies T to x (T x in) into xt (T x in), on the layer's device. Exposed for methods that
+  /// quantize in T's space.
   void apply_transform(const Tensor& x, const Tensor& xt) const;
 
  private:
   PackedWeight q_;
   InputTransform t_;
   std::vector<LowRankPart> lr_;
+  Tensor perm_;  // t_.perm as I32 [in] on the layer's device, or undefined
 };
 
 /// T^T applied to the rows of Wt (out x in, F32, in place): maps a weight expressed in the

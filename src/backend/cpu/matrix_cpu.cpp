@@ -2,6 +2,7 @@
 // Each is one pass over the data, parallel over rows with OpenMP.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "backend/cpu/cpu_ops.h"
 
@@ -84,6 +85,37 @@ void transpose(const Tensor& A, const Tensor& out) {
   if (A.ndim() != 2 || out.dtype() != A.dtype() || out.shape() != Shape{A.dim(1), A.dim(0)})
     fail("", "transpose: {} into {}", A.str(), out.str());
   A.dtype() == DType::F32 ? transpose_impl<float>(A, out) : transpose_impl<double>(A, out);
+}
+
+void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
+                        const Tensor& out) {
+  const int64_t n = x.ndim() ? x.dim(-1) : 0, T = n ? x.numel() / n : 0;
+  if (x.dtype() != DType::F32 || out.dtype() != DType::F32 || out.shape() != x.shape() ||
+      (perm.defined() && (perm.dtype() != DType::I32 || perm.numel() != n)) ||
+      (scale.defined() && scale.numel() != n))
+    fail("", "permute_scale_cols: x {} perm {} scale {} out {}", x.str(),
+         perm.defined() ? perm.str() : "-", scale.defined() ? scale.str() : "-", out.str());
+  const int32_t* p = perm.defined() ? perm.data<int32_t>() : nullptr;
+  if (p)
+    for (int64_t i = 0; i < n; ++i)
+      if (p[i] < 0 || p[i] >= n)
+        fail("", "permute_scale_cols: perm[{}] = {} outside [0, {})", i, p[i], n);
+  std::vector<float> s;
+  if (scale.defined()) {
+    s.resize(size_t(n));
+    convert_to_f32(scale.raw(), scale.dtype(), s.data(), size_t(n));
+  }
+  const float* a = x.data<float>();
+  float* b = out.data<float>();
+#pragma omp parallel for schedule(static) if (T * n > kParallelMin)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xr = a + t * n;
+    float* yr = b + t * n;
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t j = p ? p[i] : i;
+      yr[i] = s.empty() ? xr[j] : xr[j] / s[size_t(j)];
+    }
+  }
 }
 
 ops::NormStats norm_stats(const Tensor& X) {

@@ -56,49 +56,63 @@ __global__ void widen_kernel(const uint16_t* __restrict__ w, float* __restrict__
     out[i] = w16<BF>(w[i]);
 }
 
-// One warp per output feature: the warp streams the weight row once (16-byte loads when VEC)
-// and dots it with each of the T <= kDecodeMaxT token rows.
+// `wpr` warps per output feature (1, 2, 4 or 8; a CTA of 8 warps holds 8 / wpr features): the
+// warps stream the weight row once (16-byte loads when VEC) and dot it with each of the
+// T <= kDecodeMaxT token rows. Several warps per feature keep the GPU busy when there are few
+// features (a rank-32 low-rank factor has 32).
 template <bool BF, bool VEC>
-__global__ void linear_decode_kernel(const float* __restrict__ x, const uint16_t* __restrict__ w,
-                                     float* __restrict__ y, int T, int64_t in, int64_t out) {
-  const int64_t o = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x & 31;
-  if (o >= out) return;
-  const uint16_t* wr = w + o * in;
+__global__ void __launch_bounds__(256) linear_decode_kernel(const float* __restrict__ x,
+                                                            const uint16_t* __restrict__ w,
+                                                            float* __restrict__ y, int T,
+                                                            int64_t in, int64_t out, int wpr) {
+  pdl_release_dependents();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, part = warp % wpr;
+  const int64_t o = blockIdx.x * int64_t(8 / wpr) + warp / wpr;
   float acc[kDecodeMaxT] = {};
-  if (VEC) {
-    for (int64_t i = int64_t(lane) * 8; i < in; i += 32 * 8) {
-      const uint4 pk = *reinterpret_cast<const uint4*>(wr + i);
-      const uint32_t words[4] = {pk.x, pk.y, pk.z, pk.w};
-      float wf[8];
+  if (o < out) {
+    const uint16_t* wr = w + o * in;
+    const int stride = 32 * wpr;
+    if (VEC) {
+      for (int64_t i = (int64_t(part) * 32 + lane) * 8; i < in; i += int64_t(stride) * 8) {
+        const uint4 pk = *reinterpret_cast<const uint4*>(wr + i);
+        const uint32_t words[4] = {pk.x, pk.y, pk.z, pk.w};
+        float wf[8];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        wf[2 * e] = w16<BF>(uint16_t(words[e] & 0xffffu));
-        wf[2 * e + 1] = w16<BF>(uint16_t(words[e] >> 16));
-      }
+        for (int e = 0; e < 4; ++e) {
+          wf[2 * e] = w16<BF>(uint16_t(words[e] & 0xffffu));
+          wf[2 * e + 1] = w16<BF>(uint16_t(words[e] >> 16));
+        }
 #pragma unroll
-      for (int t = 0; t < kDecodeMaxT; ++t) {
-        if (t < T) {
-          const float4 a = *reinterpret_cast<const float4*>(x + t * in + i);
-          const float4 b = *reinterpret_cast<const float4*>(x + t * in + i + 4);
-          acc[t] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x +
-                    wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
+        for (int t = 0; t < kDecodeMaxT; ++t) {
+          if (t < T) {
+            const float4 a = *reinterpret_cast<const float4*>(x + t * in + i);
+            const float4 b = *reinterpret_cast<const float4*>(x + t * in + i + 4);
+            acc[t] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x +
+                      wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
+          }
         }
       }
-    }
-  } else {
-    for (int64_t i = lane; i < in; i += 32) {
-      const float wv = w16<BF>(wr[i]);
+    } else {
+      for (int64_t i = int64_t(part) * 32 + lane; i < in; i += stride) {
+        const float wv = w16<BF>(wr[i]);
 #pragma unroll
-      for (int t = 0; t < kDecodeMaxT; ++t)
-        if (t < T) acc[t] += wv * x[t * in + i];
+        for (int t = 0; t < kDecodeMaxT; ++t)
+          if (t < T) acc[t] += wv * x[t * in + i];
+      }
     }
   }
+  __shared__ float partial[8][kDecodeMaxT];
 #pragma unroll
   for (int t = 0; t < kDecodeMaxT; ++t) {
     float v = acc[t];
     for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0 && t < T) y[t * out + o] = v;
+    if (lane == 0) partial[warp][t] = v;
+  }
+  __syncthreads();
+  if (part == 0 && lane < T && o < out) {
+    float v = 0;
+    for (int k = 0; k < wpr; ++k) v += partial[warp + k][lane];
+    y[lane * out + o] = v;
   }
 }
 
@@ -118,12 +132,18 @@ void linear16(const float* x, const uint16_t* w, float* y, int64_t T, int64_t in
   if (T <= kDecodeMaxT) {
     const bool vec = in % 8 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0 &&
                      reinterpret_cast<uintptr_t>(x) % 16 == 0;
-    const int threads = 256, per_block = threads / 32;
+    // More warps per feature while the grid stays within 32 warps per SM and every lane still
+    // has a 16-byte load of its own.
+    int wpr = 1;
+    while (wpr < 8 && out * wpr * 2 <= int64_t(sm_count()) * 32 &&
+           in >= int64_t(wpr) * 2 * 32 * 8)
+      wpr *= 2;
+    const int per_block = 8 / wpr;
     const unsigned blocks = unsigned((out + per_block - 1) / per_block);
     if (vec)
-      linear_decode_kernel<BF, true><<<blocks, threads, 0, stream()>>>(x, w, y, int(T), in, out);
+      linear_decode_kernel<BF, true><<<blocks, 256, 0, stream()>>>(x, w, y, int(T), in, out, wpr);
     else
-      linear_decode_kernel<BF, false><<<blocks, threads, 0, stream()>>>(x, w, y, int(T), in, out);
+      linear_decode_kernel<BF, false><<<blocks, 256, 0, stream()>>>(x, w, y, int(T), in, out, wpr);
     LRQ_CUDA_LAUNCHED();
     return;
   }

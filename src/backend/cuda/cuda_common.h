@@ -36,6 +36,8 @@ namespace lrq::cuda {
 
 /// The stream all lrquant work is queued on (one per process for now).
 cudaStream_t stream();
+/// Multiprocessors of the current device (read once).
+int sm_count();
 cublasHandle_t cublas();
 cusolverDnHandle_t cusolver();
 
@@ -73,5 +75,22 @@ inline unsigned grid_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;
   return unsigned(b < 1 ? 1 : (b > (1 << 20) ? (1 << 20) : b));
 }
+
+#if defined(__CUDACC__)
+// Programmatic dependent launch (sm_90): a kernel launched with programmatic stream
+// serialization may start once every CTA of the kernel before it has called
+// pdl_release_dependents(); it must call pdl_wait() before reading what that kernel writes.
+// Both are no-ops when the launch was ordinary.
+__device__ __forceinline__ void pdl_release_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+#endif
 
 }  // namespace lrq::cuda

@@ -4,6 +4,7 @@
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/widen.cuh"
 
 namespace lrq::cuda {
 namespace {
@@ -63,6 +64,21 @@ __global__ void norm_kernel(const T* x, int64_t n, double* sumsq, unsigned long 
   }
 }
 
+// out[t, i] = x[t, perm[i]] / scale[perm[i]]: the reads are a gather within one row (served by
+// L1/L2: a row is at most a few tens of KB), the writes coalesced.
+__global__ void permute_scale_kernel(const float* __restrict__ x, const int32_t* __restrict__ perm,
+                                     const void* scale, Stored sk, float* __restrict__ out,
+                                     int64_t T, int64_t n) {
+  const int64_t total = T * n;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = e / n, i = e - t * n;
+    const int64_t j = perm ? perm[i] : i;
+    const float v = x[t * n + j];
+    out[e] = scale ? v / load_f32(scale, sk, j) : v;
+  }
+}
+
 int blocks_for(int64_t n) { return int(std::min<int64_t>((n + 255) / 256, 4096)); }
 
 }  // namespace
@@ -100,6 +116,23 @@ void transpose(const Tensor& A, const Tensor& out) {
     transpose_kernel<double><<<grid, block, 0, stream()>>>(A.data<double>(), out.data<double>(), m,
                                                            n);
   LRQ_CUDA_CHECK(cudaGetLastError());
+}
+
+void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
+                        const Tensor& out) {
+  const int64_t n = x.ndim() ? x.dim(-1) : 0, T = n ? x.numel() / n : 0;
+  if (x.dtype() != DType::F32 || out.dtype() != DType::F32 || out.shape() != x.shape() ||
+      (perm.defined() && (perm.dtype() != DType::I32 || perm.numel() != n)) ||
+      (scale.defined() && scale.numel() != n))
+    bad_args("permute_scale_cols", "x " + x.str() + " perm " + (perm.defined() ? perm.str() : "-") +
+                                       " scale " + (scale.defined() ? scale.str() : "-") +
+                                       " out " + out.str());
+  if (T * n == 0) return;
+  const Stored sk = scale.defined() ? stored_kind(scale, "permute_scale_cols") : Stored::F32;
+  permute_scale_kernel<<<blocks_for(T * n), 256, 0, stream()>>>(
+      x.data<float>(), perm.defined() ? perm.data<int32_t>() : nullptr,
+      scale.defined() ? scale.raw() : nullptr, sk, out.data<float>(), T, n);
+  LRQ_CUDA_LAUNCHED();
 }
 
 ops::NormStats norm_stats(const Tensor& X) {

@@ -7,9 +7,28 @@ cudaStream_t stream() {
   static cudaStream_t s = [] {
     cudaStream_t st;
     LRQ_CUDA_CHECK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    // Tensors are allocated from the device's stream-ordered pool (cuda_alloc below). Keep
+    // freed memory in the pool instead of returning it at every synchronization: a forward
+    // pass frees and re-allocates the same activation sizes on every token.
+    int dev = 0;
+    cudaMemPool_t pool;
+    LRQ_CUDA_CHECK(cudaGetDevice(&dev));
+    LRQ_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+    uint64_t keep = UINT64_MAX;
+    LRQ_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     return st;
   }();
   return s;
+}
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    LRQ_CUDA_CHECK(cudaGetDevice(&dev));
+    LRQ_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    return v;
+  }();
+  return n;
 }
 
 cublasHandle_t cublas() {
@@ -52,25 +71,28 @@ int read_info(const int* dev_info) {
 
 namespace lrq::backend {
 
+// Stream-ordered: every kernel that touches a tensor runs on our one stream, so allocation and
+// release in stream order are safe, need no device-wide synchronization (cudaFree has one), and
+// can be captured into a CUDA graph.
 void* cuda_alloc(size_t bytes) {
   void* p = nullptr;
-  cudaError_t e = cudaMalloc(&p, bytes);
+  cudaError_t e = cudaMallocAsync(&p, bytes, lrq::cuda::stream());
   if (e != cudaSuccess)
-    fail_msg("cuda", "cannot allocate " + std::to_string(bytes) + " bytes on the GPU: " + cudaGetErrorString(e));
+    fail_msg("cuda", "cannot allocate " + std::to_string(bytes) +
+                         " bytes on the GPU: " + cudaGetErrorString(e));
   return p;
 }
 
-void cuda_free(void* p) {
-  // Freeing synchronizes; pending kernels that use p have been queued on our one stream.
-  cudaFree(p);
-}
+void cuda_free(void* p) { cudaFreeAsync(p, lrq::cuda::stream()); }
 
 void cuda_copy(void* dst, Device dd, const void* src, Device sd, size_t bytes) {
   cudaMemcpyKind kind = dd == Device::CUDA ? (sd == Device::CUDA ? cudaMemcpyDeviceToDevice
                                                                   : cudaMemcpyHostToDevice)
                                            : cudaMemcpyDeviceToHost;
   LRQ_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, lrq::cuda::stream()));
-  LRQ_CUDA_CHECK(cudaStreamSynchronize(lrq::cuda::stream()));
+  // A device-to-device copy is ordered with the kernels around it (the KV-cache append on
+  // every layer); only copies that involve host memory wait.
+  if (kind != cudaMemcpyDeviceToDevice) LRQ_CUDA_CHECK(cudaStreamSynchronize(lrq::cuda::stream()));
 }
 
 void cuda_memset0(void* p, size_t bytes) {

@@ -1,0 +1,313 @@
+// Decoding on the GPU. Part 1: one projection at batch 1 (and a few small batches) for the
+// Llama-7B shapes 4096x4096, 11008x4096 and 4096x11008 (out x in): packed w4/w3/w2 g128 with
+// and without a rank-32 F16 low-rank branch, through QuantLinear::forward exactly as the model
+// calls it, against cuBLAS with F16 weights (cublasGemmEx, F16 x, F32 compute) and our own F16
+// decode kernel. Time per call is the median over graph replays of a sequence that cycles
+// through enough weight copies (>= 4x the L2) that every call reads its weights from DRAM;
+// achieved GB/s counts every stored tensor + x + y once, against the measured device-to-device
+// copy bandwidth. Part 2: a model end to end (lab-m by default): eval tokens/s (512-token
+// windows, as `lrquant eval`) and greedy generation tokens/s, FP (bf16) and rtn:w4g128, GPU
+// and CPU. Inputs are random, never zeros.
+//   bench_decode_gpu [--model DIR] [--text FILE] [--reps N] [--no-model] [--shape OUTxIN]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/memory.h"
+#include "backend/ops.h"
+#include "eval/generate.h"
+#include "eval/perplexity.h"
+#include "io/mapped_file.h"
+#include "quant/load_model.h"
+#include "quant/pipeline.h"
+#include "quant/qlinear.h"
+#include "quant/rtn.h"
+#include "tokenizer/tokenizer.h"
+#if defined(LRQ_WITH_CUDA)
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/packed_cuda.h"
+#endif
+
+using namespace lrq;
+
+#if defined(LRQ_WITH_CUDA)
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double g_l2_bytes = 50e6;  // read from the device in main()
+
+Tensor randn(Shape s, uint64_t seed, float sd = 1.f) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d(0.f, sd);
+  Tensor x = Tensor::empty(std::move(s));
+  for (int64_t i = 0; i < x.numel(); ++i) x.at<float>(i) = d(g);
+  return x;
+}
+
+// Median milliseconds per call: `calls` invocations of op(i) captured into one CUDA graph,
+// replayed `reps` times after two warm-up replays.
+double per_call_ms(int calls, int reps, const std::function<void(int)>& op) {
+  cudaStream_t s = cuda::stream();
+  op(0);  // first use outside the capture: handles, statics, pool
+  LRQ_CUDA_CHECK(cudaStreamSynchronize(s));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  LRQ_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  try {
+    for (int i = 0; i < calls; ++i) op(i);
+  } catch (...) {
+    // Leave the stream usable for the next measurement.
+    if (cudaStreamEndCapture(s, &graph) == cudaSuccess) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
+  LRQ_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  LRQ_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t a, b;
+  LRQ_CUDA_CHECK(cudaEventCreate(&a));
+  LRQ_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < 2; ++i) LRQ_CUDA_CHECK(cudaGraphLaunch(exec, s));
+  std::vector<double> ms;
+  for (int r = 0; r < reps; ++r) {
+    LRQ_CUDA_CHECK(cudaEventRecord(a, s));
+    LRQ_CUDA_CHECK(cudaGraphLaunch(exec, s));
+    LRQ_CUDA_CHECK(cudaEventRecord(b, s));
+    LRQ_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    LRQ_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(double(t) / calls);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Device-to-device copy of 1 GiB: bytes read + written per second.
+double copy_gbps() {
+  const size_t n = size_t(1) << 30;
+  Tensor a = Tensor::empty({int64_t(n)}, DType::U8, Device::CUDA);
+  Tensor b = Tensor::empty({int64_t(n)}, DType::U8, Device::CUDA);
+  const double ms = per_call_ms(4, 10, [&](int) {
+    LRQ_CUDA_CHECK(cudaMemcpyAsync(b.raw(), a.raw(), n, cudaMemcpyDeviceToDevice, cuda::stream()));
+  });
+  return 2.0 * double(n) / (ms * 1e-3) / 1e9;
+}
+
+// Weight copies to cycle through so that one pass reads at least 4x the L2 from DRAM.
+int copies_for(double bytes) { return int(std::clamp(4.0 * g_l2_bytes / bytes, 2.0, 400.0)) + 1; }
+
+// base_ms > 0: also the speed-up over that (cuBLAS) time.
+void print_row(const std::string& what, double ms, double bytes, double copy, double base_ms) {
+  const double gbs = bytes / (ms * 1e-3) / 1e9;
+  char speedup[32] = "-";
+  if (base_ms > 0) std::snprintf(speedup, sizeof speedup, "%.2fx", base_ms / ms);
+  std::printf("| %-44s | %9.2f | %8.0f | %5.1f%% | %s |\n", what.c_str(), ms * 1e3, gbs,
+              100.0 * gbs / copy, speedup);
+  std::fflush(stdout);
+}
+
+// only: "OUTxIN" to time one shape (for profiling), or empty for all.
+void gemv_section(int reps, double copy, const std::string& only) {
+  std::printf("\n### Decode GEMV (per call; graph replays, weights cycled through >= 4x L2)\n\n");
+  std::printf("| layer (out x in) | us/call | GB/s | of copy | vs cuBLAS f16 |\n");
+  std::printf("| --- | ---: | ---: | ---: | ---: |\n");
+  struct S {
+    int64_t out, in;
+  };
+  for (const S sh : {S{4096, 4096}, S{11008, 4096}, S{4096, 11008}}) {
+    const std::string shape = std::to_string(sh.out) + "x" + std::to_string(sh.in);
+    if (!only.empty() && only != shape) continue;
+    const Tensor Wf = randn({sh.out, sh.in}, 3, 0.02f);
+    double base_ms = 0;
+    {  // cuBLAS: F16 weights and x, F32 y, F32 compute
+      const Tensor W16 = Wf.to(DType::F16);
+      const double bytes = double(W16.nbytes()) + 2.0 * sh.in + 4.0 * sh.out;
+      const int n = copies_for(bytes);
+      std::vector<Tensor> Ws;
+      for (int i = 0; i < n; ++i) Ws.push_back(W16.to(Device::CUDA));
+      const Tensor x16 = randn({1, sh.in}, 4).to(DType::F16).to(Device::CUDA);
+      Tensor y = Tensor::empty({1, sh.out}, DType::F32, Device::CUDA);
+      const float one = 1.f, zero = 0.f;
+      base_ms = per_call_ms(n, reps, [&](int i) {
+        LRQ_CUBLAS_CHECK(cublasGemmEx(cuda::cublas(), CUBLAS_OP_T, CUBLAS_OP_N, int(sh.out), 1,
+                                      int(sh.in), &one, Ws[size_t(i % n)].raw(), CUDA_R_16F,
+                                      int(sh.in), x16.raw(), CUDA_R_16F, int(sh.in), &zero,
+                                      y.raw(), CUDA_R_32F, int(sh.out), CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT));
+      });
+      print_row("cuBLAS f16 GemmEx " + shape, base_ms, bytes, copy, 0);
+      const Tensor x = randn({1, sh.in}, 5).to(Device::CUDA);
+      const double ms = per_call_ms(n, reps, [&](int i) { ops::linear(x, Ws[size_t(i % n)], y); });
+      print_row("ops::linear f16 (ours) " + shape, ms,
+                double(W16.nbytes()) + 4.0 * (sh.in + sh.out), copy, base_ms);
+    }
+    for (int bits : {4, 3, 2})
+      for (int rank : {0, 32}) {
+        RtnOptions o;
+        o.bits = bits;
+        o.group = 128;
+        std::vector<LowRankPart> lr;
+        if (rank)
+          lr.push_back(LowRankPart::from_f32(randn({sh.out, rank}, 6, 0.05f),
+                                             randn({rank, sh.in}, 7, 0.05f), false));
+        const QuantLinear q(rtn_quantize(Wf, o), InputTransform{}, lr);
+        for (int64_t T : {1, 4, 8}) {
+          if (T > 1 && (rank || sh.out != 11008 || bits == 2)) continue;
+          const double bytes = double(q.storage_bytes()) + 4.0 * T * (sh.in + sh.out);
+          const int n = copies_for(bytes);
+          std::vector<std::unique_ptr<Linear>> qs;
+          for (int i = 0; i < n; ++i) qs.push_back(q.to(Device::CUDA));
+          const Tensor x = randn({T, sh.in}, 8).to(Device::CUDA);
+          Tensor y = Tensor::empty({T, sh.out}, DType::F32, Device::CUDA);
+          const std::string name =
+              q.describe() + " " + shape + (T > 1 ? " T=" + std::to_string(T) : "");
+          // Variants: the default first; without PDL (low-rank rows); other single-token
+          // kernel shapes (rows per CTA, unrolling).
+          struct V {
+            bool pdl;
+            int rows, unroll;
+            const char* tag;
+          };
+          for (const V v : {V{true, 4, 2, ""}, V{false, 4, 2, " (no PDL)"},
+                            V{true, 4, 1, " (R4 U1)"}, V{true, 8, 1, " (R8 U1)"},
+                            V{true, 8, 2, " (R8 U2)"}}) {
+            if (!v.pdl && !rank) continue;  // the overlap only exists with a low-rank branch
+            if ((v.rows != 4 || v.unroll != 2) && (rank || T > 1)) continue;
+            cuda::set_packed_pdl(v.pdl);
+            cuda::set_packed_gemv_variant(v.rows, v.unroll);
+            try {
+              const double ms =
+                  per_call_ms(n, reps, [&](int i) { qs[size_t(i % n)]->forward(x, y); });
+              print_row(name + v.tag, ms, bytes, copy, T == 1 ? base_ms : 0);
+            } catch (const std::exception& e) {
+              std::printf("| %s | failed: %s |\n", name.c_str(), e.what());
+            }
+          }
+          cuda::set_packed_pdl(true);
+          cuda::set_packed_gemv_variant(4, 2);
+        }
+      }
+  }
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct E2E {
+  double eval_tps = 0, gen_tps = 0, ppl = 0;
+};
+
+// Throughput over `windows` eval windows; ppl over the first two (the same on every device).
+E2E run_model(const Model& m, const std::vector<int32_t>& stream, int64_t windows) {
+  E2E r;
+  EvalOptions eo;
+  eo.ctx = 512;
+  eo.max_windows = 2;
+  eo.progress = false;
+  r.ppl = evaluate(m, stream, eo).ppl;  // also the warm-up
+  eo.max_windows = windows;
+  auto t0 = Clock::now();
+  evaluate(m, stream, eo);
+  r.eval_tps = double(windows * eo.ctx) / seconds_since(t0);
+  SampleOptions so;
+  so.max_tokens = 128;
+  so.stop_at_eos = false;
+  const std::vector<int32_t> prompt(stream.begin(), stream.begin() + 16);
+  generate(m, prompt, so);  // warm-up
+  t0 = Clock::now();
+  generate(m, prompt, so);
+  r.gen_tps = double(so.max_tokens) / seconds_since(t0);
+  return r;
+}
+
+void model_section(const std::string& dir, const std::string& text_path) {
+  std::printf("\n### End to end: %s\n\n", dir.c_str());
+  auto model = load_model(dir);
+  std::vector<int32_t> stream;
+  std::string src = "random tokens";
+  if (!text_path.empty()) {
+    auto tok = load_tokenizer(model->checkpoint().tokenizer_path);
+    stream = tok->encode(read_text_file(text_path), model->config().add_bos);
+    src = text_path;
+  }
+  const int64_t windows = 8;
+  if (int64_t(stream.size()) < windows * 512) {  // too little text: pad with random tokens
+    std::mt19937_64 g(9);
+    while (int64_t(stream.size()) < windows * 512)
+      stream.push_back(int32_t(g() % uint64_t(model->config().vocab)));
+  }
+  std::printf("eval: %lld windows of 512 tokens from %s; generation: 16-token prompt + 128 "
+              "greedy tokens\n\n",
+              (long long)windows, src.c_str());
+  std::printf("| model | device | eval tokens/s | generation tokens/s | ppl (2 windows) |\n");
+  std::printf("| --- | --- | ---: | ---: | ---: |\n");
+  auto report = [&](const std::string& name, const char* dev, const E2E& e) {
+    std::printf("| %s | %s | %.0f | %.0f | %.4f |\n", name.c_str(), dev, e.eval_tps, e.gen_tps,
+                e.ppl);
+    std::fflush(stdout);
+  };
+  report("fp (bf16 weights)", "cpu", run_model(*model, stream, 2));
+  model->to(Device::CUDA);
+  report("fp (bf16 weights)", "cuda", run_model(*model, stream, windows));
+  auto q = load_model(dir);
+  QuantizeOptions qo;
+  qo.recipe = parse_recipe("rtn:w4g128");
+  qo.progress = false;
+  quantize_model(*q, {std::vector<int32_t>(stream.begin(), stream.begin() + 512)}, qo);
+  report("rtn:w4g128", "cpu", run_model(*q, stream, 2));
+  q->to(Device::CUDA);
+  report("rtn:w4g128", "cuda", run_model(*q, stream, windows));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model = "models/lab-m", text, only;
+  int reps = 20;
+  bool with_model = true;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--model" && i + 1 < argc) model = argv[++i];
+    else if (a == "--text" && i + 1 < argc) text = argv[++i];
+    else if (a == "--reps" && i + 1 < argc) reps = std::max(3, std::atoi(argv[++i]));
+    else if (a == "--no-model") with_model = false;
+    else if (a == "--shape" && i + 1 < argc) only = argv[++i];
+    else {
+      std::fprintf(stderr, "bench_decode_gpu: unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
+  if (!backend::cuda_available()) {
+    std::printf("no CUDA device visible\n");
+    return 0;
+  }
+  try {
+    cudaDeviceProp prop;
+    LRQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    g_l2_bytes = double(prop.l2CacheSize);
+    const double copy = copy_gbps();
+    std::printf("GPU: %s, %d SMs, L2 %.0f MB; device-to-device copy %.0f GB/s (read + write)\n",
+                prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6, copy);
+    gemv_section(reps, copy, only);
+    if (with_model) model_section(model, text);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_decode_gpu: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+#else
+int main() {
+  std::printf("bench_decode_gpu: this build has no CUDA backend\n");
+  return 0;
+}
+#endif

@@ -1,0 +1,423 @@
+// Packed-weight kernels (declared in packed_cuda.h; layout in quant/packed.h).
+//
+// Decode mapping. A chunk holds 32 values in 4*b bytes; four consecutive lanes (a quad) share
+// one chunk and lane `sub` of the quad owns values 8*sub .. 8*sub+7. The layout puts those eight
+// values in eight bytes it can read with one load (b = 8: bytes 8sub..; b = 4: the low or high
+// nibbles of bytes 0-7 or 8-15; b = 2: bit pair `sub` of bytes 0-7; b = 3 reads the whole
+// 12-byte chunk and takes bits 12j + 3sub), and the quad's x values are 32 consecutive floats,
+// so a warp reads 8 chunks of codes and 1 KB of x contiguously. Codes become floats without an
+// int->float conversion (a low-throughput instruction): the code byte is placed under the
+// exponent of 2^23 and 2^23 subtracted, exactly.
+//
+// Each CTA (8 warps) owns R rows; its warps interleave over the chunks of those rows, so every
+// x value a lane loads feeds R rows, and the codes of all R rows are loaded before any math.
+// Per group the kernel uses, like the CPU, s * sum(c x) + o * sum(x) (symmetric: o = -2^(b-1) s;
+// codebook: s * sum(book[c] x)). Partial sums meet in shared memory; the low-rank epilogue adds
+// L[row, k] h[t, k] spread over the CTA's threads before that reduction.
+#include <algorithm>
+#include <cstdint>
+
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/packed_cuda.h"
+
+namespace lrq::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kChunkValues = 32;
+constexpr int64_t kSlabElems = int64_t(1) << 22;  // F32 slab for the cuBLAS path: 16 MiB
+
+bool g_pdl = true;
+// Single-token variant: rows per CTA and unrolling of the chunk loop (set_packed_gemv_variant).
+int g_rows1 = 4, g_unroll1 = 2;
+
+struct GemvParams {
+  const uint8_t* codes;
+  const uint16_t* scales;
+  const uint16_t* offsets;
+  const float* codebook;
+  const float* x;
+  float* y;
+  int64_t rows, row_bytes;
+  int cols, nchunks, ngroups, T;
+  // group of chunk c: c when one chunk per group, else umulhi(c, group_mul) (exact while
+  // nchunks * chunks_per_group < 2^32, checked on the host).
+  bool chunk_is_group;
+  unsigned group_mul;
+  bool accumulate;
+  int n_terms;
+  GemvTerm terms[kPackedMaxTerms];
+};
+
+// Streaming loads of codes: read once, so they should not evict x from L1.
+__device__ __forceinline__ uint2 ld_stream_v2(const uint8_t* p) {
+  uint2 v;
+  asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint32_t ld_stream_u32(const uint8_t* p) {
+  uint32_t v;
+  asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ float half_bits(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
+// Byte offset, within a chunk, of the words lane `sub` reads (see the file comment).
+template <int B>
+__device__ __forceinline__ int lane_offset(int sub) {
+  return B == 8 ? 8 * sub : B == 4 ? 8 * (sub & 1) : 0;
+}
+
+// The words of a chunk that lane `sub` needs; `p` is the chunk plus lane_offset<B>(sub).
+template <int B>
+__device__ __forceinline__ void load_chunk(const uint8_t* p, uint32_t w[3]) {
+  if constexpr (B == 3) {
+    w[0] = ld_stream_u32(p);
+    w[1] = ld_stream_u32(p + 4);
+    w[2] = ld_stream_u32(p + 8);
+  } else {
+    const uint2 v = ld_stream_v2(p);
+    w[0] = v.x;
+    w[1] = v.y;
+    w[2] = 0;
+  }
+}
+
+// Byte k of `word` as an exact float (the word holds four codes, one per byte).
+__device__ __forceinline__ float byte_as_float(uint32_t word, int k) {
+  return __int_as_float(int(__byte_perm(word, 0x4B000000u, 0x7540u | unsigned(k)))) - 8388608.0f;
+}
+__device__ __forceinline__ float small_as_float(uint32_t code) {
+  return __int_as_float(int(code | 0x4B000000u)) - 8388608.0f;
+}
+
+// Values 8*sub .. 8*sub+7 of the chunk: codes as floats, or codebook entries when LUT.
+template <int B, bool LUT>
+__device__ __forceinline__ void decode8(const uint32_t w[3], int sub, const float* book,
+                                        float v[8]) {
+  if constexpr (B == 3) {
+    const unsigned sh = 3u * unsigned(sub);
+    const uint32_t a0 = __funnelshift_r(w[0], w[1], sh), a1 = __funnelshift_r(w[1], w[2], sh),
+                   a2 = w[2] >> sh;
+    const uint32_t f[8] = {a0, a0 >> 12, a0 >> 24, a1 >> 4, a1 >> 16, a1 >> 28, a2 >> 8, a2 >> 20};
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = LUT ? book[f[k] & 7u] : small_as_float(f[k] & 7u);
+  } else {
+    uint32_t c0 = w[0], c1 = w[1];
+    if constexpr (B == 4) {
+      const unsigned sh = 4u * unsigned(sub >> 1);
+      c0 = (c0 >> sh) & 0x0F0F0F0Fu;
+      c1 = (c1 >> sh) & 0x0F0F0F0Fu;
+    } else if constexpr (B == 2) {
+      const unsigned sh = 2u * unsigned(sub);
+      c0 = (c0 >> sh) & 0x03030303u;
+      c1 = (c1 >> sh) & 0x03030303u;
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      if (LUT) {
+        v[k] = book[(c0 >> (8 * k)) & 0xFFu];
+        v[k + 4] = book[(c1 >> (8 * k)) & 0xFFu];
+      } else {
+        v[k] = byte_as_float(c0, k);
+        v[k + 4] = byte_as_float(c1, k);
+      }
+    }
+  }
+}
+
+template <int B, int F, int R, int TT, int U>
+__global__ void __launch_bounds__(kThreads) packed_gemv_kernel(const GemvParams p) {
+  constexpr bool LUT = F == 2;
+  __shared__ float book[LUT ? (1 << B) : 1];
+  __shared__ float red[kWarps][R][TT];
+  if constexpr (LUT) {
+    for (int i = threadIdx.x; i < (1 << B); i += kThreads) book[i] = p.codebook[i];
+    __syncthreads();
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane & 3;
+  const int64_t row0 = int64_t(blockIdx.x) * R;
+  int64_t row[R];
+  const uint8_t* crow[R];
+  const uint16_t* srow[R];
+  const uint16_t* orow[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    row[r] = min(row0 + r, p.rows - 1);  // tail rows: computed, not stored
+    crow[r] = p.codes + row[r] * p.row_bytes + lane_offset<B>(sub);
+    srow[r] = p.scales + row[r] * p.ngroups;
+    orow[r] = F == 0 ? p.offsets + row[r] * p.ngroups : srow[r];
+  }
+  float acc[R][TT];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int t = 0; t < TT; ++t) acc[r][t] = 0.f;
+  const float centre = float(1 << (B - 1));
+
+  // Warp w, quad q takes chunks w*8 + q + 64*it. The trip count is the warp's largest, so the
+  // loop body has no branch: a lane past the last chunk re-reads it and adds it with zero
+  // scales, and rows t >= T of x repeat row T-1 (their sums are never stored).
+  const int c0 = warp * 8 + (lane >> 2), last = p.nchunks - 1;
+  const int niter =
+      warp * 8 < p.nchunks ? (p.nchunks - warp * 8 + kWarps * 8 - 1) / (kWarps * 8) : 0;
+#pragma unroll U
+  for (int it = 0; it < niter; ++it) {
+    const int c = c0 + it * kWarps * 8;
+    const bool live = c <= last;
+    const int cc = live ? c : last;
+    const int g = p.chunk_is_group ? cc : int(__umulhi(unsigned(cc), p.group_mul));
+    uint32_t w[R][3];
+    uint16_t sh[R], oh[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      load_chunk<B>(crow[r] + int64_t(cc) * (4 * B), w[r]);
+      const uint16_t sv = __ldg(srow[r] + g);
+      sh[r] = live ? sv : uint16_t(0);  // +0.0 in fp16
+      if constexpr (F == 0) {
+        const uint16_t ov = __ldg(orow[r] + g);
+        oh[r] = live ? ov : uint16_t(0);
+      }
+    }
+    float xv[TT][8], xs[TT];
+#pragma unroll
+    for (int t = 0; t < TT; ++t) {
+      const int tt = min(t, p.T - 1);
+      const float4* xp = reinterpret_cast<const float4*>(p.x + int64_t(tt) * p.cols +
+                                                         cc * kChunkValues + sub * 8);
+      const float4 a = __ldg(xp), b = __ldg(xp + 1);
+      xv[t][0] = a.x; xv[t][1] = a.y; xv[t][2] = a.z; xv[t][3] = a.w;
+      xv[t][4] = b.x; xv[t][5] = b.y; xv[t][6] = b.z; xv[t][7] = b.w;
+      xs[t] = ((xv[t][0] + xv[t][1]) + (xv[t][2] + xv[t][3])) +
+              ((xv[t][4] + xv[t][5]) + (xv[t][6] + xv[t][7]));
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float sr = half_bits(sh[r]);
+      const float orr = F == 0 ? half_bits(oh[r]) : -centre * sr;
+      float v[8];
+      decode8<B, LUT>(w[r], sub, book, v);
+#pragma unroll
+      for (int t = 0; t < TT; ++t) {
+        float d = v[0] * xv[t][0];
+#pragma unroll
+        for (int k = 1; k < 8; ++k) d = fmaf(v[k], xv[t][k], d);
+        acc[r][t] = LUT ? fmaf(sr, d, acc[r][t]) : fmaf(sr, d, fmaf(orr, xs[t], acc[r][t]));
+      }
+    }
+  }
+
+  if (p.n_terms > 0) {
+    pdl_wait();  // the h of the terms come from the kernel this one may overlap
+    for (int k = 0; k < p.n_terms; ++k) {
+      const GemvTerm& tm = p.terms[k];
+      for (int64_t j = threadIdx.x; j < tm.rank; j += kThreads) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const int64_t li = row[r] * tm.rank + j;
+          const float l = tm.L_f16 ? half_bits(static_cast<const uint16_t*>(tm.L)[li])
+                                   : static_cast<const float*>(tm.L)[li];
+#pragma unroll
+          for (int t = 0; t < TT; ++t)
+            acc[r][t] = fmaf(l, tm.h[min(t, p.T - 1) * tm.rank + j], acc[r][t]);
+        }
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int t = 0; t < TT; ++t) {
+      float v = acc[r][t];
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+      if (lane == 0) red[warp][r][t] = v;
+    }
+  __syncthreads();
+  if (threadIdx.x < R * TT) {
+    const int r = threadIdx.x / TT, t = threadIdx.x % TT;
+    const int64_t o = row0 + r;
+    if (t < p.T && o < p.rows) {
+      float v = 0.f;
+#pragma unroll
+      for (int k = 0; k < kWarps; ++k) v += red[k][r][t];
+      float* dst = p.y + int64_t(t) * p.rows + o;
+      *dst = p.accumulate ? *dst + v : v;
+    }
+  }
+}
+
+// One thread per (row, chunk, sub): eight F32 values, stored as two float4.
+template <int B, int F>
+__global__ void packed_dequant_kernel(PackedView w, int64_t row_begin, int64_t nrows,
+                                      float* __restrict__ out) {
+  constexpr bool LUT = F == 2;
+  const int64_t nchunks = w.cols / kChunkValues, per_row = nchunks * 4, total = nrows * per_row;
+  const int64_t row_bytes = nchunks * 4 * B, ngroups = w.cols / w.group;
+  const int64_t cpg = w.group / kChunkValues;
+  const float centre = float(1 << (B - 1));
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t lr = e / per_row, rem = e - lr * per_row, c = rem >> 2;
+    const int sub = int(rem & 3);
+    const int64_t r = row_begin + lr;
+    uint32_t wd[3];
+    load_chunk<B>(w.codes + r * row_bytes + c * (4 * B) + lane_offset<B>(sub), wd);
+    float v[8];
+    decode8<B, LUT>(wd, sub, w.codebook, v);
+    const int64_t g = c / cpg;
+    const float s = half_bits(w.scales[r * ngroups + g]);
+    const float o = F == 0 ? half_bits(w.offsets[r * ngroups + g]) : 0.f;
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+      v[k] = F == 0 ? fmaf(v[k], s, o) : F == 1 ? (v[k] - centre) * s : v[k] * s;
+    float4* dst = reinterpret_cast<float4*>(out + lr * w.cols + c * kChunkValues + sub * 8);
+    dst[0] = make_float4(v[0], v[1], v[2], v[3]);
+    dst[1] = make_float4(v[4], v[5], v[6], v[7]);
+  }
+}
+
+// ------------------------------------------------------------------ dispatch
+template <int B, int F, int R, int TT, int U = 2>
+void launch_gemv(const GemvParams& p) {
+  const unsigned blocks = unsigned((p.rows + R - 1) / R);
+  auto kernel = packed_gemv_kernel<B, F, R, TT, U>;
+  if (p.n_terms > 0 && g_pdl) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(blocks);
+    cfg.blockDim = dim3(kThreads);
+    cfg.stream = stream();
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    LRQ_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
+  } else {
+    kernel<<<blocks, kThreads, 0, stream()>>>(p);
+    LRQ_CUDA_LAUNCHED();
+  }
+}
+
+// Rows per CTA: more rows share each x load; fewer keep registers (x is TT x 8 floats) in check.
+template <int B, int F>
+void gemv_tokens(const GemvParams& p) {
+  if (p.T <= 1) {
+    if (g_rows1 == 8)
+      g_unroll1 == 1 ? launch_gemv<B, F, 8, 1, 1>(p) : launch_gemv<B, F, 8, 1, 2>(p);
+    else
+      g_unroll1 == 1 ? launch_gemv<B, F, 4, 1, 1>(p) : launch_gemv<B, F, 4, 1, 2>(p);
+  } else if (p.T <= 2) launch_gemv<B, F, 4, 2>(p);
+  else if (p.T <= 4) launch_gemv<B, F, 2, 4>(p);
+  else launch_gemv<B, F, 2, 8>(p);
+}
+
+template <int B>
+void gemv_format(const GemvParams& p, int format) {
+  switch (format) {
+    case 0: gemv_tokens<B, 0>(p); break;
+    case 1: gemv_tokens<B, 1>(p); break;
+    default: gemv_tokens<B, 2>(p); break;
+  }
+}
+
+template <int B, int F>
+void launch_dequant(const PackedView& w, int64_t r0, int64_t n, float* out) {
+  const int64_t work = n * (w.cols / kChunkValues) * 4;
+  packed_dequant_kernel<B, F><<<grid_for(work, 256), 256, 0, stream()>>>(w, r0, n, out);
+  LRQ_CUDA_LAUNCHED();
+}
+
+template <int B>
+void dequant_format(const PackedView& w, int64_t r0, int64_t n, float* out) {
+  switch (w.format) {
+    case 0: launch_dequant<B, 0>(w, r0, n, out); break;
+    case 1: launch_dequant<B, 1>(w, r0, n, out); break;
+    default: launch_dequant<B, 2>(w, r0, n, out); break;
+  }
+}
+
+void dequant_rows(const PackedView& w, int64_t r0, int64_t n, float* out) {
+  if (n == 0) return;
+  switch (w.bits) {
+    case 2: dequant_format<2>(w, r0, n, out); break;
+    case 3: dequant_format<3>(w, r0, n, out); break;
+    case 4: dequant_format<4>(w, r0, n, out); break;
+    default: dequant_format<8>(w, r0, n, out); break;
+  }
+}
+
+}  // namespace
+
+void set_packed_pdl(bool on) { g_pdl = on; }
+
+void set_packed_gemv_variant(int rows, int unroll) {
+  if ((rows != 4 && rows != 8) || (unroll != 1 && unroll != 2))
+    bad_args("set_packed_gemv_variant", "rows 4 or 8, unroll 1 or 2");
+  g_rows1 = rows;
+  g_unroll1 = unroll;
+}
+
+void packed_gemv(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate,
+                 const GemvTerm* terms, int n_terms) {
+  if (T < 1 || T > kPackedGemvMaxT || n_terms < 0 || n_terms > kPackedMaxTerms)
+    bad_args("packed_gemv", std::to_string(T) + " tokens, " + std::to_string(n_terms) + " terms");
+  if (w.cols > INT32_MAX / int64_t(kPackedGemvMaxT))
+    bad_args("packed_gemv", std::to_string(w.cols) + " columns exceed the kernel's index range");
+  GemvParams p = {};
+  p.codes = w.codes;
+  p.scales = w.scales;
+  p.offsets = w.offsets;
+  p.codebook = w.codebook;
+  p.x = x;
+  p.y = y;
+  p.rows = w.rows;
+  p.row_bytes = w.cols / kChunkValues * 4 * w.bits;
+  p.cols = int(w.cols);
+  p.nchunks = int(w.cols / kChunkValues);
+  p.ngroups = int(w.cols / w.group);
+  const int64_t cpg = w.group / kChunkValues;
+  if (p.nchunks * cpg >= (int64_t(1) << 32))
+    bad_args("packed_gemv", "group " + std::to_string(w.group) + " of " + std::to_string(w.cols) +
+                                " columns exceeds the kernel's index range");
+  p.chunk_is_group = cpg == 1;
+  p.group_mul = cpg == 1 ? 0u : unsigned(((int64_t(1) << 32) + cpg - 1) / cpg);
+  p.T = int(T);
+  p.accumulate = accumulate;
+  p.n_terms = n_terms;
+  for (int k = 0; k < n_terms; ++k) p.terms[k] = terms[k];
+  switch (w.bits) {
+    case 2: gemv_format<2>(p, w.format); break;
+    case 3: gemv_format<3>(p, w.format); break;
+    case 4: gemv_format<4>(p, w.format); break;
+    default: gemv_format<8>(p, w.format); break;
+  }
+}
+
+void packed_gemm(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate) {
+  if (T == 0) return;
+  const int64_t slab = std::clamp<int64_t>(kSlabElems / w.cols, 1, w.rows);
+  DeviceScratch buf(size_t(slab * w.cols) * sizeof(float));
+  const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  const cublasComputeType_t compute =
+      allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  for (int64_t r0 = 0; r0 < w.rows; r0 += slab) {
+    const int64_t n = std::min(slab, w.rows - r0);
+    dequant_rows(w, r0, n, buf.as<float>());
+    // Column-major view: y^T (rows x T, ld rows) = Wslab (n x cols)^T' x^T; see blas_cuda.cu.
+    LRQ_CUBLAS_CHECK(cublasGemmEx(cublas(), CUBLAS_OP_T, CUBLAS_OP_N, blas_int(n, "packed_gemm"),
+                                  blas_int(T, "packed_gemm"), blas_int(w.cols, "packed_gemm"), &one,
+                                  buf.as<float>(), CUDA_R_32F, blas_int(w.cols, "packed_gemm"), x,
+                                  CUDA_R_32F, blas_int(w.cols, "packed_gemm"), &beta, y + r0,
+                                  CUDA_R_32F, blas_int(w.rows, "packed_gemm"), compute,
+                                  CUBLAS_GEMM_DEFAULT));
+  }
+}
+
+void packed_dequantize(const PackedView& w, float* out) { dequant_rows(w, 0, w.rows, out); }
+
+}  // namespace lrq::cuda

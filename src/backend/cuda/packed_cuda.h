@@ -1,0 +1,50 @@
+// CUDA kernels for PackedWeight (quant/packed.h documents the bit layout): a fused
+// decode-and-dot for decoding (T <= kPackedGemvMaxT tokens), row slabs dequantized to F32 for
+// cuBLAS above that, and plain dequantization. Declared with plain types so quant/packed.cpp,
+// a host-compiler file, can call them; defined in packed_cuda.cu, built only with LRQ_WITH_CUDA.
+#pragma once
+#include <cstdint>
+
+namespace lrq::cuda {
+
+/// A packed matrix as the kernels see it; every pointer is GPU memory.
+struct PackedView {
+  const uint8_t* codes = nullptr;     // [rows, cols * bits / 8], 8-byte aligned rows
+  const uint16_t* scales = nullptr;   // F16 [rows, cols / group]
+  const uint16_t* offsets = nullptr;  // F16 [rows, cols / group] (affine), else null
+  const float* codebook = nullptr;    // F32 [2^bits] (codebook), else null
+  int64_t rows = 0, cols = 0, group = 0;
+  int bits = 0;    // 2, 3, 4 or 8
+  int format = 0;  // QuantFormat order: 0 affine, 1 symmetric, 2 codebook
+};
+
+/// An extra term y += h L^T that the decode kernel adds in its epilogue.
+struct GemvTerm {
+  const void* L = nullptr;  // [rows, rank], F16 when L_f16 else F32
+  bool L_f16 = true;
+  const float* h = nullptr;  // F32 [T, rank]
+  int64_t rank = 0;
+};
+
+constexpr int64_t kPackedGemvMaxT = 8;
+constexpr int kPackedMaxTerms = 4;
+
+/// y[T, rows] (+)= x[T, cols] W^T + sum_k h_k L_k^T in one kernel, for 1 <= T <=
+/// kPackedGemvMaxT and at most kPackedMaxTerms terms. x and y F32, x 16-byte aligned. When there
+/// are terms, the kernel is launched so that it overlaps the kernel that computed the last h
+/// (programmatic dependent launch) and waits for it only before its epilogue.
+void packed_gemv(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate,
+                 const GemvTerm* terms, int n_terms);
+/// y[T, rows] (+)= x[T, cols] W^T for any T: 16 MiB row slabs dequantized to F32, then cuBLAS
+/// (F32 compute; TF32 when set_allow_tf32 is on).
+void packed_gemm(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate);
+/// out[rows, cols] = W in F32 (16-byte aligned).
+void packed_dequantize(const PackedView& w, float* out);
+
+/// Whether packed_gemv overlaps its low-rank producer (default on; benchmarks compare).
+void set_packed_pdl(bool on);
+/// The single-token kernel's rows per CTA (4 or 8) and chunk-loop unrolling (1 or 2); default
+/// 4 and 2. Benchmarks compare.
+void set_packed_gemv_variant(int rows, int unroll);
+
+}  // namespace lrq::cuda

@@ -1,0 +1,273 @@
+// The model on the GPU against the same model on the CPU: packed matmul for every code width
+// and format (decode kernel, its fused low-rank epilogue, the slab + cuBLAS path, dequantize),
+// a QuantLinear with every input transform and both low-rank part kinds, lab-s logits and
+// greedy generation, and the perplexity of an RTN-quantized lab-s. GPU outputs start as NaN,
+// so an element a kernel forgets to write fails. Each check prints "[budget] <name> err <e>
+// budget <b>" (errors are ||gpu - cpu||_F / ||cpu||_F in double).
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backend/memory.h"
+#include "eval/generate.h"
+#include "eval/perplexity.h"
+#include "quant/load_model.h"
+#include "quant/pipeline.h"
+#include "quant/qlinear.h"
+#include "quant/rtn.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+using namespace lrq;
+
+namespace {
+
+#define REQUIRE_GPU()                                                                  \
+  do {                                                                                 \
+    if (!backend::cuda_available()) GTEST_SKIP() << "no CUDA device visible; skipping"; \
+  } while (0)
+
+Tensor randn(Shape s, uint64_t seed, double sd = 1.0, double mean = 0.0) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<double> d(mean, sd);
+  Tensor x = Tensor::empty(std::move(s));
+  for (int64_t i = 0; i < x.numel(); ++i) x.at<float>(i) = float(d(g));
+  return x;
+}
+
+Tensor gpu(const Tensor& t) { return t.to(Device::CUDA); }
+
+Tensor poisoned_gpu(Shape s) {
+  Tensor x = Tensor::empty(std::move(s));
+  for (int64_t i = 0; i < x.numel(); ++i) x.at<float>(i) = std::numeric_limits<float>::quiet_NaN();
+  return gpu(x);
+}
+
+// ||got - want||_F / ||want||_F in double; infinity if got holds a NaN or an infinity.
+double rel_err(const Tensor& got, const Tensor& want) {
+  Tensor a = got.to(Device::CPU), b = want.to(Device::CPU);
+  EXPECT_EQ(a.numel(), b.numel());
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double x = a.at<float>(i), y = b.at<float>(i);
+    if (!std::isfinite(x)) return std::numeric_limits<double>::infinity();
+    num += (x - y) * (x - y);
+    den += y * y;
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+void within(const std::string& what, double err, double budget) {
+  std::printf("[budget] %-52s err %.3e budget %.0e\n", what.c_str(), err, budget);
+  EXPECT_LE(err, budget) << what;  // NaN fails too
+}
+
+const char* fmt_name(QuantFormat f) { return quant_format_name(f).data(); }
+
+// A packed matrix with random codes, fp16 scales in [0.01, 0.1), offsets in [-0.5, 0.5) and a
+// random sorted codebook: the kernels must compute the same function on any valid input.
+PackedWeight random_packed(int64_t rows, int64_t cols, int bits, int64_t group, QuantFormat f,
+                           uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  Tensor codes = Tensor::empty({rows, cols}, DType::U8);
+  for (int64_t i = 0; i < codes.numel(); ++i) codes.at<uint8_t>(i) = uint8_t(g() % (1u << bits));
+  Tensor sc = Tensor::empty({rows, cols / group}), off;
+  for (int64_t i = 0; i < sc.numel(); ++i) sc.at<float>(i) = 0.01f + 0.09f * u(g);
+  if (f == QuantFormat::Affine) {
+    off = Tensor::empty({rows, cols / group});
+    for (int64_t i = 0; i < off.numel(); ++i) off.at<float>(i) = u(g) - 0.5f;
+    off = off.to(DType::F16);
+  }
+  Tensor book;
+  if (f == QuantFormat::Codebook) {
+    std::vector<float> v(size_t(1) << bits);
+    for (auto& e : v) e = 2.f * u(g) - 1.f;
+    std::sort(v.begin(), v.end());
+    book = Tensor::from(v, {int64_t(v.size())});
+  }
+  return PackedWeight::pack(codes, sc.to(DType::F16), off, book, bits, group, f);
+}
+
+struct Shape2 {
+  int64_t rows, cols, group;
+};
+
+}  // namespace
+
+TEST(RuntimeGpu, PackedMatmulMatchesCpu) {
+  REQUIRE_GPU();
+  uint64_t seed = 1;
+  // 37 rows: not a multiple of the rows per CTA; 256 columns: fewer chunks than the CTA's
+  // lanes; 1184 = 37 chunks: a ragged last pass over the columns.
+  for (const Shape2 s : {Shape2{37, 256, 64}, Shape2{70, 1184, 32}, Shape2{300, 4096, 128}})
+    for (int bits : {2, 3, 4, 8})
+      for (QuantFormat f : {QuantFormat::Affine, QuantFormat::Symmetric, QuantFormat::Codebook}) {
+        const PackedWeight w = random_packed(s.rows, s.cols, bits, s.group, f, ++seed);
+        const PackedWeight wg = w.to(Device::CUDA);
+        const std::string tag = std::string(fmt_name(f)) + " w" + std::to_string(bits) + "g" +
+                                std::to_string(s.group) + " " + std::to_string(s.rows) + "x" +
+                                std::to_string(s.cols);
+        // Dequantization evaluates one rounding of an exact product on both sides.
+        within("dequantize " + tag, rel_err(wg.dequantize(), w.dequantize()), 0);
+        for (int64_t T : {1, 3, 8, 9, 64}) {
+          const Tensor x = randn({T, s.cols}, ++seed, 1.0, 0.3);
+          Tensor y = Tensor::empty({T, s.rows});
+          w.matmul(x, y);
+          Tensor yg = poisoned_gpu({T, s.rows});
+          wg.matmul(gpu(x), yg);
+          within("matmul " + tag + " T=" + std::to_string(T), rel_err(yg, y), 1e-5);
+          // accumulate onto a random y
+          const Tensor y0 = randn({T, s.rows}, ++seed);
+          Tensor ya = y0.clone(), yga = gpu(y0);
+          w.matmul(x, ya, true);
+          wg.matmul(gpu(x), yga, true);
+          within("matmul+= " + tag + " T=" + std::to_string(T), rel_err(yga, ya), 1e-5);
+        }
+      }
+}
+
+TEST(RuntimeGpu, PackedMatmulLowRankTermsMatchCpu) {
+  REQUIRE_GPU();
+  const PackedWeight w = random_packed(333, 1024, 3, 128, QuantFormat::Affine, 7);
+  const PackedWeight wg = w.to(Device::CUDA);
+  for (int64_t T : {1, 3, 8, 64}) {
+    const Tensor x = randn({T, 1024}, 100 + T);
+    // Two terms: F16 L of rank 40 and F32 L of rank 300 (more than one pass of the CTA).
+    std::vector<LowRankTerm> cpu = {
+        {randn({333, 40}, 200 + T, 0.1).to(DType::F16), randn({T, 40}, 300 + T)},
+        {randn({333, 300}, 400 + T, 0.05), randn({T, 300}, 500 + T)}};
+    std::vector<LowRankTerm> dev;
+    for (const auto& t : cpu) dev.push_back({gpu(t.L), gpu(t.h)});
+    Tensor y = Tensor::empty({T, 333});
+    w.matmul(x, y, false, cpu);
+    Tensor yg = poisoned_gpu({T, 333});
+    wg.matmul(gpu(x), yg, false, dev);
+    within("matmul + 2 low-rank terms T=" + std::to_string(T), rel_err(yg, y), 1e-5);
+  }
+}
+
+TEST(RuntimeGpu, QuantLinearMatchesCpu) {
+  REQUIRE_GPU();
+  const int64_t in = 512, out = 300;
+  const Tensor W = randn({out, in}, 11, 0.05);
+  RtnOptions o;
+  o.bits = 4;
+  o.group = 128;
+  InputTransform t;
+  Tensor s = randn({in}, 12, 0.2, 1.0);
+  for (int64_t i = 0; i < in; ++i) s.at<float>(i) = std::fabs(s.at<float>(i)) + 0.25f;
+  t.scale = s.to(DType::F16);
+  t.perm.resize(in);
+  std::iota(t.perm.begin(), t.perm.end(), 0);
+  std::shuffle(t.perm.begin(), t.perm.end(), std::mt19937_64(13));
+  t.had_block = 128;
+  t.had_skip = 1;
+  std::vector<LowRankPart> lr;
+  lr.push_back(LowRankPart::from_f32(randn({out, 16}, 14, 0.1), randn({16, in}, 15, 0.1), false));
+  lr.push_back(LowRankPart::from_f32(randn({out, 8}, 16, 0.1), randn({8, in}, 17, 0.1), true));
+  const QuantLinear q(rtn_quantize(W, o), t, lr);
+  const auto qg = q.to(Device::CUDA);
+  EXPECT_EQ(qg->device(), Device::CUDA);
+  EXPECT_EQ(qg->describe(), q.describe());
+  EXPECT_EQ(qg->storage_bytes(), q.storage_bytes());
+  within("QuantLinear dequantize", rel_err(qg->dequantize(), q.dequantize()), 0);
+  for (int64_t T : {1, 3, 64}) {
+    const Tensor x = randn({T, in}, 20 + T);
+    Tensor xt = Tensor::empty({T, in}), xtg = poisoned_gpu({T, in});
+    q.apply_transform(x, xt);
+    static_cast<const QuantLinear&>(*qg).apply_transform(gpu(x), xtg);
+    within("apply_transform T=" + std::to_string(T), rel_err(xtg, xt), 1e-6);
+    Tensor y = Tensor::empty({T, out});
+    q.forward(x, y);
+    Tensor yg = poisoned_gpu({T, out});
+    qg->forward(gpu(x), yg);
+    within("QuantLinear forward T=" + std::to_string(T), rel_err(yg, y), 1e-5);
+  }
+}
+
+namespace {
+std::vector<int32_t> some_ids(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::vector<int32_t> ids(static_cast<size_t>(n));
+  for (auto& t : ids) t = int32_t(g() % uint64_t(vocab));
+  return ids;
+}
+}  // namespace
+
+TEST(RuntimeGpu, LabSLogitsAndGenerationMatchCpu) {
+  REQUIRE_GPU();
+  const std::string dir = test::repo("models/lab-s");
+  auto cpu = load_model(dir);
+  auto dev = load_model(dir, Device::CUDA);
+  EXPECT_EQ(dev->device(), Device::CUDA);
+  const auto ids = some_ids(64, cpu->config().vocab, 5);
+  KVCache c1 = cpu->make_cache(80), c2 = dev->make_cache(80);
+  EXPECT_EQ(c2.K[0].device(), Device::CUDA);
+  Tensor l1 = cpu->forward(ids, c1, true), l2 = dev->forward(ids, c2, true);
+  EXPECT_EQ(l2.device(), Device::CUDA);
+  within("lab-s prefill logits (64 tokens)", rel_err(l2, l1), 1e-4);
+  for (int step = 0; step < 8; ++step) {
+    const int32_t t = ids[size_t(step)];
+    l1 = cpu->forward(std::span<const int32_t>(&t, 1), c1, false);
+    l2 = dev->forward(std::span<const int32_t>(&t, 1), c2, false);
+    within("lab-s decode logits step " + std::to_string(step), rel_err(l2, l1), 1e-4);
+  }
+  SampleOptions so;
+  so.max_tokens = 48;
+  so.stop_at_eos = false;
+  const auto prompt = some_ids(12, cpu->config().vocab, 6);
+  const auto g1 = generate(*cpu, prompt, so), g2 = generate(*dev, prompt, so);
+  EXPECT_EQ(g1, g2) << "greedy generation differs between CPU and GPU";
+}
+
+namespace {
+// The first `bytes` of the evaluation text: $LRQ_TEST_TEXT, else the shared lab corpus.
+std::string eval_text(size_t bytes) {
+  std::string path;
+  if (const char* e = std::getenv("LRQ_TEST_TEXT")) path = e;
+  else if (!test::shared_dir().empty()) path = test::shared("data/lab-corpus/valid.txt");
+  if (path.empty() || !std::filesystem::exists(path)) return "";
+  std::ifstream f(path, std::ios::binary);
+  std::string s(bytes, '\0');
+  f.read(s.data(), std::streamsize(bytes));
+  s.resize(size_t(f.gcount()));
+  return s;
+}
+}  // namespace
+
+TEST(RuntimeGpu, QuantizedLabSPerplexityMatchesCpu) {
+  REQUIRE_GPU();
+  const std::string text = eval_text(64 << 10);
+  if (text.empty())
+    GTEST_SKIP() << "no evaluation text (set LRQ_TEST_TEXT or LRQ_SHARED); skipping";
+  auto model = load_model(test::repo("models/lab-s"));
+  auto tok = load_tokenizer(model->checkpoint().tokenizer_path);
+  const auto ids = tok->encode(text, model->config().add_bos);
+  ASSERT_GE(ids.size(), 1024u);
+  QuantizeOptions qo;
+  qo.recipe = parse_recipe("rtn:w4g128+lr:r16");
+  qo.progress = false;
+  quantize_model(*model, {std::vector<int32_t>(ids.begin(), ids.begin() + 256)}, qo);
+  EXPECT_NE(model->linear("model.layers.0.mlp.down_proj").describe().find("lr r16"),
+            std::string::npos);
+  EvalOptions eo;
+  eo.ctx = 256;
+  eo.max_windows = 4;
+  eo.progress = false;
+  const EvalResult a = evaluate(*model, ids, eo);
+  model->to(Device::CUDA);
+  const EvalResult b = evaluate(*model, ids, eo);
+  std::printf("quantized lab-s: ppl cpu %.6f cuda %.6f (%lld tokens)\n", a.ppl, b.ppl,
+              (long long)a.tokens);
+  EXPECT_EQ(a.tokens, b.tokens);
+  within("rtn:w4g128+lr:r16 lab-s perplexity", std::fabs(b.ppl - a.ppl) / a.ppl, 1e-4);
+}

@@ -1,0 +1,166 @@
+// The device-independent half of the GPU runtime, checked on the CPU: choosing a device
+// (errors when CUDA cannot be used), --device on eval and generate, layers copied with to(),
+// the permute-and-scale primitive and PackedWeight::matmul's low-rank terms against
+// explicit double-precision formulas.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/memory.h"
+#include "backend/ops.h"
+#include "quant/load_model.h"
+#include "quant/qlinear.h"
+#include "quant/rtn.h"
+#include "test_util.h"
+
+using namespace lrq;
+
+namespace {
+
+Tensor randn(Shape s, uint64_t seed, double sd = 1.0) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<double> d(0.0, sd);
+  Tensor x = Tensor::empty(std::move(s));
+  for (int64_t i = 0; i < x.numel(); ++i) x.at<float>(i) = float(d(g));
+  return x;
+}
+
+double rel_err(const Tensor& got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double e = double(got.at<float>(int64_t(i))) - want[i];
+    num += e * e;
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+std::string lab_s() { return test::repo("models/lab-s"); }
+
+}  // namespace
+
+TEST(Runtime, ParseDevice) {
+  EXPECT_EQ(parse_device("cpu"), Device::CPU);
+  try {
+    parse_device("tpu");
+    FAIL() << "no error for an unknown device";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--device"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tpu"), std::string::npos) << e.what();
+  }
+  if (backend::cuda_available()) {
+    EXPECT_EQ(parse_device("cuda"), Device::CUDA);
+  } else {
+    EXPECT_THROW(parse_device("cuda"), Error);
+    EXPECT_THROW(load_model(lab_s(), Device::CUDA), Error);
+  }
+}
+
+TEST(Runtime, CliDeviceOption) {
+  const std::string m = "--model " + lab_s();
+  const std::string gen = "generate " + m + " --prompt 'Once upon' --max-tokens 12";
+  const auto plain = test::run_cli(gen);
+  const auto cpu = test::run_cli(gen + " --device cpu");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.err;
+  EXPECT_EQ(cpu.out, plain.out);
+  EXPECT_GT(plain.out.size(), 10u);
+
+  const auto bad = test::run_cli("generate " + m + " --prompt x --max-tokens 2 --device tpu");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--device"), std::string::npos) << bad.err;
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  if (!backend::cuda_available()) {
+    const auto r = test::run_cli("eval " + m + " --text " + test::repo("models/lab-s/README.md") +
+                                 " --ctx 64 --device cuda");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find("cuda"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+TEST(Runtime, PermuteScaleColsMatchesFormula) {
+  const int64_t T = 3, n = 40;
+  const Tensor x = randn({T, n}, 1);
+  std::vector<int32_t> p(n);
+  std::iota(p.begin(), p.end(), 0);
+  std::shuffle(p.begin(), p.end(), std::mt19937_64(2));
+  Tensor perm = Tensor::empty({n}, DType::I32);
+  std::copy(p.begin(), p.end(), perm.data<int32_t>());
+  Tensor s = randn({n}, 3);
+  for (int64_t i = 0; i < n; ++i) s.at<float>(i) = std::fabs(s.at<float>(i)) + 0.5f;
+  const Tensor s16 = s.to(DType::F16), s_back = s16.to(DType::F32);
+  Tensor out = Tensor::empty({T, n});
+  ops::permute_scale_cols(x, perm, s16, out);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < n; ++i)
+      EXPECT_EQ(out.at<float>(t * n + i), x.at<float>(t * n + p[i]) / s_back.at<float>(p[i]));
+  ops::permute_scale_cols(x, perm, Tensor(), out);
+  for (int64_t i = 0; i < n; ++i) EXPECT_EQ(out.at<float>(n + i), x.at<float>(n + p[i]));
+  perm.at<int32_t>(5) = int32_t(n);
+  EXPECT_THROW(ops::permute_scale_cols(x, perm, s16, out), Error);
+  EXPECT_THROW(ops::permute_scale_cols(x, Tensor(), s16, Tensor::empty({T, n + 1})), Error);
+}
+
+TEST(Runtime, PackedMatmulLowRankTerms) {
+  const int64_t rows = 50, cols = 256, r1 = 7, r2 = 12;
+  RtnOptions o;
+  o.bits = 3;
+  o.group = 64;
+  const PackedWeight w = rtn_quantize(randn({rows, cols}, 4, 0.1), o);
+  const Tensor Wq = w.dequantize();
+  for (int64_t T : {1, 5, 20}) {  // the fused-kernel sizes and the slab path
+    const Tensor x = randn({T, cols}, 5 + T);
+    const Tensor L1 = randn({rows, r1}, 6).to(DType::F16), h1 = randn({T, r1}, 7);
+    const Tensor L2 = randn({rows, r2}, 8), h2 = randn({T, r2}, 9);
+    const Tensor L1f = L1.to(DType::F32);
+    std::vector<double> ref(size_t(T * rows));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < rows; ++i) {
+        // y[t, i] = sum_j Wq[i, j] x[t, j] + sum_k L1[i, k] h1[t, k] + sum_k L2[i, k] h2[t, k]
+        auto dot = [&](const Tensor& A, const Tensor& B, int64_t n) {
+          double s = 0;
+          for (int64_t j = 0; j < n; ++j)
+            s += double(A.at<float>(i * n + j)) * B.at<float>(t * n + j);
+          return s;
+        };
+        ref[size_t(t * rows + i)] = dot(Wq, x, cols) + dot(L1f, h1, r1) + dot(L2, h2, r2);
+      }
+    Tensor y = Tensor::empty({T, rows});
+    const std::vector<LowRankTerm> terms = {{L1, h1}, {L2, h2}};
+    w.matmul(x, y, false, terms);
+    EXPECT_LE(rel_err(y, ref), 1e-5) << "T=" << T;
+  }
+  const std::vector<LowRankTerm> bad = {{randn({rows + 1, r1}, 1), randn({1, r1}, 2)}};
+  Tensor y = Tensor::empty({1, rows});
+  EXPECT_THROW(w.matmul(randn({1, cols}, 3), y, false, bad), Error);
+}
+
+TEST(Runtime, LayerCopyToCpuComputesTheSame) {
+  const int64_t in = 256, out = 96;
+  RtnOptions o;
+  o.bits = 4;
+  o.group = 128;
+  InputTransform t;
+  t.perm.resize(in);
+  std::iota(t.perm.rbegin(), t.perm.rend(), 0);
+  t.had_block = 64;
+  std::vector<LowRankPart> lr;
+  lr.push_back(LowRankPart::from_f32(randn({out, 8}, 1, 0.1), randn({8, in}, 2, 0.1), true));
+  const QuantLinear q(rtn_quantize(randn({out, in}, 3, 0.1), o), t, lr);
+  const auto c = q.to(Device::CPU);
+  EXPECT_EQ(c->device(), Device::CPU);
+  EXPECT_EQ(c->describe(), q.describe());
+  const Tensor x = randn({2, in}, 4);
+  Tensor y1 = Tensor::empty({2, out}), y2 = Tensor::empty({2, out});
+  q.forward(x, y1);
+  c->forward(x, y2);
+  for (int64_t i = 0; i < y1.numel(); ++i) EXPECT_EQ(y1.at<float>(i), y2.at<float>(i));
+
+  auto m = load_model(lab_s());
+  m->to(Device::CPU);
+  EXPECT_EQ(m->device(), Device::CPU);
+}
