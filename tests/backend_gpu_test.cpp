@@ -14,6 +14,7 @@
 #include "backend/cuda/cuda_ops.h"
 #include "backend/memory.h"
 #include "backend/ops.h"
+#include "compare_util.h"
 #include "test_util.h"
 
 using namespace lrq;
@@ -51,24 +52,8 @@ double fro(const Tensor& a) {
   return std::sqrt(s);
 }
 
-// ||got - want||_F / ||want||_F in double; infinity if got holds a NaN or an infinity.
-double rel_err(const Tensor& got, const Tensor& want) {
-  Tensor a = f64(got), b = f64(want);
-  EXPECT_EQ(a.numel(), b.numel());
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double x = a.at<double>(i), y = b.at<double>(i);
-    if (!std::isfinite(x)) return std::numeric_limits<double>::infinity();
-    num += (x - y) * (x - y);
-    den += y * y;
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-void within(const std::string& what, double err, double budget) {
-  std::printf("[budget] %-46s err %.3e budget %.0e\n", what.c_str(), err, budget);
-  EXPECT_LE(err, budget) << what;  // NaN fails too
-}
+using test::rel_err;
+using test::within;
 
 std::string dt(DType t) { return std::string(dtype_name(t)); }
 double budget(DType t, double f32, double f64v) { return t == DType::F32 ? f32 : f64v; }

@@ -23,6 +23,7 @@
 #include "quant/pipeline.h"
 #include "quant/qlinear.h"
 #include "quant/rtn.h"
+#include "compare_util.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -51,24 +52,8 @@ Tensor poisoned_gpu(Shape s) {
   return gpu(x);
 }
 
-// ||got - want||_F / ||want||_F in double; infinity if got holds a NaN or an infinity.
-double rel_err(const Tensor& got, const Tensor& want) {
-  Tensor a = got.to(Device::CPU), b = want.to(Device::CPU);
-  EXPECT_EQ(a.numel(), b.numel());
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double x = a.at<float>(i), y = b.at<float>(i);
-    if (!std::isfinite(x)) return std::numeric_limits<double>::infinity();
-    num += (x - y) * (x - y);
-    den += y * y;
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-void within(const std::string& what, double err, double budget) {
-  std::printf("[budget] %-52s err %.3e budget %.0e\n", what.c_str(), err, budget);
-  EXPECT_LE(err, budget) << what;  // NaN fails too
-}
+using test::rel_err;
+using test::within;
 
 const char* fmt_name(QuantFormat f) { return quant_format_name(f).data(); }
 
