@@ -1,4 +1,4 @@
-// WikiText-2 perplexity of lab-m and lab-mx against the Hugging Face reference (minutes on 2
+// WikiText-2 perplexity of lab-s, lab-m and lab-mx against the Hugging Face reference (minutes on 2
 // cores, hence the slow label).
 #include <nlohmann/json.hpp>
 
@@ -15,7 +15,9 @@ class WikiRef : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(WikiRef, PerplexityMatchesReference) {
   REQUIRE_SHARED();
-  const std::string dir = test::shared("models/" + GetParam());
+  // lab-s is embedded in the repository; the others come from ../shared.
+  const std::string dir = GetParam() == "lab-s" ? test::repo("models/lab-s")
+                                                : test::shared("models/" + GetParam());
   auto ref = nlohmann::json::parse(read_text_file(dir + "/reference.json"))["b_ppl_wiki"];
   auto model = load_model(dir);
   auto tok = load_tokenizer(dir + "/tokenizer.model");
@@ -29,7 +31,7 @@ TEST_P(WikiRef, PerplexityMatchesReference) {
   EXPECT_NEAR(r.nll, ref["mean_nll"].get<double>(), 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(Lab, WikiRef, ::testing::Values("lab-m", "lab-mx"));
+INSTANTIATE_TEST_SUITE_P(Lab, WikiRef, ::testing::Values("lab-s", "lab-m", "lab-mx"));
 
 }  // namespace
 }  // namespace lrq

@@ -90,21 +90,6 @@ TEST_P(RefModel, ValidPerplexityMatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(Lab, RefModel, ::testing::Values("lab-s", "lab-m", "lab-mx"));
 
-TEST(Model, WikiPerplexityLabS) {
-  REQUIRE_SHARED();
-  const std::string dir = model_dir("lab-s");
-  auto ref = reference(dir)["b_ppl_wiki"];
-  auto model = load_model(dir);
-  auto tok = load_tokenizer(dir + "/tokenizer.model");
-  auto ids = tok->encode(read_text_file(test::shared("data/wikitext-2/wiki.test.raw")), true);
-  ASSERT_EQ(int64_t(ids.size()), ref["tokens_total"].get<int64_t>());
-  EvalOptions o;
-  o.progress = false;
-  EvalResult r = evaluate(*model, ids, o);
-  EXPECT_EQ(r.windows, 903);
-  EXPECT_NEAR(r.ppl / ref["ppl"].get<double>(), 1.0, 2e-3);
-}
-
 TEST(Model, CachedDecodeEqualsFullForward) {
   auto model = load_model(model_dir("lab-s"));
   std::vector<int32_t> ids = {1, 1287, 322, 489, 261, 661, 327, 4012, 277, 262};

@@ -15,7 +15,10 @@ void DenseLinear::forward(const Tensor& x, const Tensor& y) const {
   if (bias_.defined()) ops::add_row_vector(y, bias_);
 }
 
-Tensor DenseLinear::dequantize() const { return W_.to(DType::F32).clone(); }
+Tensor DenseLinear::dequantize() const {
+  // to() converts into a fresh tensor; only an F32 weight needs an explicit copy.
+  return W_.dtype() == DType::F32 ? W_.clone() : W_.to(DType::F32);
+}
 
 std::unique_ptr<Linear> DenseLinear::to(Device device) const {
   return std::make_unique<DenseLinear>(W_.to(device), bias_.to(device));

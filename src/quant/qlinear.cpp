@@ -186,11 +186,15 @@ Tensor QuantLinear::dequantize() const {
   if (device() != Device::CPU) return to(Device::CPU)->dequantize().to(device());
   Tensor W = q_.dequantize();
   untransform_rows(t_, W);
-  for (const auto& p : lr_) {
+  add_low_rank(lr_, W);
+  return W;
+}
+
+void add_low_rank(const std::vector<LowRankPart>& parts, const Tensor& W) {
+  for (const auto& p : parts) {
     auto [L, R] = p.to_f32();
     ops::gemm(L, false, R, false, W, 1.0, 1.0);
   }
-  return W;
 }
 
 nlohmann::json QuantLinear::save(const std::string& prefix,

@@ -81,6 +81,9 @@ class QuantLinear final : public Linear {
   Tensor perm_;  // t_.perm as I32 [in] on the layer's device, or undefined
 };
 
+/// W (out x in, F32, CPU) += sum_k L_k R_k of the parts, with the factors as stored.
+void add_low_rank(const std::vector<LowRankPart>& parts, const Tensor& W);
+
 /// T^T applied to the rows of Wt (out x in, F32, in place): maps a weight expressed in the
 /// transformed input space back to the original one (W = Wt B P diag(1/s)).
 void untransform_rows(const InputTransform& t, const Tensor& Wt);

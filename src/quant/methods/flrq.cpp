@@ -62,15 +62,11 @@ class Flrq final : public Method {
       untransform_rows(t, Wq);
       return Wq;
     };
-    auto lowrank_part = [&](const LowRank& f) {
-      // Round the factors to the stored fp16 before using them, so errors are those we store.
-      LowRankPart p = LowRankPart::from_f32(f.L, f.R, false);
-      return p;
-    };
+    // Factors are rounded to the stored fp16 before use, so every error is the stored one.
+    auto lowrank_part = [](const LowRank& f) { return LowRankPart::from_f32(f.L, f.R, false); };
     auto product = [&](const LowRankPart& p) {
-      auto [L, R] = p.to_f32();
-      Tensor P = Tensor::empty({m, n});
-      ops::gemm(L, false, R, false, P);
+      Tensor P = Tensor::zeros({m, n});
+      add_low_rank({p}, P);
       return P;
     };
 

@@ -9,19 +9,11 @@
 
 #include "backend/ops.h"
 #include "quant/methods/common.h"
+#include "quant/pipeline.h"
 
 namespace lrq {
 
 namespace {
-
-Tensor product(const std::vector<LowRankPart>& parts, int64_t m, int64_t n) {
-  Tensor P = Tensor::zeros({m, n});
-  for (const auto& p : parts) {
-    auto [L, R] = p.to_f32();
-    ops::gemm(L, false, R, false, P, 1.0, 1.0);
-  }
-  return P;
-}
 
 // Largest power of two dividing n.
 int64_t pow2_divisor(int64_t n) { return n & -n; }
@@ -63,11 +55,10 @@ class Lopro final : public Method {
         parts.push_back(LowRankPart::from_f32(L8, lr.R.rows(hp, r).clone(), true));
       }
     }
-    Tensor Rw = W.clone();
-    if (r > 0) {
-      Tensor P = product(parts, m, n);
-      for (int64_t i = 0; i < m * n; ++i) Rw.data<float>()[i] -= P.data<float>()[i];
-    }
+    // Residual R = W - Wr, with Wr as stored.
+    Tensor Wr = Tensor::zeros({m, n});
+    add_low_rank(parts, Wr);
+    Tensor Rw = difference(W, Wr);
 
     // Importance order.
     const double* H = st.H().data<double>();
