@@ -30,6 +30,10 @@ class Method {
   /// W: F32 [out x in] on the CPU or GPU; stats finalized. Never modifies W.
   virtual Quantized quantize(const Tensor& W, const SiteStats& stats,
                              const QuantJob& job) const = 0;
+  /// Whether quantize() accepts W and stats on `device`. The pipeline hands a method that
+  /// cannot run on the GPU CPU copies of W and H (and moves its result back), so a method
+  /// gains a GPU path by overriding this, without the pipeline knowing which it is.
+  virtual bool runs_on(Device device) const { return device == Device::CPU; }
 };
 
 /// The method of a recipe's base stage, configured from its options (registry in methods.cpp).
