@@ -1,6 +1,10 @@
 // Input statistics of one projection site, accumulated over calibration tokens.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
 
 #include "core/tensor.h"
 
@@ -19,11 +23,21 @@ class SiteStats {
   const Tensor& mean_abs() const { return mean_abs_; }
   int64_t tokens() const { return tokens_; }
   int64_t in() const { return in_; }
+  /// Derived quantities that several projections of one site share (q/k/v read one H, so
+  /// GPTQ's factor of the damped inverse is the same for all three): made once per key.
+  template <class T>
+  std::shared_ptr<const T> memo(const std::string& key,
+                                const std::function<std::shared_ptr<const T>()>& make) const {
+    auto& slot = memo_[key];
+    if (!slot) slot = make();
+    return std::static_pointer_cast<const T>(slot);
+  }
 
  private:
   int64_t in_, tokens_ = 0;
   Tensor H_, mean_abs_, scratch_;
   bool final_ = false;
+  mutable std::map<std::string, std::shared_ptr<const void>> memo_;
 };
 
 }  // namespace lrq
