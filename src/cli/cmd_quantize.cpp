@@ -10,6 +10,7 @@
 #include "core/interrupt.h"
 #include "io/mapped_file.h"
 #include "quant/pipeline.h"
+#include "quant/report_plot.h"
 #include "quant/save.h"
 
 namespace lrq::cli {
@@ -58,7 +59,8 @@ Command add_quantize(CLI::App& app) {
       ->required();
   sub->add_option("--layer-recipe", a->layer_recipes, "REGEX=RECIPE override (repeatable)");
   sub->add_option("--out", a->out, "output folder")->required();
-  sub->add_option("--report", a->report, "per-layer JSON report");
+  sub->add_option("--report", a->report,
+                  "per-layer JSON report; a plot of rank and error per layer goes beside it (.svg)");
   sub->add_option("--seed", a->seed, "calibration sampling and method seed")
       ->capture_default_str();
   sub->add_flag("--force", a->force, "replace an existing output folder");
@@ -106,6 +108,8 @@ Command add_quantize(CLI::App& app) {
               j["recipe"] = o.recipe.str();
               j["model"] = a->model;
               write_file_atomic(a->report, j.dump(1) + "\n");
+              write_file_atomic(report_svg_path(a->report),
+                                report_svg(j, o.recipe.str() + "  (" + a->model + ")"));
             }
             if (!a->quiet) {
               print_table(rep);
