@@ -34,6 +34,7 @@ def measure(a, recipe, idx):
         run([a.bin, *t, "quantize", "--model", a.model, "--calib", a.calib, "--nsamples",
              str(a.nsamples), "--seqlen", str(a.seqlen), "--recipe", recipe, "--out", qdir,
              "--force", "--quiet", "--report", qdir + ".report.json"] +
+            (["--device", a.quant_device] if a.quant_device else []) +
             sum([["--layer-recipe", lr] for lr in a.layer_recipe], []), log)
         row["quant_s"] = time.time() - t0
         rep = json.load(open(qdir + ".report.json"))
@@ -48,6 +49,8 @@ def measure(a, recipe, idx):
     else:
         row["bpw"] = 16.0
     ev = [a.bin, *t, "eval", "--model", model, "--ctx", "512", "--json", "--quiet"]
+    if a.eval_device:
+        ev += ["--device", a.eval_device]
     kld = a.kld and recipe != "fp"
     v = json.loads(run(ev + ["--text", a.valid] + (["--reference", a.model] if kld else []), log))
     row.update(valid_ppl=v["ppl"], kld=v.get("kld"), top1=v.get("top1"), valid_tokens=v["tokens"])
@@ -71,6 +74,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--qdir", help="where quantized folders go (default: --out)")
     ap.add_argument("--kld", action="store_true", help="KL divergence against the model on valid")
+    ap.add_argument("--quant-device", help="--device for quantize (cpu|cuda; default: the CLI's)")
+    ap.add_argument("--eval-device", help="--device for eval (cpu|cuda; default: the CLI's)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--recipes", nargs="+", required=True)
