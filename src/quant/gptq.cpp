@@ -13,6 +13,9 @@
 #include <numeric>
 
 #include "backend/ops.h"
+#if defined(LRQ_WITH_CUDA)
+#include "quant/cuda/quant_cuda.h"
+#endif
 
 namespace lrq {
 namespace {
@@ -31,77 +34,138 @@ void transpose(const S* src, int64_t rows, int64_t cols, D* dst) {
         for (int64_t c = c0; c < std::min(cols, c0 + tile); ++c) dst[c * rows + r] = D(src[r * cols + c]);
 }
 
-void check_hessian(const Tensor& H, int64_t n, std::string_view where) {
-  if (!H.defined() || !H.is_cpu() || H.dtype() != DType::F64 || H.shape() != Shape{n, n})
-    fail(where, "H must be a CPU F64 [{}, {}] matrix, got {}", n, n, H.defined() ? H.str() : "none");
+void check_hessian(const Tensor& H, std::string_view where) {
+  const bool gpu = H.defined() && H.device() == Device::CUDA;
+  if (!H.defined() || H.ndim() != 2 || H.dim(0) != H.dim(1) ||
+      !(H.dtype() == DType::F64 || (gpu && H.dtype() == DType::F32)))
+    fail(where, "H must be a square F64 matrix (F32 also on the GPU), got {}",
+         H.defined() ? H.str() : "none");
+  const int64_t n = H.dim(0);
+  if (gpu) {
+    if (!std::isfinite(ops::norm_stats(H).sumsq)) fail(where, "H has a non-finite element");
+    return;
+  }
   const double* h = H.data<double>();
   for (int64_t i = 0; i < n * n; ++i)
     if (!std::isfinite(h[i])) fail(where, "H element ({}, {}) is {}", i / n, i % n, h[i]);
 }
 
-// U (F32 [n, n], upper) with (H' + damp * mean(diag H') I)^-1 = U^T U, where H' is H permuted
-// with dead diagonals set to 1. Raises damp until H' + damp I is positive definite.
-Tensor inverse_cholesky_upper(const Tensor& H, const std::vector<int32_t>& perm,
-                              const std::vector<double>& diag, double damp0, std::string* warning,
-                              std::string_view where) {
+// U (F32 [n, n], upper) with (H' + add I)^-1 = U^T U, where H' is H permuted with the diagonal
+// `diag`. False if that matrix is not positive definite.
+bool inverse_cholesky_upper_cpu(const Tensor& H, const std::vector<int32_t>& perm,
+                                const std::vector<double>& diag, double add, Tensor* U) {
   const int64_t n = H.dim(0);
   const double* h = H.data<double>();
-  const double mean_diag = std::accumulate(diag.begin(), diag.end(), 0.0) / double(n);
   Tensor A = Tensor::empty({n, n}, DType::F64);
   double* a = A.data<double>();
-  double damp = damp0;
-  for (int attempt = 0;; ++attempt) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      const double* hi = h + int64_t(perm[size_t(i)]) * n;
-      for (int64_t j = 0; j < n; ++j) a[i * n + j] = hi[perm[size_t(j)]];
-      a[i * n + i] = diag[size_t(perm[size_t(i)])] + damp * mean_diag;
-    }
-    if (ops::spd_inverse(A) && ops::cholesky(A)) break;
-    if (attempt == kDampRetries)
-      fail(where, "H is not positive definite even with damping {} x mean(diag H)", damp);
-    damp = damp > 0 ? damp * 10 : 0.01;
+  for (int64_t i = 0; i < n; ++i) {
+    const double* hi = h + int64_t(perm[size_t(i)]) * n;
+    for (int64_t j = 0; j < n; ++j) a[i * n + j] = hi[perm[size_t(j)]];
+    a[i * n + i] = diag[size_t(perm[size_t(i)])] + add;
   }
-  if (damp != damp0)
-    *warning = fmt::format("gptq: H + {} x mean(diag H) is not positive definite; used damping {}",
-                           damp0, damp);
+  if (!(ops::spd_inverse(A) && ops::cholesky(A))) return false;
   // A now holds L (lower) with H'^-1 = L L^T, so U = L^T.
-  Tensor U = Tensor::empty({n, n});
-  float* u = U.data<float>();
-  transpose(a, n, n, u);  // L's strict upper triangle is zero, so U's strict lower is too
-  return U;
+  *U = Tensor::empty({n, n});
+  transpose(a, n, n, U->data<float>());  // L's strict upper triangle is zero, so U's strict lower is too
+  return true;
 }
 
 }  // namespace
 
-GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& opt) {
+std::vector<double> hessian_diagonal(const Tensor& H) {
+  const int64_t n = H.dim(0);
+#if defined(LRQ_WITH_CUDA)
+  if (H.device() == Device::CUDA) return quant_cuda::diagonal(H);
+#endif
+  if (!H.is_cpu() || H.dtype() != DType::F64)
+    fail("gptq", "H must be a CPU F64 matrix here, got {}", H.str());
+  std::vector<double> d(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) d[size_t(i)] = H.data<double>()[i * n + i];
+  return d;
+}
+
+std::string gptq_factor_key(const GptqOptions& opt, Device device) {
+  return fmt::format("gptq_factor/{}/act{}/damp{:.17g}", device_name(device),
+                     opt.act_order ? 1 : 0, opt.damp);
+}
+
+GptqFactor gptq_factor(const Tensor& H, const GptqOptions& opt) {
+  const char* where = "gptq";
+  check_hessian(H, where);
+  if (!(opt.damp >= 0 && std::isfinite(opt.damp)))
+    fail(where, "damp must be a finite non-negative number, got {}", opt.damp);
+  const int64_t n = H.dim(0);
+  const bool gpu = H.device() == Device::CUDA;
+#if !defined(LRQ_WITH_CUDA)
+  if (gpu) fail(where, "H is on the GPU but this build has no CUDA backend");
+#endif
+
+  // Dead inputs and the column order.
+  GptqFactor f;
+  f.diag = hessian_diagonal(H);
+  f.dead.assign(size_t(n), 0);
+  for (int64_t i = 0; i < n; ++i)
+    if (f.diag[size_t(i)] == 0) f.dead[size_t(i)] = 1, f.diag[size_t(i)] = 1;
+  f.perm.resize(size_t(n));
+  std::iota(f.perm.begin(), f.perm.end(), 0);
+  if (opt.act_order)
+    std::stable_sort(f.perm.begin(), f.perm.end(),
+                     [&](int32_t a, int32_t b) { return f.diag[size_t(a)] > f.diag[size_t(b)]; });
+
+  // Raise the damping until H' + damp * mean(diag H') I is positive definite.
+  const double mean_diag = std::accumulate(f.diag.begin(), f.diag.end(), 0.0) / double(n);
+  double damp = opt.damp;
+  for (int attempt = 0;; ++attempt) {
+    bool ok = false;
+#if defined(LRQ_WITH_CUDA)
+    if (gpu) ok = quant_cuda::inverse_cholesky_upper(H, f.perm, f.diag, damp * mean_diag, &f.U);
+#endif
+    if (!gpu) ok = inverse_cholesky_upper_cpu(H, f.perm, f.diag, damp * mean_diag, &f.U);
+    if (ok) break;
+    if (attempt == kDampRetries)
+      fail(where, "H is not positive definite even with damping {} x mean(diag H)", damp);
+    damp = damp > 0 ? damp * 10 : 0.01;
+  }
+  if (damp != opt.damp)
+    f.warning = fmt::format("gptq: H + {} x mean(diag H) is not positive definite; used damping {}",
+                            opt.damp, damp);
+  return f;
+}
+
+GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& opt,
+                         const GptqFactor* factor) {
   const char* where = "gptq";
   check_quantizable(W, where);
   const int64_t rows = W.dim(0), n = W.dim(1);
   const RtnOptions& grid = opt.grid;
   const int64_t g = resolve_grid_options(grid, n, where), ng = n / g;
-  check_hessian(H, n, where);
-  if (!(opt.damp >= 0 && std::isfinite(opt.damp)))
-    fail(where, "damp must be a finite non-negative number, got {}", opt.damp);
   if (opt.block <= 0) fail(where, "block must be positive, got {}", opt.block);
-  const float maxq = float((1 << grid.bits) - 1);
-
-  // Dead inputs and the column order.
-  std::vector<double> diag(static_cast<size_t>(n));
-  std::vector<char> dead(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    diag[size_t(i)] = H.data<double>()[i * n + i];
-    if (diag[size_t(i)] == 0) dead[size_t(i)] = 1, diag[size_t(i)] = 1;
+  if (!H.defined() || H.device() != W.device())
+    fail(where, "H ({}) must be on the device of the weight ({})", H.defined() ? H.str() : "none",
+         W.str());
+  if (H.ndim() != 2 || H.dim(0) != n || H.dim(1) != n)
+    fail(where, "H must be [{}, {}] for a weight of {} columns, got {}", n, n, n, H.str());
+  GptqFactor local;
+  if (!factor) {
+    local = gptq_factor(H, opt);
+    factor = &local;
+  } else if (factor->U.shape() != Shape{n, n} || factor->U.device() != W.device() ||
+             factor->perm.size() != size_t(n)) {
+    fail(where, "cached factor {} does not fit a weight {}", factor->U.str(), W.str());
   }
-  std::vector<int32_t> perm(static_cast<size_t>(n));
-  std::iota(perm.begin(), perm.end(), 0);
-  if (opt.act_order)
-    std::stable_sort(perm.begin(), perm.end(),
-                     [&](int32_t a, int32_t b) { return diag[size_t(a)] > diag[size_t(b)]; });
+  const GptqFactor& f = *factor;
+#if defined(LRQ_WITH_CUDA)
+  if (W.device() == Device::CUDA) return quant_cuda::gptq(W, f, opt, g);
+#endif
+  const float maxq = float((1 << grid.bits) - 1);
+  const std::vector<int32_t>& perm = f.perm;
+  const std::vector<double>& diag = f.diag;
+  const std::vector<char>& dead = f.dead;
 
   GptqResult res;
-  const Tensor U = inverse_cholesky_upper(H, perm, diag, opt.damp, &res.warning, where);
-  const float* u = U.data<float>();
+  res.warning = f.warning;
+  const float* u = f.U.data<float>();
 
   // Working weights Wt [n, rows] in input order, dead columns zeroed.
   Tensor Wt = Tensor::empty({n, rows});

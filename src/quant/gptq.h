@@ -38,7 +38,7 @@ struct GptqOptions {
   bool act_order = false;
   bool static_groups = false;
   double damp = 0.01;          ///< added to diag(H), as a fraction of mean(diag H)
-  int64_t block = 128;         ///< lazy-batch width in columns
+  int64_t block = 128;         ///< lazy-batch width in columns (the GPU caps it at 128)
 };
 
 struct GptqResult {
@@ -48,7 +48,30 @@ struct GptqResult {
   std::string warning;         ///< non-empty when the damping had to be raised
 };
 
-/// Quantizes W (F32 [rows, cols]) given H (F64 [cols, cols], = X X^T / T). CPU.
-GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& opt);
+/// What GPTQ derives from H alone (dead inputs, column order, the damped inverse's factor):
+/// the same for every weight matrix that reads this H under the same act_order and damp, so
+/// the method caches it per calibration site (SiteStats::memo; q/k/v and gate/up share one H).
+struct GptqFactor {
+  Tensor U;                    ///< F32 [n, n] upper, (H' + damp I)^-1 = U^T U; on H's device
+  std::vector<int32_t> perm;   ///< processing order: column i of U is input column perm[i]
+  std::vector<char> dead;      ///< H_ii == 0, input order
+  std::vector<double> diag;    ///< diag(H), dead entries 1, input order
+  std::string warning;         ///< non-empty when the damping had to be raised
+};
+
+/// diag(H) of a CPU F64 or CUDA F32/F64 square matrix, on the host.
+std::vector<double> hessian_diagonal(const Tensor& H);
+
+/// The factor of H (F64 [n, n] on the CPU; F64 or F32 on the GPU, where U stays on the GPU).
+/// Throws Error if H is not finite or not positive definite even after raising the damping.
+GptqFactor gptq_factor(const Tensor& H, const GptqOptions& opt);
+/// The SiteStats::memo key of gptq_factor(H, opt) for H on `device`.
+std::string gptq_factor_key(const GptqOptions& opt, Device device);
+
+/// Quantizes W (F32 [rows, cols]) given H (F64 [cols, cols], = X X^T / T), both on the CPU or
+/// both on the GPU (H in F64 or F32 there; the result is returned on the CPU either way).
+/// factor: gptq_factor(H, opt) made earlier (on W's device), or null to compute it here.
+GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& opt,
+                         const GptqFactor* factor = nullptr);
 
 }  // namespace lrq

@@ -42,6 +42,7 @@ Tensor nf_codebook(int bits) {
 PackedWeight nf_quantize(const Tensor& W, const NfOptions& opt) {
   const char* where = "nf";
   check_quantizable(W, where);
+  if (!W.is_cpu()) fail(where, "weight {} must be on the CPU (NF has no GPU path)", W.str());
   const int64_t rows = W.dim(0), cols = W.dim(1);
   RtnOptions grid;
   grid.bits = opt.bits;

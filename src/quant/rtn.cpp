@@ -6,6 +6,11 @@
 #include <algorithm>
 #include <limits>
 
+#include "backend/ops.h"
+#if defined(LRQ_WITH_CUDA)
+#include "quant/cuda/quant_cuda.h"
+#endif
+
 namespace lrq {
 namespace {
 
@@ -34,8 +39,19 @@ int64_t resolve_grid_options(const RtnOptions& opt, int64_t cols, std::string_vi
 }
 
 void check_quantizable(const Tensor& W, std::string_view where) {
-  if (!W.defined() || !W.is_cpu() || W.dtype() != DType::F32 || W.ndim() != 2 || W.numel() == 0)
-    fail(where, "weight must be a non-empty CPU F32 matrix, got {}", W.defined() ? W.str() : "none");
+  if (!W.defined() || W.dtype() != DType::F32 || W.ndim() != 2 || W.numel() == 0)
+    fail(where, "weight must be a non-empty F32 matrix, got {}", W.defined() ? W.str() : "none");
+  if (!W.is_cpu()) {
+#if !defined(LRQ_WITH_CUDA)
+    fail(where, "weight {} is on the GPU but this build has no CUDA backend", W.str());
+#endif
+    // One reduction on the device: a NaN makes sumsq NaN, an infinity makes it infinite.
+    const ops::NormStats st = ops::norm_stats(W);
+    if (!std::isfinite(st.sumsq) || !(st.amax <= kMaxAbsWeight))
+      fail(where, "weight {} has a non-finite element or one beyond +-{} (max |w| {})", W.str(),
+           kMaxAbsWeight, st.amax);
+    return;
+  }
   const float* w = W.data<float>();
   for (int64_t i = 0, n = W.numel(); i < n; ++i)
     if (!(std::fabs(w[i]) <= kMaxAbsWeight))
@@ -46,12 +62,13 @@ void check_quantizable(const Tensor& W, std::string_view where) {
 std::vector<float> importance_vector(const Tensor& importance, int64_t cols,
                                      std::string_view where) {
   if (!importance.defined()) return std::vector<float>(size_t(cols), 1.f);
-  if (!importance.is_cpu() || importance.ndim() != 1 || importance.dim(0) != cols ||
+  if (importance.ndim() != 1 || importance.dim(0) != cols ||
       (importance.dtype() != DType::F32 && importance.dtype() != DType::F64))
-    fail(where, "importance must be a CPU F32/F64 vector of {} entries, got {}", cols,
+    fail(where, "importance must be an F32/F64 vector of {} entries, got {}", cols,
          importance.str());
+  const Tensor host = importance.to(Device::CPU);  // a vector: the copy is cheap
   std::vector<float> v(static_cast<size_t>(cols));
-  convert_to_f32(importance.raw(), importance.dtype(), v.data(), v.size());
+  convert_to_f32(host.raw(), host.dtype(), v.data(), v.size());
   for (int64_t i = 0; i < cols; ++i)
     if (!(v[size_t(i)] >= 0.f && std::isfinite(v[size_t(i)])))
       fail(where, "importance[{}] = {} is not a finite non-negative number", i, v[size_t(i)]);
@@ -129,6 +146,9 @@ PackedWeight rtn_quantize(const Tensor& W, const RtnOptions& opt, const Tensor& 
   const int64_t rows = W.dim(0), cols = W.dim(1);
   const int64_t g = resolve_grid_options(opt, cols, where), ng = cols / g;
   const std::vector<float> imp = importance_vector(importance, cols, where);
+#if defined(LRQ_WITH_CUDA)
+  if (W.device() == Device::CUDA) return quant_cuda::rtn(W, opt, g, imp);
+#endif
   const float maxq = float((1 << opt.bits) - 1);
 
   Tensor codes = Tensor::empty({rows, cols}, DType::U8);

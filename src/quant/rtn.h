@@ -38,7 +38,7 @@ struct RtnOptions {
 /// naming `where` if bits, group or the clip grid are invalid for this matrix.
 int64_t resolve_grid_options(const RtnOptions& opt, int64_t cols, std::string_view where);
 
-/// Throws Error unless W is a CPU F32 matrix of finite values with |w| <= 32768 (so every scale
+/// Throws Error unless W is an F32 matrix (CPU, or GPU in a CUDA build) of finite values with |w| <= 32768 (so every scale
 /// and offset fits fp16).
 void check_quantizable(const Tensor& W, std::string_view where);
 
@@ -66,8 +66,9 @@ inline float dequantize_code(float code, float scale, float offset) {
   return code * scale + offset;
 }
 
-/// RTN of W (F32 [rows, cols]) onto the grids above. importance: F32/F64 [cols], >= 0, or
-/// undefined (uniform); used only by the clip search. Result: Affine or Symmetric format.
+/// RTN of W (F32 [rows, cols], CPU or GPU) onto the grids above. importance: F32/F64 [cols],
+/// >= 0, on any device, or undefined (uniform); used only by the clip search. Result: Affine or
+/// Symmetric format, on the CPU.
 PackedWeight rtn_quantize(const Tensor& W, const RtnOptions& opt,
                           const Tensor& importance = Tensor());
 

@@ -16,10 +16,20 @@ RtnOptions grid_options(const Stage& s);
 GptqOptions gptq_options(const Stage& s);
 /// R1-FLR options (bits, x, flat, act, rank, maxrank, sketch, it) of a low-rank stage.
 FlexRankOptions flex_options(const Stage& s);
-/// diag(H) of the site statistics, F32 [in] (the clip search's importance).
+/// diag(H) of the site statistics, F32 [in] on the CPU (the clip search's importance); H may be
+/// on the GPU (only the diagonal is copied).
 Tensor diag_h(const SiteStats& st);
 /// A QuantLinear of a GPTQ result (its act-order permutation becomes the input transform).
 std::unique_ptr<QuantLinear> from_gptq(GptqResult r, InputTransform t = {});
+
+/// Whether this build has the CUDA backend (a method's runs_on(CUDA) when its path is generic).
+constexpr bool gpu_build() {
+#if defined(LRQ_WITH_CUDA)
+  return true;
+#else
+  return false;
+#endif
+}
 
 // One factory per method file.
 std::unique_ptr<Method> make_rtn(const Stage& s);

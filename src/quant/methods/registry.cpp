@@ -44,8 +44,9 @@ FlexRankOptions flex_options(const Stage& s) {
 
 Tensor diag_h(const SiteStats& st) {
   const int64_t n = st.in();
+  const std::vector<double> h = hessian_diagonal(st.H());
   Tensor d = Tensor::empty({n});
-  for (int64_t i = 0; i < n; ++i) d.data<float>()[i] = float(st.H().data<double>()[i * n + i]);
+  for (int64_t i = 0; i < n; ++i) d.data<float>()[i] = float(h[size_t(i)]);
   return d;
 }
 

@@ -12,6 +12,7 @@ class Rtn final : public Method {
     return {std::make_unique<QuantLinear>(std::move(q), InputTransform{},
                                           std::vector<LowRankPart>{})};
   }
+  bool runs_on(Device d) const override { return d == Device::CPU || gpu_build(); }
 
  private:
   RtnOptions o_;

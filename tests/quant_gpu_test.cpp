@@ -1,0 +1,239 @@
+// RTN and GPTQ on the GPU against the CPU implementation on the same inputs. RTN's grids use
+// the same float operations in the same order on both sides, so its scales must agree bit for
+// bit and its codes (nearly) all; GPTQ's error propagation differs in summation order (FMA and
+// the GEMM's blocking), which flips a code now and then, so it is checked by the share of equal
+// codes, the loss and the output error under H. Each check prints
+// "[budget] <name> err <e> budget <b>" (err = mismatched share or relative difference).
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "backend/memory.h"
+#include "backend/ops.h"
+#include "compare_util.h"
+#include "quant/gptq.h"
+#include "quant/pipeline.h"
+#include "quant/rtn.h"
+#include "test_util.h"
+
+using namespace lrq;
+using test::rel_err;
+using test::within;
+
+namespace {
+
+#define REQUIRE_GPU()                                                                  \
+  do {                                                                                 \
+    if (!backend::cuda_available()) GTEST_SKIP() << "no CUDA device visible; skipping"; \
+  } while (0)
+
+Tensor gpu(const Tensor& t) { return t.to(Device::CUDA); }
+
+// W [rows, cols] with heavier-tailed columns here and there (outlier channels, as in LLMs).
+Tensor random_weight(int64_t rows, int64_t cols, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d;
+  std::vector<float> colscale(static_cast<size_t>(cols));
+  for (auto& c : colscale) c = std::exp(0.5f * d(g));
+  Tensor W = Tensor::empty({rows, cols});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) W.at<float>(r * cols + c) = 0.02f * d(g) * colscale[size_t(c)];
+  return W;
+}
+
+// H = X^T X / T (F64, CPU) for T tokens of correlated inputs: x = z M with a random mixing
+// M plus per-channel scales; channels listed in `dead` are zero (H_ii = 0).
+Tensor random_hessian(int64_t n, int64_t T, uint64_t seed, const std::vector<int64_t>& dead = {}) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<double> d;
+  Tensor Z = Tensor::empty({T, n}, DType::F64), M = Tensor::empty({n, n}, DType::F64);
+  for (int64_t i = 0; i < Z.numel(); ++i) Z.at<double>(i) = d(g);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) M.at<double>(i * n + j) = (i == j ? 1.0 : 0.0) + 0.3 * d(g) / std::sqrt(double(n));
+  Tensor X = Tensor::zeros({T, n}, DType::F64);
+  ops::gemm(Z, false, M, false, X);
+  for (int64_t j = 0; j < n; ++j) {
+    const double s = std::exp(0.7 * d(g));
+    for (int64_t t = 0; t < T; ++t) X.at<double>(t * n + j) *= s;
+  }
+  for (int64_t j : dead)
+    for (int64_t t = 0; t < T; ++t) X.at<double>(t * n + j) = 0;
+  Tensor H = Tensor::zeros({n, n}, DType::F64);
+  ops::gemm(X, true, X, false, H, 1.0 / double(T));
+  return H;
+}
+
+// Share of positions where two equally shaped byte/half tensors (CPU) differ.
+template <class T>
+double mismatch(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  if (a.shape() != b.shape()) return 1.0;
+  int64_t bad = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) bad += a.at<T>(i) != b.at<T>(i);
+  return double(bad) / double(a.numel());
+}
+
+void compare_packed(const std::string& name, const PackedWeight& got, const PackedWeight& want,
+                    double code_budget, double scale_budget) {
+  ASSERT_TRUE(got.device() == Device::CPU);
+  ASSERT_EQ(got.bits(), want.bits());
+  ASSERT_EQ(got.group(), want.group());
+  ASSERT_EQ(got.format(), want.format());
+  within(name + " codes", mismatch<uint8_t>(got.unpack_codes(), want.unpack_codes()), code_budget);
+  within(name + " scales", mismatch<uint16_t>(got.scales(), want.scales()), scale_budget);
+  if (want.offsets().defined())
+    within(name + " offsets", mismatch<uint16_t>(got.offsets(), want.offsets()), scale_budget);
+}
+
+struct RtnCase {
+  int bits;
+  int64_t group;
+  bool sym, clip;
+};
+
+TEST(QuantGpu, RtnMatchesCpu) {
+  REQUIRE_GPU();
+  const Tensor W = random_weight(300, 512, 1);
+  const Tensor H = random_hessian(512, 600, 2);
+  const std::vector<double> diag = hessian_diagonal(H);
+  Tensor imp = Tensor::empty({512});
+  for (int64_t i = 0; i < 512; ++i) imp.at<float>(i) = float(diag[size_t(i)]);
+  for (const RtnCase& c : {RtnCase{4, 128, false, false}, RtnCase{3, 64, false, true},
+                           RtnCase{3, 0, true, false}, RtnCase{2, 32, true, true},
+                           RtnCase{8, 128, false, true}}) {
+    RtnOptions o;
+    o.bits = c.bits, o.group = c.group, o.symmetric = c.sym, o.clip_search = c.clip;
+    const PackedWeight want = rtn_quantize(W, o, c.clip ? imp : Tensor());
+    const PackedWeight got = rtn_quantize(gpu(W), o, c.clip ? gpu(imp) : Tensor());
+    // Same operations in the same order: identical scales; codes may differ only where a
+    // division lands on a tie differently, which these random inputs never hit.
+    compare_packed(fmt::format("rtn w{}g{}{}{}", c.bits, c.group, c.sym ? " sym" : "",
+                               c.clip ? " clip" : ""),
+                   got, want, 1e-3, 0);
+  }
+}
+
+struct GptqCase {
+  int64_t rows, cols;
+  int bits;
+  int64_t group;
+  bool sym, clip, act, stat;
+  std::vector<int64_t> dead;
+};
+
+TEST(QuantGpu, GptqMatchesCpu) {
+  REQUIRE_GPU();
+  const std::vector<GptqCase> cases = {
+      {256, 512, 4, 128, false, false, false, false, {}},
+      {256, 512, 3, 64, false, true, true, false, {3, 200}},
+      {256, 512, 3, 0, true, false, true, true, {}},
+      {300, 1024, 3, 128, false, false, true, true, {5, 6, 700}},
+      {300, 1024, 4, 128, true, true, false, false, {1000}},
+      {300, 1024, 2, 64, false, false, true, false, {}},
+      {300, 1024, 3, 256, false, false, false, false, {}},
+  };
+  uint64_t seed = 10;
+  for (const GptqCase& c : cases) {
+    const Tensor W = random_weight(c.rows, c.cols, ++seed);
+    const Tensor H = random_hessian(c.cols, 2 * c.cols, ++seed, c.dead);
+    GptqOptions o;
+    o.grid.bits = c.bits, o.grid.group = c.group, o.grid.symmetric = c.sym,
+    o.grid.clip_search = c.clip;
+    o.act_order = c.act, o.static_groups = c.stat;
+    const std::string name =
+        fmt::format("gptq {}x{} w{}g{}{}{}{}{}{}", c.rows, c.cols, c.bits, c.group,
+                    c.sym ? " sym" : "", c.clip ? " clip" : "", c.act ? " act" : "",
+                    c.stat ? " static" : "", c.dead.empty() ? "" : " dead");
+    const GptqResult want = gptq_quantize(W, H, o);
+    const GptqResult got = gptq_quantize(gpu(W), gpu(H), o);
+    EXPECT_EQ(got.perm, want.perm) << name;
+    EXPECT_EQ(got.warning, want.warning) << name;
+    compare_packed(name, got.q, want.q, 1e-2, 1e-2);
+    within(name + " loss", std::abs(got.loss - want.loss) / want.loss, 1e-2);
+    // The objective itself: output error under H of the two dequantized matrices, in input
+    // order (the act-order permutation undone).
+    auto unpermute = [&](const GptqResult& r) {
+      Tensor Q = r.q.dequantize();
+      if (r.perm.empty()) return Q;
+      Tensor P = Tensor::empty(Q.shape());
+      for (int64_t i = 0; i < c.rows; ++i)
+        for (int64_t j = 0; j < c.cols; ++j)
+          P.at<float>(i * c.cols + r.perm[size_t(j)]) = Q.at<float>(i * c.cols + j);
+      return P;
+    };
+    const double eg = relative_output_error(W, unpermute(got), H);
+    const double ec = relative_output_error(W, unpermute(want), H);
+    within(name + " output error", std::abs(eg - ec) / ec, 1e-2);
+  }
+}
+
+TEST(QuantGpu, GptqAcceptsF32HessianOnGpu) {
+  REQUIRE_GPU();
+  const Tensor W = random_weight(128, 512, 40);
+  const Tensor H = random_hessian(512, 1024, 41);
+  GptqOptions o;
+  o.grid.bits = 3;
+  o.act_order = true;
+  const GptqResult a = gptq_quantize(gpu(W), gpu(H), o);
+  const GptqResult b = gptq_quantize(gpu(W), gpu(H.to(DType::F32)), o);
+  EXPECT_EQ(a.perm, b.perm);
+  compare_packed("gptq F32 H vs F64 H", b.q, a.q, 1e-2, 1e-2);
+}
+
+TEST(QuantGpu, FactorMatchesCpu) {
+  REQUIRE_GPU();
+  const int64_t n = 384;
+  const Tensor H = random_hessian(n, 2 * n, 50, {7});
+  for (bool act : {false, true}) {
+    GptqOptions o;
+    o.act_order = act;
+    const GptqFactor want = gptq_factor(H, o);
+    const GptqFactor got = gptq_factor(gpu(H), o);
+    EXPECT_EQ(got.perm, want.perm);
+    EXPECT_EQ(got.dead, want.dead);
+    EXPECT_EQ(got.diag, want.diag);
+    ASSERT_TRUE(got.U.device() == Device::CUDA);
+    // Both in F64, stored in F32: the difference is the F32 rounding and conditioning.
+    within(fmt::format("gptq factor U act={}", act), rel_err(got.U, want.U), 1e-5);
+    Tensor U = got.U.to(Device::CPU);
+    double below = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < i; ++j) below += std::abs(U.at<float>(i * n + j));
+    EXPECT_EQ(below, 0.0);
+  }
+}
+
+TEST(QuantGpu, DampingRetriesLikeCpu) {
+  REQUIRE_GPU();
+  // Rank-deficient H (T < n) shifted down by 5% of its mean diagonal: damping 0.01 leaves it
+  // indefinite, 0.1 makes it positive definite on both sides.
+  const int64_t n = 256;
+  Tensor H = random_hessian(n, n / 2, 60);
+  double mean = 0;
+  for (int64_t i = 0; i < n; ++i) mean += H.at<double>(i * n + i) / double(n);
+  for (int64_t i = 0; i < n; ++i) H.at<double>(i * n + i) -= 0.05 * mean;
+  GptqOptions o;
+  const GptqFactor want = gptq_factor(H, o);
+  const GptqFactor got = gptq_factor(gpu(H), o);
+  EXPECT_FALSE(want.warning.empty());
+  EXPECT_EQ(got.warning, want.warning);
+  within("gptq factor after damping retries", rel_err(got.U, want.U), 1e-5);
+}
+
+TEST(QuantGpu, RejectsBadWeightsOnGpu) {
+  REQUIRE_GPU();
+  Tensor W = random_weight(64, 128, 70);
+  W.at<float>(77) = std::nanf("");
+  RtnOptions o;
+  EXPECT_THROW(rtn_quantize(gpu(W), o), Error);
+  W.at<float>(77) = 1e6f;
+  EXPECT_THROW(rtn_quantize(gpu(W), o), Error);
+  const Tensor H = random_hessian(128, 256, 71);
+  EXPECT_THROW(gptq_quantize(gpu(random_weight(64, 128, 72)), H, GptqOptions{}), Error);  // H on CPU
+}
+
+}  // namespace
