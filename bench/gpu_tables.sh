@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The low-rank tables of bench/RESULTS.md (issues 4 and 5), quantized and evaluated on the GPU:
+# for lab-m and lab-mx, every recipe below through bench/quant_table.py with
+# `quantize --device cuda` and `eval --device cuda` (valid with KLD against the model, and
+# WikiText-2). Needs the models and data in .carry/ (see bench/NOTES.md) and the cuda preset.
+#   bench/gpu_tables.sh [m|mx|both] [JOBS]
+# Writes $OUT/<model>.json (all rows) and prints the markdown table of each model last.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WHICH=${1:-both}; JOBS=${2:-4}
+export PATH=/usr/local/cuda/bin:$PATH
+cmake --preset cuda -DLRQ_TESTS=OFF -DLRQ_BENCH=OFF >/dev/null
+cmake --build build/cuda -j"$(nproc)" --target lrquant >/dev/null
+OUTDIR=${OUT:-out/gpu_tables}
+mkdir -p "$OUTDIR"
+RECIPES=(
+  # baselines on the same footing
+  'gptq:w3g128' 'gptq:w2g128' 'gptq:w3g64' 'gptq:w2g64'
+  'rtn:w3g128,sym,clip' 'rtn:w2g128,sym,clip' 'gptq:w3g128,sym,clip' 'gptq:w2g128,sym,clip'
+  # FLRQ (faithful: RTN residual) and with a GPTQ residual
+  'flrq:w3g128' 'flrq:w2g128' 'flrq:w3g128,residual=gptq' 'flrq:w2g128,residual=gptq'
+  # FLRQ ablations: no activation scaling, no BLC, fixed rank, SVD instead of R1-Sketch
+  'flrq:w3g128,act=0' 'flrq:w3g128,blc=off' 'flrq:w3g128,rank=8' 'flrq:w3g128,sketch=svd'
+  'flrq:w2g128,residual=gptq,act=0' 'flrq:w2g128,residual=gptq,blc=off'
+  'flrq:w2g128,residual=gptq,rank=8' 'flrq:w2g128,residual=gptq,sketch=svd'
+  # LoRC / LQER / QERA peers (rank 16 on a GPTQ base)
+  'gptq:w3g128+lr:r16' 'gptq:w3g128+lr:r16,scale=diag' 'gptq:w3g128+lr:r16,scale=full'
+  'gptq:w2g128+lr:r16' 'gptq:w2g128+lr:r16,scale=diag' 'gptq:w2g128+lr:r16,scale=full'
+  # LoPRo and its ablations
+  'lopro:w3g128' 'lopro:w2g128' 'lopro:w3g128,sym,clip' 'lopro:w2g128,sym,clip'
+  'lopro:w2g128,perm=off' 'lopro:w2g128,rot=none' 'lopro:w2g128,protect=0'
+  'lopro:w2g128,rot=global' 'lopro:w2g128,factors=fp16'
+)
+run_model() {  # name dir
+  python3 bench/quant_table.py --bin build/cuda/lrquant --model "$2" \
+    --calib .carry/data/calib.txt --valid .carry/data/valid.txt --wiki .carry/data/wiki.test.raw \
+    --kld --quant-device cuda --eval-device cuda --qdir "/tmp/lrq-gpu-q/$1" \
+    --out "/tmp/lrq-gpu-tables/$1" --jobs "$JOBS" --threads 4 --recipes fp "${RECIPES[@]}" \
+    >"/tmp/lrq-gpu-tables-$1.md" 2>&1 || true
+  cp "/tmp/lrq-gpu-tables/$1/table.json" "$OUTDIR/$1.json" 2>/dev/null || true
+  grep -c '^ROW' "/tmp/lrq-gpu-tables-$1.md" | sed "s/^/$1 rows: /"
+  grep -E "^FAILED" "/tmp/lrq-gpu-tables-$1.md" | head -n 5
+}
+t0=$(date +%s)
+[ "$WHICH" = m ] || [ "$WHICH" = both ] && run_model lab-m .carry/lab-m
+[ "$WHICH" = mx ] || [ "$WHICH" = both ] && run_model lab-mx .carry/lab-mx
+echo "tables took $(($(date +%s) - t0)) s on $(nvidia-smi --query-gpu=name --format=csv,noheader)"
+for f in /tmp/lrq-gpu-tables-*.md; do echo "== $f"; grep -v '^ROW' "$f" | grep '^|'; done
