@@ -3,6 +3,10 @@
 // factorization of H (once per calibration site) and of the quantization given the factor,
 // plus an estimate of whole-model GPTQ time (32 layers; per layer 3 sites of 4096 inputs and
 // one of 11008, 4 + 2 + 1 matrices of the three shapes).
+// Then FLRQ (residual=gptq) and LoPRo (w3g128) as whole methods on a weight with a decaying
+// low-rank part (their rank is data-dependent and printed): the sketch, BLC, the residual's
+// permutation/rotation and GPTQ on the GPU, the layer built on the host. The statistics are
+// CPU SiteStats (copied to the GPU once per site, outside the timing).
 //   bench_quant_gpu [--reps 3] [--bits 3] [--group 128]
 #include <algorithm>
 #include <chrono>
@@ -14,9 +18,14 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "backend/memory.h"
 #include "backend/ops.h"
+#include "calib/stats.h"
 #include "quant/gptq.h"
+#include "quant/method.h"
+#include "quant/recipe.h"
 #include "quant/rtn.h"
 #if defined(LRQ_WITH_CUDA)
 #include "backend/cuda/cuda_common.h"
@@ -65,6 +74,39 @@ Tensor hessian_gpu(int64_t n, int64_t T, uint64_t seed) {
   return H;
 }
 
+// CPU statistics of T random tokens with uneven channel scales (the methods take SiteStats).
+SiteStats stats_cpu(int64_t n, int64_t T, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d;
+  Tensor X = Tensor::empty({T, n});
+  std::vector<float> s(static_cast<size_t>(n));
+  for (auto& v : s) v = std::exp(0.7f * d(g));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < n; ++j) X.at<float>(t * n + j) = d(g) * s[size_t(j)];
+  SiteStats st(n);
+  st.add(X);
+  st.finalize();
+  return st;
+}
+
+// Noise plus a rank-32 part whose scale halves every 4 ranks, on the GPU.
+Tensor lowrank_gpu(int64_t rows, int64_t cols, uint64_t seed) {
+  const int64_t k = 32;
+  Tensor A = random_gpu({rows, k}, seed, 0.1f).to(Device::CPU);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < k; ++j) A.at<float>(i * k + j) *= std::pow(0.5f, float(j) / 4.f);
+  Tensor W = random_gpu({rows, cols}, seed + 1, 0.02f);
+  ops::gemm(A.to(Device::CUDA), false, random_gpu({k, cols}, seed + 2, 1.f), false, W, 1.0, 1.0);
+  return W;
+}
+
+struct MethodRow {
+  std::string recipe;
+  int64_t rows, cols;
+  int rank;
+  double ms;
+};
+
 struct Row {
   int64_t rows, cols;
   double factor_ms, gptq_ms, gptq_act_ms, rtn_ms;
@@ -108,6 +150,28 @@ int main(int argc, char** argv) {
   for (const Row& r : out)
     std::printf("| %lld x %lld | %.1f | %.1f | %.1f | %.1f |\n", static_cast<long long>(r.rows),
                 static_cast<long long>(r.cols), r.factor_ms, r.gptq_ms, r.gptq_act_ms, r.rtn_ms);
+  std::vector<MethodRow> mrows;
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{4096, 4096}, {11008, 4096}}) {
+    const Tensor W = lowrank_gpu(rows, cols, uint64_t(rows + cols));
+    const SiteStats st = stats_cpu(cols, 2048, uint64_t(cols) + 5);
+    for (const std::string& rs : {fmt::format("flrq:w{}g{},residual=gptq", bits, group),
+                                 fmt::format("lopro:w{}g{}", bits, group)}) {
+      const Recipe r = parse_recipe(rs);
+      auto m = make_method(r);
+      int rank = 0;
+      const double ms = median_ms(reps, [&] {
+        Quantized q = m->quantize(W, st, QuantJob{"bench", &r, 1});
+        rank = q.extra.value("rank", 0);
+      });
+      mrows.push_back({rs, rows, cols, rank, ms});
+    }
+  }
+  std::printf("\n### Low-rank methods on the GPU, median of %d (ms, wall clock, layer built on the host)\n\n",
+              reps);
+  std::printf("| recipe | rows x cols | rank | ms |\n|---|---|---:|---:|\n");
+  for (const MethodRow& r : mrows)
+    std::printf("| %s | %lld x %lld | %d | %.1f |\n", r.recipe.c_str(), static_cast<long long>(r.rows),
+                static_cast<long long>(r.cols), r.rank, r.ms);
   // LLaMA-2-7B layer: q,k,v,o 4096x4096 (2 sites of 4096 inputs: qkv, o), gate,up 11008x4096
   // (1 site), down 4096x11008 (1 site).
   const double layer = 3 * out[0].factor_ms + out[2].factor_ms + 4 * out[0].gptq_ms +

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# RTN and GPTQ on the GPU: configure the `cuda` preset, build only quant_gpu_test and
-# bench_quant_gpu, run the test (CPU vs CUDA, budgets printed) and the benchmark, and print a
-# short summary last. Logs go to $OUT (or build/cuda/gpu_quant). Exit status: the test's.
+# RTN, GPTQ, FLRQ, LoPRo and +lr on the GPU: configure the `cuda` preset, build only
+# quant_gpu_test, backend_gpu_test and bench_quant_gpu, run the test (CPU vs CUDA, budgets
+# printed), the seam tests of accumulate/dot/F64 gather, and the benchmark, and print a short
+# summary last. Logs go to $OUT (or build/cuda/gpu_quant). Exit status: the tests'.
 #   scripts/gpu_quant_check.sh [--no-bench] [-jN]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +28,9 @@ if ! cmake --preset cuda >"$logs/configure.log" 2>&1; then
   exit 1
 fi
 
-echo "== build quant_gpu_test bench_quant_gpu ($jobs)"
+echo "== build quant_gpu_test backend_gpu_test bench_quant_gpu ($jobs)"
 t0=$(date +%s)
-if ! cmake --build --preset cuda "$jobs" --target quant_gpu_test bench_quant_gpu \
+if ! cmake --build --preset cuda "$jobs" --target quant_gpu_test backend_gpu_test bench_quant_gpu \
     >"$logs/build.log" 2>&1; then
   grep -E "error|FAILED" "$logs/build.log" | head -n 40
   exit 1
@@ -44,6 +45,15 @@ grep -E "^\[  (PASSED|FAILED) |^\[ +(OK|FAILED) +\]" "$logs/test.log"
 grep -B2 -A6 "Failure" "$logs/test.log" | head -n 60
 echo "test ran in $(($(date +%s) - t0)) s (exit $rc)"
 
+echo "== backend_gpu_test (the seam primitives the low-rank methods added)"
+timeout 120 ./build/cuda/tests/backend_gpu_test \
+  --gtest_filter='BackendGpu.AccumulateAndDotMatchCpu:BackendGpu.PermuteColsF64IsAnExactGather' \
+  >"$logs/backend.log" 2>&1
+brc=$?
+grep -E "^\[ +(OK|FAILED) +\]" "$logs/backend.log"
+grep -B2 -A6 "Failure" "$logs/backend.log" | head -n 30
+[ $rc -eq 0 ] && rc=$brc
+
 if [ "$bench" = 1 ]; then
   echo "== bench_quant_gpu"
   timeout 240 ./build/cuda/bench/bench_quant_gpu --reps 3 >"$logs/bench.md" 2>&1 ||
@@ -51,11 +61,12 @@ if [ "$bench" = 1 ]; then
 fi
 
 echo "== error budgets (ratio = err / budget; * = over)"
-grep -h "^\[budget\]" "$logs/test.log" | sort -u |
+grep -h "^\[budget\]" "$logs/test.log" "$logs/backend.log" | sort -u |
   awk '{ e = $(NF-2); b = $NF; name = $0; sub(/^\[budget\] /, "", name); sub(/ +err .*$/, "", name);
          bad = (e !~ /^[0-9]/) || (e + 0 > b + 0); r = bad ? 1e99 : (b > 0 ? e / b : (e > 0 ? 1e99 : 0));
          printf "%.3e %s %-52s err %-10s budget %s\n", r, bad ? "*" : " ", name, e, b }' |
   sort -g -r | head -n 40 | cut -d" " -f2-
+grep -E "rank cpu" "$logs/test.log" | sort -u
 [ "$bench" = 1 ] && cat "$logs/bench.md"
 echo "== quant_gpu_test exit status $rc"
 exit $rc

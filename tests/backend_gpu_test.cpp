@@ -4,6 +4,7 @@
 // result is checked through reconstruction, orthogonality and subspace agreement instead, and
 // against inputs built with a known spectrum. GPU outputs start as NaN, so an element a kernel
 // forgets to write fails the comparison. Each check prints "[budget] <name> err <e> budget <b>".
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -445,4 +446,58 @@ TEST(BackendGpu, BadArgumentsAreErrors) {
   EXPECT_THROW(ops::svd(A, gpu(Tensor::zeros({4, 5})), gpu(Tensor::zeros({4})), gpu(Tensor::zeros({4, 5}))),
                Error);
   EXPECT_THROW(ops::orthonormalize_columns(gpu(randn({3, 5}, 41))), Error);
+}
+
+// ------------------------------------------------------------------ F64 reductions and gathers
+
+TEST(BackendGpu, AccumulateAndDotMatchCpu) {
+  REQUIRE_GPU();
+  // 3e5 + 7 entries: several grid-stride passes and a ragged tail.
+  const int64_t n = 300007;
+  const Tensor a32 = randn({n}, 130), b64 = randn({n}, 131, DType::F64);
+  for (double alpha : {1.0, -0.5}) {
+    Tensor acc = randn({n}, 132, DType::F64), accg = gpu(acc);
+    ops::accumulate(acc, a32, alpha);
+    ops::accumulate(accg, gpu(a32), alpha);
+    ops::accumulate(acc, b64, alpha);
+    ops::accumulate(accg, gpu(b64), alpha);
+    // One multiply-add per entry in double on both sides (an FMA at most changes the last bit).
+    within("accumulate F32+F64 alpha=" + std::to_string(alpha), rel_err(host(accg), acc), 1e-15);
+  }
+  const Tensor x = randn({517, 613}, 133, DType::F64), y = randn({517, 613}, 134, DType::F64);
+  double want = 0;  // reference: the sum in long double
+  long double s = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) s += (long double)x.at<double>(i) * y.at<double>(i);
+  want = double(s);
+  const double norm = fro(x) * fro(y);  // the sum's conditioning scale
+  within("dot cpu vs long double", std::abs(ops::dot(x, y) - want) / norm, 1e-12);
+  within("dot cuda vs long double", std::abs(ops::dot(gpu(x), gpu(y)) - want) / norm, 1e-12);
+  EXPECT_THROW(ops::dot(gpu(x), gpu(x.to(DType::F32))), Error);
+  EXPECT_THROW(ops::dot(gpu(x), gpu(randn({5}, 1, DType::F64))), Error);
+}
+
+TEST(BackendGpu, PermuteColsF64IsAnExactGather) {
+  REQUIRE_GPU();
+  const int64_t T = 37, n = 300;
+  const Tensor x = randn({T, n}, 140, DType::F64);
+  std::vector<int32_t> p(static_cast<size_t>(n));
+  std::mt19937_64 g(141);
+  for (int64_t i = 0; i < n; ++i) p[size_t(i)] = int32_t(i);
+  std::shuffle(p.begin(), p.end(), g);
+  Tensor perm = Tensor::empty({n}, DType::I32);
+  for (int64_t i = 0; i < n; ++i) perm.at<int32_t>(i) = p[size_t(i)];
+  Tensor out = poisoned({T, n}, DType::F64);
+  ops::permute_scale_cols(gpu(x), gpu(perm), {}, out);
+  const Tensor o = host(out);
+  int64_t bad = 0;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < n; ++i) bad += o.at<double>(t * n + i) != x.at<double>(t * n + p[size_t(i)]);
+  within("permute_scale_cols F64 mismatches", double(bad), 0);
+  // The CPU agrees bit for bit, and an F64 gather with a scale is refused on both sides.
+  Tensor oc = Tensor::empty({T, n}, DType::F64);
+  ops::permute_scale_cols(x, perm, {}, oc);
+  within("permute_scale_cols F64 cpu vs cuda", rel_err(oc, o), 0);
+  const Tensor sc = randn({n}, 142);
+  EXPECT_THROW(ops::permute_scale_cols(gpu(x), gpu(perm), gpu(sc), out), Error);
+  EXPECT_THROW(ops::permute_scale_cols(x, perm, sc, oc), Error);
 }

@@ -1,8 +1,11 @@
-// RTN and GPTQ on the GPU against the CPU implementation on the same inputs. RTN's grids use
+// RTN, GPTQ, FLRQ, LoPRo and the +lr stage on the GPU against the CPU implementation on the
+// same inputs. RTN's grids use
 // the same float operations in the same order on both sides, so its scales must agree bit for
 // bit and its codes (nearly) all; GPTQ's error propagation differs in summation order (FMA and
 // the GEMM's blocking), which flips a code now and then, so it is checked by the share of equal
-// codes, the loss and the output error under H. Each check prints
+// codes, the loss and the output error under H. The low-rank methods run a randomized sketch in
+// a different summation order, so they are checked by the chosen rank (equal or within one) and
+// the output error of the result (within 3% of the CPU's). Each check prints
 // "[budget] <name> err <e> budget <b>" (err = mismatched share or relative difference).
 #include <cmath>
 #include <cstdio>
@@ -15,8 +18,13 @@
 #include "backend/memory.h"
 #include "backend/ops.h"
 #include "compare_util.h"
+#include "calib/stats.h"
+#include "quant/error_correction.h"
 #include "quant/gptq.h"
+#include "quant/method.h"
 #include "quant/pipeline.h"
+#include "quant/qlinear.h"
+#include "quant/recipe.h"
 #include "quant/rtn.h"
 #include "test_util.h"
 
@@ -234,6 +242,179 @@ TEST(QuantGpu, RejectsBadWeightsOnGpu) {
   EXPECT_THROW(rtn_quantize(gpu(W), o), Error);
   const Tensor H = random_hessian(128, 256, 71);
   EXPECT_THROW(gptq_quantize(gpu(random_weight(64, 128, 72)), H, GptqOptions{}), Error);  // H on CPU
+}
+
+// ------------------------------------------------------------------ low-rank methods
+
+// The statistics on the GPU where SiteStats can move there (SiteStats::to); in a tree without
+// it, the CPU statistics, which the methods copy to the weight's device once per site.
+template <class S>
+S stats_on_gpu(const S& st) {
+  if constexpr (requires { st.to(Device::CUDA); })
+    return st.to(Device::CUDA);
+  else
+    return st;
+}
+
+// Site statistics of T correlated inputs with uneven channels (one 8x outlier channel).
+SiteStats random_stats(int64_t n, int64_t T, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d;
+  Tensor Z = Tensor::empty({T, n}), M = Tensor::empty({n, n}), X = Tensor::empty({T, n});
+  for (int64_t i = 0; i < Z.numel(); ++i) Z.at<float>(i) = d(g);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) M.at<float>(i * n + j) = (i == j ? 1.f : 0.f) + 0.3f * d(g) / std::sqrt(float(n));
+  ops::gemm(Z, false, M, false, X);
+  for (int64_t j = 0; j < n; ++j) {
+    const float s = std::exp(0.5f * d(g)) * (j == 3 ? 8.f : 1.f);
+    for (int64_t t = 0; t < T; ++t) X.at<float>(t * n + j) *= s;
+  }
+  SiteStats st(n);
+  st.add(X);
+  st.finalize();
+  return st;
+}
+
+// A weight with a decaying low-rank part (ratio 0.5 per rank over 8 ranks) plus noise: R1-FLR
+// picks a rank of a few, so the sketch, the residual and BLC all have work to do.
+Tensor lowrank_weight(int64_t rows, int64_t cols, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d;
+  const int64_t k = 8;
+  Tensor A = Tensor::empty({rows, k}), B = Tensor::empty({k, cols});
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < k; ++j) A.at<float>(i * k + j) = 0.5f * std::pow(0.5f, float(j)) * d(g);
+  for (int64_t i = 0; i < B.numel(); ++i) B.at<float>(i) = d(g);
+  Tensor W = random_weight(rows, cols, seed + 1);
+  ops::gemm(A, false, B, false, W, 1.0, 1.0);
+  return W;
+}
+
+TEST(QuantGpu, HessianErrorMatchesCpu) {
+  REQUIRE_GPU();
+  const Tensor W = random_weight(300, 512, 80);
+  Tensor Wq = random_weight(300, 512, 81);
+  for (int64_t i = 0; i < Wq.numel(); ++i) Wq.at<float>(i) = W.at<float>(i) + 0.1f * Wq.at<float>(i);
+  const Tensor H = random_hessian(512, 1024, 82);
+  const Tensor D = difference(W, Wq), Dg = difference(gpu(W), gpu(Wq)).to(Device::CPU);
+  // -Wq + W is W - Wq exactly.
+  within("difference cuda vs cpu", mismatch<uint32_t>(Dg, D), 0);
+  const double hc = hessian_error(D, H), hg = hessian_error(gpu(D), gpu(H));
+  within("hessian_error F32 D", std::abs(hg - hc) / hc, 1e-9);
+  const Tensor D64 = D.to(DType::F64);
+  const double h64 = hessian_error(gpu(D64), gpu(H));
+  within("hessian_error F64 D", std::abs(h64 - hessian_error(D64, H)) / hc, 1e-9);
+  const double ec = relative_output_error(W, Wq, H), eg = relative_output_error(gpu(W), gpu(Wq), gpu(H));
+  within("relative_output_error", std::abs(eg - ec) / ec, 1e-9);
+  EXPECT_THROW(hessian_error(gpu(D), H), Error);  // H left on the CPU
+}
+
+struct MethodRun {
+  int rank;
+  double err;
+  std::unique_ptr<Linear> layer;
+  nlohmann::json extra;
+};
+
+MethodRun run_method(const std::string& recipe, const Tensor& W, const SiteStats& st, uint64_t seed) {
+  const Recipe r = parse_recipe(recipe);
+  auto method = make_method(r);
+  Quantized q = method->quantize(W, st, QuantJob{"test", &r, seed});
+  EXPECT_TRUE(q.layer->device() == Device::CPU) << recipe << ": the layer is built on the host";
+  MethodRun out;
+  out.rank = q.extra.contains("rank") ? q.extra["rank"].get<int>() : 0;
+  const Tensor Wh = W.to(Device::CPU);
+  out.err = relative_output_error(Wh, q.layer->dequantize(), st.H().to(Device::CPU));
+  out.layer = std::move(q.layer);
+  out.extra = std::move(q.extra);
+  return out;
+}
+
+// Runs `recipe` on the CPU and on the GPU (same W, H, seed) and checks rank and output error.
+void compare_method(const std::string& recipe, const Tensor& W, const SiteStats& st,
+                    MethodRun* cpu_out = nullptr, MethodRun* gpu_out = nullptr) {
+  ASSERT_TRUE(make_method(parse_recipe(recipe))->runs_on(Device::CUDA)) << recipe;
+  const SiteStats sg = stats_on_gpu(st);
+  MethodRun c = run_method(recipe, W, st, 7), g = run_method(recipe, gpu(W), sg, 7);
+  EXPECT_LE(std::abs(c.rank - g.rank), 1) << recipe << ": cpu rank " << c.rank << ", gpu " << g.rank;
+  within(recipe + " rank", std::abs(c.rank - g.rank), 1);
+  within(recipe + " output error", std::abs(g.err - c.err) / c.err, 0.03);
+  std::printf("%s: rank cpu %d gpu %d, output error cpu %.5f gpu %.5f\n", recipe.c_str(), c.rank,
+              g.rank, c.err, g.err);
+  if (c.extra.contains("blc_curve")) {
+    EXPECT_EQ(c.extra["blc_curve"].size(), g.extra["blc_curve"].size()) << recipe;
+  }
+  if (cpu_out) *cpu_out = std::move(c);
+  if (gpu_out) *gpu_out = std::move(g);
+}
+
+TEST(QuantGpu, FlrqMatchesCpu) {
+  REQUIRE_GPU();
+  const Tensor W = lowrank_weight(256, 512, 90);
+  const SiteStats st = random_stats(512, 2048, 91);
+  for (const char* r : {"flrq:w3g128", "flrq:w3g128,residual=gptq", "flrq:w2g128,epochs=6",
+                        "flrq:w2g128,residual=gptq,epochs=6", "flrq:w3g128,residual=gptq,act_order,x=1"}) {
+    MethodRun c, g;
+    compare_method(r, W, st, &c, &g);
+    EXPECT_GT(c.rank, 0) << r << ": the weight should get a low-rank part";
+  }
+}
+
+TEST(QuantGpu, LoproMatchesCpu) {
+  REQUIRE_GPU();
+  const Tensor W = lowrank_weight(256, 512, 100);
+  const SiteStats st = random_stats(512, 2048, 101);
+  for (const char* r : {"lopro:w3g128", "lopro:w3g128,rot=none", "lopro:w3g128,factors=fp16",
+                        "lopro:w2g64,rot=global,imp=meanabs", "lopro:w3g128,imp=wdiag"}) {
+    MethodRun c, g;
+    compare_method(r, W, st, &c, &g);
+    EXPECT_GT(c.rank, 0) << r;
+    const auto* qc = dynamic_cast<const QuantLinear*>(c.layer.get());
+    const auto* qg = dynamic_cast<const QuantLinear*>(g.layer.get());
+    ASSERT_TRUE(qc && qg);
+    // Importance from diag(H) or mean |x| alone: the same order on both sides.
+    if (std::string(r).find("wdiag") == std::string::npos) {
+      EXPECT_EQ(qc->transform().perm, qg->transform().perm) << r;
+    }
+    EXPECT_EQ(qc->transform().had_block, qg->transform().had_block) << r;
+  }
+}
+
+TEST(QuantGpu, QuantLinearDequantizesOnGpu) {
+  REQUIRE_GPU();
+  // A LoPRo layer (permutation, block WHT, fp16 + int8 factors) and an AWQ one (input scale):
+  // decoded on the GPU (gather, WHT, factor products there) against the CPU decode.
+  const Tensor W = lowrank_weight(128, 512, 110);
+  const SiteStats st = random_stats(512, 1024, 111);
+  for (const char* recipe : {"lopro:w3g128,rank=6,hp=2", "awq:w4g128", "gptq:w3g128,act_order"}) {
+    const Recipe r = parse_recipe(recipe);
+    Quantized q = make_method(r)->quantize(W, st, QuantJob{"test", &r, 3});
+    const Tensor want = q.layer->dequantize();
+    const Tensor got = q.layer->to(Device::CUDA)->dequantize();
+    ASSERT_TRUE(got.device() == Device::CUDA);
+    within(std::string(recipe) + " dequantize on gpu", rel_err(got.to(Device::CPU), want), 1e-6);
+  }
+}
+
+TEST(QuantGpu, ErrorCorrectionMatchesCpu) {
+  REQUIRE_GPU();
+  const Tensor W = random_weight(256, 512, 120);
+  const SiteStats st = random_stats(512, 2048, 121);
+  const Tensor Wq = rtn_quantize(W, RtnOptions{}).dequantize();
+  const Tensor E = difference(W, Wq);
+  for (ErrorWeighting wt : {ErrorWeighting::None, ErrorWeighting::Diag, ErrorWeighting::Full}) {
+    const Factors c = fit_error_low_rank(E, 8, wt, st.H(), st.mean_abs());
+    const Factors g = fit_error_low_rank(gpu(E), 8, wt, gpu(st.H()), gpu(st.mean_abs()));
+    ASSERT_TRUE(g.L.device() == Device::CUDA && g.R.device() == Device::CUDA);
+    // The product is unique (distinct singular values) though the signs of the factors are not.
+    Tensor Pc = Tensor::zeros({256, 512}), Pg = Tensor::zeros({256, 512});
+    ops::gemm(c.L, false, c.R, false, Pc);
+    ops::gemm(g.L.to(Device::CPU), false, g.R.to(Device::CPU), false, Pg);
+    within(fmt::format("lr fit weighting {}", int(wt)), rel_err(Pg, Pc), 1e-5);
+  }
+  for (const char* r : {"gptq:w3g128+lr:r8", "rtn:w3g128+lr:r8,scale=diag",
+                        "gptq:w3g128,act_order+lr:r8,scale=full", "flrq:w3g128+lr:r4,scale=full"})
+    compare_method(r, r[0] == 'f' ? lowrank_weight(256, 512, 122) : W, st);
 }
 
 }  // namespace

@@ -78,6 +78,10 @@ void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale
                         const Tensor& out) {
   LRQ_DISPATCH(permute_scale_cols, T_(&x, &perm, &scale, &out), x, perm, scale, out);
 }
+void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
+  LRQ_DISPATCH(accumulate, T_(&acc, &x), acc, x, alpha);
+}
+double dot(const Tensor& A, const Tensor& B) { LRQ_DISPATCH(dot, T_(&A, &B), A, B); }
 void fwht_rows(const Tensor& X, int64_t block, int64_t skip) {
   LRQ_DISPATCH(fwht_rows, T_(&X), X, block, skip);
 }

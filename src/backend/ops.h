@@ -60,9 +60,17 @@ struct NormStats {
 NormStats norm_stats(const Tensor& X);
 /// out[t, i] = x[t, perm[i]] / scale[perm[i]] for x and out (T x n, F32, not aliased). perm is
 /// I32 [n] with entries in [0, n) (undefined: identity), scale F32/F16/BF16 [n] (undefined: no
-/// division). A quantized layer's input permutation and channel scale in one pass.
+/// division). A quantized layer's input permutation and channel scale in one pass. Without a
+/// scale, x and out may also be F64 (an exact gather: methods permute H with it).
 void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
                         const Tensor& out);
+
+// ------------------------------------------------------------------ reductions in F64
+/// acc += alpha * x elementwise: acc F64, x F32 or F64 of the same element count. The
+/// calibration statistics keep their running sums in F64 on whichever device they live.
+void accumulate(const Tensor& acc, const Tensor& x, double alpha = 1.0);
+/// sum_i a_i b_i over all entries of A and B (same element count, F64).
+double dot(const Tensor& A, const Tensor& B);
 
 // ------------------------------------------------------------------ transforms
 /// In place: each row of X (rows x n) gets a normalized Walsh-Hadamard transform applied to

@@ -22,6 +22,8 @@ struct Factors {
 
 /// Best rank-r approximation of E (F32 out x in) under the weighting. `H` (F64 in x in) and
 /// `mean_abs` (F64 in) are the site statistics; only the ones the weighting uses are read.
+/// Runs on E's device (H must be there too; mean_abs may be anywhere, n values are copied);
+/// the factors are returned on E's device.
 Factors fit_error_low_rank(const Tensor& E, int64_t rank, ErrorWeighting w, const Tensor& H,
                            const Tensor& mean_abs);
 

@@ -6,11 +6,12 @@ namespace lrq {
 
 Tensor activation_scale(const Tensor& mean_abs, double e) {
   const int64_t n = mean_abs.numel();
+  const Tensor ma = mean_abs.to(Device::CPU);  // n values: statistics may live on the GPU
   Tensor a = Tensor::empty({n});
   std::vector<double> v(n);
   double lsum = 0;
   for (int64_t j = 0; j < n; ++j) {
-    v[j] = std::pow(std::max(mean_abs.data<double>()[j], 1e-8), e);
+    v[j] = std::pow(std::max(ma.data<double>()[j], 1e-8), e);
     lsum += std::log(v[j]);
   }
   const double g = std::exp(lsum / double(n));

@@ -30,6 +30,20 @@ double frob_rel(const Tensor& W, const Tensor& Wq) {
 }  // namespace
 
 double hessian_error(const Tensor& D, const Tensor& H) {
+  if (D.device() != H.device())
+    fail("hessian_error", "D {} and H {} are on different devices", D.str(), H.str());
+  if (!D.is_cpu()) {
+    // On the GPU: D widened to F64 there (Tensor::to(DType) would detour through the host),
+    // one F64 GEMM and one dot.
+    Tensor A = D;
+    if (D.dtype() != DType::F64) {
+      A = Tensor::zeros(D.shape(), DType::F64, D.device());
+      ops::accumulate(A, D);
+    }
+    Tensor AH = Tensor::empty(D.shape(), DType::F64, D.device());
+    ops::gemm(A, false, H, false, AH);
+    return ops::dot(A, AH);
+  }
   Tensor A = D.to(DType::F64), AH = Tensor::empty(D.shape(), DType::F64);
   ops::gemm(A, false, H, false, AH);
   const double* x = A.data<double>();
@@ -40,6 +54,17 @@ double hessian_error(const Tensor& D, const Tensor& H) {
 }
 
 Tensor difference(const Tensor& A, const Tensor& B) {
+  if (A.device() != B.device() || A.numel() != B.numel() || A.dtype() != DType::F32 ||
+      B.dtype() != DType::F32)
+    fail("difference", "needs two F32 tensors of one size on one device, got {} and {}", A.str(),
+         B.str());
+  if (!A.is_cpu()) {
+    // -B + A is A - B exactly (negation is exact), in two passes of the seam.
+    Tensor C = B.clone();
+    ops::scale(C.reshape({C.numel()}), -1.0);
+    ops::add_inplace(C, A);
+    return C;
+  }
   Tensor C = A.clone();
   float* c = C.data<float>();
   const float* b = B.data<float>();
@@ -49,6 +74,17 @@ Tensor difference(const Tensor& A, const Tensor& B) {
 
 double relative_output_error(const Tensor& W, const Tensor& Wq, const Tensor& H) {
   // The difference is taken in F64 so tiny errors of near-exact layers are not lost.
+  if (!W.is_cpu()) {
+    if (Wq.device() != W.device())
+      fail("relative_output_error", "W {} and Wq {} are on different devices", W.str(), Wq.str());
+    Tensor W64 = Tensor::zeros(W.shape(), DType::F64, W.device());
+    Tensor D = Tensor::zeros(W.shape(), DType::F64, W.device());
+    ops::accumulate(W64, W);
+    ops::accumulate(D, W);
+    ops::accumulate(D, Wq, -1.0);  // 0 + w - q: the same double as the CPU's w - q
+    const double den = hessian_error(W64, H);
+    return den > 0 ? std::sqrt(std::max(0.0, hessian_error(D, H)) / den) : 0.0;
+  }
   Tensor W64 = W.to(DType::F64), D = Tensor::empty(W.shape(), DType::F64);
   const double* w = W64.data<double>();
   const float* q = Wq.data<float>();

@@ -167,6 +167,28 @@ void untransform_rows(const InputTransform& t, const Tensor& Wt) {
   const int64_t m = Wt.dim(0), n = Wt.dim(1);
   if (t.had_block) ops::fwht_rows(Wt, t.had_block, t.had_skip);
   if (t.perm.empty() && !t.scale.defined()) return;
+  if (!Wt.is_cpu()) {
+    // One gather on the device: out[:, j] = Wt[:, inv[j]] / s[j], written as
+    // permute_scale_cols' x[:, p[j]] / s'[p[j]] with p = inv and s' = s[perm] (host vectors).
+    const Device dev = Wt.device();
+    Tensor p, sc;
+    if (!t.perm.empty()) {
+      p = Tensor::empty({n}, DType::I32);
+      for (int64_t k = 0; k < n; ++k) p.at<int32_t>(t.perm[size_t(k)]) = int32_t(k);
+      p = p.to(dev);
+    }
+    if (t.scale.defined()) {
+      const Tensor s = t.scale.to(Device::CPU).to(DType::F32);
+      sc = Tensor::empty({n});
+      for (int64_t k = 0; k < n; ++k)
+        sc.at<float>(k) = s.at<float>(t.perm.empty() ? k : t.perm[size_t(k)]);
+      sc = sc.to(dev);
+    }
+    Tensor out = Tensor::empty({m, n}, DType::F32, dev);
+    ops::permute_scale_cols(Wt, p, sc, out);
+    Tensor(Wt).copy_from(out);  // Wt is a handle: the copy writes through
+    return;
+  }
   Tensor sc = t.scale.defined() ? t.scale.to(DType::F32) : Tensor();
   std::vector<float> row(n);
   float* w = Wt.data<float>();
@@ -182,8 +204,8 @@ void untransform_rows(const InputTransform& t, const Tensor& Wt) {
 }
 
 Tensor QuantLinear::dequantize() const {
-  // The transform's inverse and the factor products are host code: a small detour.
-  if (device() != Device::CPU) return to(Device::CPU)->dequantize().to(device());
+  // Every step dispatches on the layer's device: the packed decode, the transform's inverse
+  // (WHT and one gather) and the factor products.
   Tensor W = q_.dequantize();
   untransform_rows(t_, W);
   add_low_rank(lr_, W);
@@ -192,8 +214,10 @@ Tensor QuantLinear::dequantize() const {
 
 void add_low_rank(const std::vector<LowRankPart>& parts, const Tensor& W) {
   for (const auto& p : parts) {
-    auto [L, R] = p.to_f32();
-    ops::gemm(L, false, R, false, W, 1.0, 1.0);
+    // The stored factors are small (r (m + n) values): expanded on the host, multiplied on W's
+    // device.
+    auto [L, R] = p.L.is_cpu() ? p.to_f32() : p.to(Device::CPU).to_f32();
+    ops::gemm(L.to(W.device()), false, R.to(W.device()), false, W, 1.0, 1.0);
   }
 }
 

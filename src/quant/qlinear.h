@@ -81,11 +81,13 @@ class QuantLinear final : public Linear {
   Tensor perm_;  // t_.perm as I32 [in] on the layer's device, or undefined
 };
 
-/// W (out x in, F32, CPU) += sum_k L_k R_k of the parts, with the factors as stored.
+/// W (out x in, F32, any device; the parts on any device) += sum_k L_k R_k of the parts, with
+/// the factors as stored.
 void add_low_rank(const std::vector<LowRankPart>& parts, const Tensor& W);
 
 /// T^T applied to the rows of Wt (out x in, F32, in place): maps a weight expressed in the
-/// transformed input space back to the original one (W = Wt B P diag(1/s)).
+/// transformed input space back to the original one (W = Wt B P diag(1/s)). On the GPU the
+/// permutation and scale are one gather there (m x n scratch).
 void untransform_rows(const InputTransform& t, const Tensor& Wt);
 
 }  // namespace lrq

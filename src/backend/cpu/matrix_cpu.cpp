@@ -90,7 +90,8 @@ void transpose(const Tensor& A, const Tensor& out) {
 void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
                         const Tensor& out) {
   const int64_t n = x.ndim() ? x.dim(-1) : 0, T = n ? x.numel() / n : 0;
-  if (x.dtype() != DType::F32 || out.dtype() != DType::F32 || out.shape() != x.shape() ||
+  const bool f64 = x.dtype() == DType::F64 && !scale.defined();
+  if ((x.dtype() != DType::F32 && !f64) || out.dtype() != x.dtype() || out.shape() != x.shape() ||
       (perm.defined() && (perm.dtype() != DType::I32 || perm.numel() != n)) ||
       (scale.defined() && scale.numel() != n))
     fail("", "permute_scale_cols: x {} perm {} scale {} out {}", x.str(),
@@ -100,6 +101,14 @@ void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale
     for (int64_t i = 0; i < n; ++i)
       if (p[i] < 0 || p[i] >= n)
         fail("", "permute_scale_cols: perm[{}] = {} outside [0, {})", i, p[i], n);
+  if (f64) {
+    const double* a = x.data<double>();
+    double* b = out.data<double>();
+#pragma omp parallel for schedule(static) if (T * n > kParallelMin)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < n; ++i) b[t * n + i] = a[t * n + (p ? p[i] : i)];
+    return;
+  }
   std::vector<float> s;
   if (scale.defined()) {
     s.resize(size_t(n));

@@ -24,6 +24,8 @@ void transpose(const Tensor& A, const Tensor& out);
 ops::NormStats norm_stats(const Tensor& X);
 void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
                         const Tensor& out);
+void accumulate(const Tensor& acc, const Tensor& x, double alpha);
+double dot(const Tensor& A, const Tensor& B);
 void fwht_rows(const Tensor& X, int64_t block, int64_t skip_blocks);
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out);
 void rope(const Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, float theta,

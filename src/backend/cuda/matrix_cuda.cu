@@ -79,6 +79,17 @@ __global__ void permute_scale_kernel(const float* __restrict__ x, const int32_t*
   }
 }
 
+// The F64 gather without a scale (methods permute H with it): an exact copy.
+__global__ void permute_kernel_f64(const double* __restrict__ x, const int32_t* __restrict__ perm,
+                                   double* __restrict__ out, int64_t T, int64_t n) {
+  const int64_t total = T * n;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = e / n, i = e - t * n;
+    out[e] = x[t * n + (perm ? perm[i] : i)];
+  }
+}
+
 int blocks_for(int64_t n) { return int(std::min<int64_t>((n + 255) / 256, 4096)); }
 
 }  // namespace
@@ -121,13 +132,21 @@ void transpose(const Tensor& A, const Tensor& out) {
 void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
                         const Tensor& out) {
   const int64_t n = x.ndim() ? x.dim(-1) : 0, T = n ? x.numel() / n : 0;
-  if (x.dtype() != DType::F32 || out.dtype() != DType::F32 || out.shape() != x.shape() ||
+  const bool f64 = x.dtype() == DType::F64 && !scale.defined();
+  if ((x.dtype() != DType::F32 && !f64) || out.dtype() != x.dtype() || out.shape() != x.shape() ||
       (perm.defined() && (perm.dtype() != DType::I32 || perm.numel() != n)) ||
       (scale.defined() && scale.numel() != n))
     bad_args("permute_scale_cols", "x " + x.str() + " perm " + (perm.defined() ? perm.str() : "-") +
                                        " scale " + (scale.defined() ? scale.str() : "-") +
                                        " out " + out.str());
   if (T * n == 0) return;
+  if (f64) {
+    permute_kernel_f64<<<blocks_for(T * n), 256, 0, stream()>>>(
+        x.data<double>(), perm.defined() ? perm.data<int32_t>() : nullptr, out.data<double>(), T,
+        n);
+    LRQ_CUDA_LAUNCHED();
+    return;
+  }
   const Stored sk = scale.defined() ? stored_kind(scale, "permute_scale_cols") : Stored::F32;
   permute_scale_kernel<<<blocks_for(T * n), 256, 0, stream()>>>(
       x.data<float>(), perm.defined() ? perm.data<int32_t>() : nullptr,

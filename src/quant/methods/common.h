@@ -19,6 +19,12 @@ FlexRankOptions flex_options(const Stage& s);
 /// diag(H) of the site statistics, F32 [in] on the CPU (the clip search's importance); H may be
 /// on the GPU (only the diagonal is copied).
 Tensor diag_h(const SiteStats& st);
+/// H and mean |x| of a site on `device`: the statistics' own tensors when they live there, else
+/// copies made once per site (SiteStats::memo), so a GPU weight may come with CPU statistics.
+struct SiteTensors {
+  Tensor H, mean_abs;
+};
+std::shared_ptr<const SiteTensors> site_tensors(const SiteStats& st, Device device);
 /// A QuantLinear of a GPTQ result (its act-order permutation becomes the input transform).
 std::unique_ptr<QuantLinear> from_gptq(GptqResult r, InputTransform t = {});
 

@@ -10,6 +10,8 @@
 //      residual=gptq, our option).
 //   4. BLC alternates L R = best rank-r fit of W - Wq and Wq = Q(W - L R), keeping the pair
 //      with the least output error tr(D H D^T), D = W - L R - Wq.
+// On the GPU every m x n step (sketch, products, residuals, errors, the quantizers) runs there;
+// the factors (r (m + n) values) and the packed codes come to the host, where the layer is built.
 #include <cmath>
 
 #include "backend/ops.h"
@@ -38,7 +40,9 @@ class Flrq final : public Method {
 
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
     const int64_t m = W.dim(0), n = W.dim(1);
-    const Tensor& H = st.H();
+    const Device dev = W.device();
+    const auto site = site_tensors(st, dev);
+    const Tensor& H = site->H;
     // 1-2. Activation-scaled sketch with R1-FLR's rank rule.
     Quantized out;
     LowRank lr = flexible_low_rank(W, st, flex_, job.seed);
@@ -47,25 +51,35 @@ class Flrq final : public Method {
     out.extra["rank"] = r;
 
     // 3-4. Residual quantization and BLC.
+    const bool gptq = st_.s("residual") == "gptq";
+    // BLC quantizes against one H many times: GPTQ's factor of it is made once per site.
+    std::shared_ptr<const GptqFactor> factor;
+    if (gptq)
+      factor = st.memo<GptqFactor>(gptq_factor_key(gptq_, dev), [&] {
+        return std::make_shared<const GptqFactor>(gptq_factor(H, gptq_));
+      });
     auto quantize_residual = [&](const Tensor& Rw, GptqResult& res) {
-      if (st_.s("residual") == "gptq") {
-        res = gptq_quantize(Rw, H, gptq_);
+      if (gptq) {
+        res = gptq_quantize(Rw, H, gptq_, factor.get());
       } else {
         res.q = rtn_quantize(Rw, grid_, grid_.clip_search ? diag_h(st) : Tensor());
         res.perm.clear();
       }
     };
     auto dequant = [&](const GptqResult& res) {
-      Tensor Wq = res.q.dequantize();
+      // The packed codes are small: decoded on W's device.
+      Tensor Wq = res.q.to(dev).dequantize();
       InputTransform t;
       t.perm = res.perm;
       untransform_rows(t, Wq);
       return Wq;
     };
     // Factors are rounded to the stored fp16 before use, so every error is the stored one.
-    auto lowrank_part = [](const LowRank& f) { return LowRankPart::from_f32(f.L, f.R, false); };
+    auto lowrank_part = [](const LowRank& f) {
+      return LowRankPart::from_f32(f.L.to(Device::CPU), f.R.to(Device::CPU), false);
+    };
     auto product = [&](const LowRankPart& p) {
-      Tensor P = Tensor::zeros({m, n});
+      Tensor P = Tensor::zeros({m, n}, DType::F32, dev);
       add_low_rank({p}, P);
       return P;
     };
@@ -113,6 +127,7 @@ class Flrq final : public Method {
                                               std::vector<LowRankPart>{std::move(best_part)});
     return out;
   }
+  bool runs_on(Device d) const override { return d == Device::CPU || gpu_build(); }
 
  private:
   Stage st_;

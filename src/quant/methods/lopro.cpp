@@ -4,6 +4,8 @@
 // most salient gets a Walsh-Hadamard rotation (B), and GPTQ quantizes R' = R P^T B with the
 // matching H' = B P H P^T B. At run time x' = B P x feeds the packed GEMM (QuantLinear's input
 // transform), the low-rank branch reads x directly.
+// On the GPU the residual, its permutation and rotation, H' and GPTQ run there; the factors
+// (r (m + n) values), importance and permutation (n values) are host-side bookkeeping.
 #include <cmath>
 #include <numeric>
 
@@ -33,14 +35,18 @@ class Lopro final : public Method {
 
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
     const int64_t m = W.dim(0), n = W.dim(1);
+    const Device dev = W.device();
+    const auto site = site_tensors(st, dev);
     Quantized out;
-    // Low-rank part in its stored precision.
+    // Low-rank part in its stored precision (split and rounded on the host: r (m + n) values).
     LowRank lr = flexible_low_rank(W, st, flex_, job.seed);
     const int r = lr.rank();
     out.extra["rank"] = r;
     out.extra["amax_curve"] = lr.amax_curve;
     std::vector<LowRankPart> parts;
     if (r > 0) {
+      lr.L = lr.L.to(Device::CPU);
+      lr.R = lr.R.to(Device::CPU);
       const int hp = st_.s("factors") == "fp16" ? r : std::min<int>(r, int(st_.i("hp")));
       parts.push_back(LowRankPart::from_f32(lr.L.reshape({m, r}).clone(), lr.R, false));
       if (hp < r) {
@@ -56,21 +62,25 @@ class Lopro final : public Method {
       }
     }
     // Residual R = W - Wr, with Wr as stored.
-    Tensor Wr = Tensor::zeros({m, n});
+    Tensor Wr = Tensor::zeros({m, n}, DType::F32, dev);
     add_low_rank(parts, Wr);
     Tensor Rw = difference(W, Wr);
 
-    // Importance order.
-    const double* H = st.H().data<double>();
+    // Importance order (n values, on the host).
+    const std::string imp_kind = st_.s("imp");
     std::vector<double> imp(n);
-    for (int64_t j = 0; j < n; ++j) {
-      if (st_.s("imp") == "meanabs") {
-        imp[j] = st.mean_abs().data<double>()[j];
-      } else {
-        imp[j] = H[j * n + j];
-        if (st_.s("imp") == "wdiag") {
+    if (imp_kind == "meanabs") {
+      const Tensor ma = site->mean_abs.to(Device::CPU);
+      for (int64_t j = 0; j < n; ++j) imp[j] = ma.at<double>(j);
+    } else {
+      imp = hessian_diagonal(site->H);
+      if (imp_kind == "wdiag") {
+        // ||R_:j||^2 per column. On the GPU the residual is read back for this option only.
+        const Tensor Rh = Rw.to(Device::CPU);
+        for (int64_t j = 0; j < n; ++j) {
           double c = 0;
-          for (int64_t i = 0; i < m; ++i) c += double(Rw.data<float>()[i * n + j]) * Rw.data<float>()[i * n + j];
+          for (int64_t i = 0; i < m; ++i)
+            c += double(Rh.data<float>()[i * n + j]) * Rh.data<float>()[i * n + j];
           imp[j] *= c;
         }
       }
@@ -93,30 +103,61 @@ class Lopro final : public Method {
     out.extra["hadamard_block"] = t.had_block;
 
     // R' = (R P^T) B and H' = B P H P^T B.
-    Tensor Rt = Tensor::empty({m, n}), Ht = Tensor::empty({n, n}, DType::F64);
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t k = 0; k < n; ++k)
-        Rt.data<float>()[i * n + k] = Rw.data<float>()[i * n + (t.perm.empty() ? k : t.perm[k])];
-    for (int64_t a = 0; a < n; ++a)
-      for (int64_t b = 0; b < n; ++b) {
-        const int64_t pa = t.perm.empty() ? a : t.perm[a], pb = t.perm.empty() ? b : t.perm[b];
-        Ht.data<double>()[a * n + b] = H[pa * n + pb];
+    Tensor Rt, Ht;
+    if (dev == Device::CPU) {
+      const double* H = site->H.data<double>();
+      Rt = Tensor::empty({m, n});
+      Ht = Tensor::empty({n, n}, DType::F64);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t k = 0; k < n; ++k)
+          Rt.data<float>()[i * n + k] = Rw.data<float>()[i * n + (t.perm.empty() ? k : t.perm[k])];
+      for (int64_t a = 0; a < n; ++a)
+        for (int64_t b = 0; b < n; ++b) {
+          const int64_t pa = t.perm.empty() ? a : t.perm[a], pb = t.perm.empty() ? b : t.perm[b];
+          Ht.data<double>()[a * n + b] = H[pa * n + pb];
+        }
+    } else {
+      // Column gathers on the device. With Y = H P^T (Y[a, b] = H[a, p_b]), gathering the
+      // columns of Y^T gives Z[b, a] = H[p_a, p_b], i.e. Z = (P H P^T)^T: one more transpose,
+      // so no symmetry of H is assumed and H' holds exactly the entries the CPU path copies.
+      Rt = Rw;
+      Ht = site->H;
+      if (!t.perm.empty()) {
+        Tensor p = Tensor::empty({n}, DType::I32);
+        std::copy(t.perm.begin(), t.perm.end(), p.data<int32_t>());
+        p = p.to(dev);
+        Rt = Tensor::empty({m, n}, DType::F32, dev);
+        ops::permute_scale_cols(Rw, p, {}, Rt);
+        Tensor Y = Tensor::empty({n, n}, DType::F64, dev), Z = Tensor::empty({n, n}, DType::F64, dev);
+        ops::permute_scale_cols(site->H, p, {}, Y);
+        ops::transpose(Y, Z);
+        ops::permute_scale_cols(Z, p, {}, Y);
+        Ht = Tensor::empty({n, n}, DType::F64, dev);
+        ops::transpose(Y, Ht);
+      } else if (t.had_block) {
+        Ht = site->H.clone();  // rotated in place below
       }
+    }
     if (t.had_block) {
       ops::fwht_rows(Rt, t.had_block, t.had_skip);
       ops::fwht_rows(Ht, t.had_block, t.had_skip);
       // H is symmetric: rotating the rows of (B H)^T = H B finishes B H B.
-      Tensor HtT = Tensor::empty({n, n}, DType::F64);
-      for (int64_t a = 0; a < n; ++a)
-        for (int64_t b = 0; b < n; ++b) HtT.data<double>()[b * n + a] = Ht.data<double>()[a * n + b];
+      Tensor HtT = Tensor::empty({n, n}, DType::F64, dev);
+      if (dev == Device::CPU) {
+        for (int64_t a = 0; a < n; ++a)
+          for (int64_t b = 0; b < n; ++b) HtT.data<double>()[b * n + a] = Ht.data<double>()[a * n + b];
+      } else {
+        ops::transpose(Ht, HtT);
+      }
       ops::fwht_rows(HtT, t.had_block, t.had_skip);
       Ht = HtT;
     }
-    GptqResult g = gptq_quantize(Rt, Ht, gptq_);
+    GptqResult g = gptq_quantize(Rt, Ht, gptq_, nullptr);
     if (!g.warning.empty()) out.extra["warning"] = g.warning;
     out.layer = std::make_unique<QuantLinear>(std::move(g.q), std::move(t), std::move(parts));
     return out;
   }
+  bool runs_on(Device d) const override { return d == Device::CPU || gpu_build(); }
 
  private:
   Stage st_;

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "quant/error_correction.h"
 #include "quant/methods/common.h"
+#include "quant/pipeline.h"
 
 namespace lrq {
 
@@ -50,6 +51,15 @@ Tensor diag_h(const SiteStats& st) {
   return d;
 }
 
+std::shared_ptr<const SiteTensors> site_tensors(const SiteStats& st, Device device) {
+  if (st.H().device() == device && st.mean_abs().device() == device)
+    return std::make_shared<const SiteTensors>(SiteTensors{st.H(), st.mean_abs()});
+  return st.memo<SiteTensors>("site_tensors/" + std::string(device_name(device)), [&] {
+    return std::make_shared<const SiteTensors>(
+        SiteTensors{st.H().to(device), st.mean_abs().to(device)});
+  });
+}
+
 std::unique_ptr<QuantLinear> from_gptq(GptqResult r, InputTransform t) {
   if (!r.perm.empty()) {
     LRQ_ASSERT(t.perm.empty());
@@ -70,17 +80,22 @@ class Composed final : public Method {
       if (s.method != "lr") fail("recipe", "modifier '{}' is not implemented", s.method);
       auto* ql = dynamic_cast<QuantLinear*>(q.layer.get());
       if (!ql) fail(job.layer, "'lr' needs a quantized base layer");
-      Tensor E = W.clone();
-      Tensor Wq = ql->dequantize();
-      for (int64_t i = 0; i < E.numel(); ++i) E.data<float>()[i] -= Wq.data<float>()[i];
-      Factors f = fit_error_low_rank(E, s.i("rank"), parse_error_weighting(s.s("scale")), st.H(),
-                                     st.mean_abs());
+      // The error on W's device: a GPU weight gets a GPU copy of the (small) layer to decode.
+      const Tensor Wq = W.is_cpu() ? ql->dequantize() : ql->to(W.device())->dequantize();
+      const Tensor E = difference(W, Wq);
+      const auto site = site_tensors(st, W.device());
+      Factors f = fit_error_low_rank(E, s.i("rank"), parse_error_weighting(s.s("scale")), site->H,
+                                     site->mean_abs);
       std::vector<LowRankPart> parts = ql->low_rank();
-      parts.push_back(LowRankPart::from_f32(f.L, f.R, false));
+      parts.push_back(LowRankPart::from_f32(f.L.to(Device::CPU), f.R.to(Device::CPU), false));
       q.layer = std::make_unique<QuantLinear>(ql->packed(), ql->transform(), std::move(parts));
       q.extra["lr_rank"] = f.R.dim(0);
     }
     return q;
+  }
+  // The lr stage is device-generic (fit_error_low_rank runs on E's device).
+  bool runs_on(Device d) const override {
+    return base_->runs_on(d) && (d == Device::CPU || gpu_build());
   }
 
  private:
