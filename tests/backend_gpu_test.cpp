@@ -319,6 +319,49 @@ TEST(BackendGpu, OrthonormalizeMatchesCpuUpToSigns) {
   }
 }
 
+// ------------------------------------------------------------------ sketching primitives
+TEST(BackendGpu, FillGaussianMatchesCpu) {
+  REQUIRE_GPU();
+  // Same counter-based formula on both sides; only libm vs CUDA math in the last bit of a
+  // double can differ, which rounds to the same F32 value but for about one value in 10^8.
+  for (int64_t n : {int64_t(1), int64_t(7), int64_t(1) << 20}) {
+    Tensor c = Tensor::empty({n}), g = poisoned({n});
+    ops::fill_gaussian(c, 12345);
+    ops::fill_gaussian(g, 12345);
+    within("fill_gaussian n=" + std::to_string(n), rel_err(g, c), 1e-7);
+  }
+}
+
+TEST(BackendGpu, GramMatchesCpu) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::F64}) {
+    Tensor A = randn({3001, 70}, 31, t), Gc = Tensor::empty({70, 70}, DType::F64);
+    Tensor Gg = poisoned({70, 70}, DType::F64);
+    ops::gram(A, Gc);
+    ops::gram(gpu(A), Gg);
+    // Products of F32 values are exact in double: both sides differ only in summation order.
+    within("gram " + dt(t), rel_err(Gg, Gc), 1e-13);
+  }
+}
+
+TEST(BackendGpu, CholeskyQrMatchesCpu) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::F64}) {
+    const int64_t m = 2000, k = 40;
+    Tensor A = randn({m, k}, 37, DType::F64);
+    for (int64_t r = 0; r < m; ++r)  // column 7 depends on columns 0 and 5
+      A.at<double>(r * k + 7) = 0.5 * A.at<double>(r * k) + A.at<double>(r * k + 5);
+    Tensor Qc = A.to(t), Qg = gpu(Qc);
+    Qc = Qc.clone();
+    ops::cholesky_qr(Qc, 2);
+    ops::cholesky_qr(Qg, 2);
+    within("cholesky_qr " + dt(t) + " vs CPU", rel_err(Qg, Qc), budget(t, 1e-5, 1e-12));
+    Tensor I = identity(k);
+    I.at<double>(7 * k + 7) = 0;  // the dependent column is zero
+    within("cholesky_qr " + dt(t) + " Q^T Q vs I", rel_err(atb(Qg, Qg), I), budget(t, 1e-5, 1e-13));
+  }
+}
+
 // ------------------------------------------------------------------ transforms
 TEST(BackendGpu, FwhtMatchesCpu) {
   REQUIRE_GPU();
@@ -446,6 +489,9 @@ TEST(BackendGpu, BadArgumentsAreErrors) {
   EXPECT_THROW(ops::svd(A, gpu(Tensor::zeros({4, 5})), gpu(Tensor::zeros({4})), gpu(Tensor::zeros({4, 5}))),
                Error);
   EXPECT_THROW(ops::orthonormalize_columns(gpu(randn({3, 5}, 41))), Error);
+  EXPECT_THROW(ops::cholesky_qr(gpu(randn({3, 5}, 42))), Error);
+  EXPECT_THROW(ops::gram(A, gpu(Tensor::zeros({5, 5}))), Error);  // G must be F64
+  EXPECT_THROW(ops::fill_gaussian(gpu(Tensor::zeros({4}, DType::F64)), 1), Error);
 }
 
 // ------------------------------------------------------------------ F64 reductions and gathers

@@ -67,6 +67,9 @@ void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt) {
   LRQ_DISPATCH(svd, T_(&A, &U, &S, &Vt), A, U, S, Vt);
 }
 void orthonormalize_columns(const Tensor& A) { LRQ_DISPATCH(orthonormalize_columns, T_(&A), A); }
+void fill_gaussian(const Tensor& X, uint64_t key) { LRQ_DISPATCH(fill_gaussian, T_(&X), X, key); }
+void gram(const Tensor& A, const Tensor& G) { LRQ_DISPATCH(gram, T_(&A, &G), A, G); }
+void cholesky_qr(const Tensor& A, int passes) { LRQ_DISPATCH(cholesky_qr, T_(&A), A, passes); }
 void scale(const Tensor& X, double alpha, const Tensor& r, const Tensor& c) {
   LRQ_DISPATCH(scale, T_(&X, &r, &c), X, alpha, r, c);
 }

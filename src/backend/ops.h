@@ -46,6 +46,26 @@ void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt);
 /// In place: the columns of A (m x k, m >= k) <- an orthonormal basis of their span (thin QR).
 void orthonormalize_columns(const Tensor& A);
 
+// ------------------------------------------------------------------ sketching (randomized low rank)
+/// Fills X (any shape, F32) with standard normal values from a counter-based generator: the
+/// pair (X[2i], X[2i+1]) is a pure function of (key, i) (one SplitMix64 output split into two
+/// 32-bit uniforms, then Box-Muller in double), so a GPU draws its sketches on the device with no
+/// sequential state and no host transfer. CPU and CUDA agree up to libm's last bit (after
+/// rounding to F32, equal but for about one value in 10^8).
+void fill_gaussian(const Tensor& X, uint64_t key);
+/// G (k x k, F64) <- A^T A for A (m x k, F32 or F64), accumulated in double whatever A's dtype
+/// (products of F32 values are exact in double), never on TF32 tensor cores.
+void gram(const Tensor& A, const Tensor& G);
+/// In place, `passes` times: Cholesky QR of A (m x k, m >= k, F32 or F64) in double:
+/// G = A^T A = R^T R, A <- A R^-1. A column whose part orthogonal to the earlier columns is
+/// below 64 unit roundoffs (of A's dtype) of its norm, i.e. numerically dependent, becomes
+/// zero; the other columns become an orthonormal basis of the span of A's leading columns, in
+/// order. One pass leaves orthogonality error ~1e-16 cond(A)^2, two reach A's precision. The
+/// GEMM-only alternative to orthonormalize_columns: Householder QR is launch-bound on a GPU at
+/// sketch shapes (thousands x tens), this is two small GEMMs and a k x k factorization (done on
+/// the host: one round trip per pass).
+void cholesky_qr(const Tensor& A, int passes = 2);
+
 // ------------------------------------------------------------------ matrix utilities
 /// In place: X <- alpha * diag(r) X diag(c) for X (m x n; a vector counts as one row).
 /// r (m values) and c (n values) may be undefined (all ones); same dtype as X. F32 or F64.

@@ -67,6 +67,29 @@ bool Extraction::push(const Tensor& l, const Tensor& r, double sigma) {
   const int k = rank_++;
   Lt_.row(k).copy_from(l);
   R_.row(k).copy_from(r);
+  return record(sigma);
+}
+
+bool Extraction::push_rows(const Tensor& Lt, const Tensor& R, std::span<const double> sigma) {
+  const int64_t c = int64_t(sigma.size());
+  LRQ_ASSERT(c <= remaining() && Lt.shape() == Shape({c, rows()}) && R.shape() == Shape({c, cols()}));
+  if (explicit_) {  // every rank deflates E_ and measures it anyway
+    for (int64_t i = 0; i < c; ++i)
+      if (!push(Lt.row(i), R.row(i), sigma[size_t(i)])) return false;
+    return !done_;
+  }
+  if (c == 0) return !done_;
+  Lt_.rows(rank_, rank_ + c).copy_from(Lt);
+  R_.rows(rank_, rank_ + c).copy_from(R);
+  for (int64_t i = 0; i < c; ++i) {
+    ++rank_;
+    if (!record(sigma[size_t(i)])) return false;
+  }
+  return true;
+}
+
+bool Extraction::record(double sigma) {
+  const int k = rank_ - 1;
   double amax = std::numeric_limits<double>::quiet_NaN();
   if (explicit_) {
     ops::gemm(Lt_.rows(k, k + 1), true, R_.rows(k, k + 1), false, E_, -1, 1);
@@ -108,6 +131,11 @@ LowRank Extraction::finish() {
 Tensor gaussian(Shape shape, std::mt19937_64& rng, Device device) {
   // Box-Muller on the raw engine output: std::normal_distribution's algorithm differs between
   // standard libraries, and a seed should name the same sketch everywhere.
+  if (device != Device::CPU) {
+    Tensor t = Tensor::empty(std::move(shape), DType::F32, device);
+    ops::fill_gaussian(t, rng());
+    return t;
+  }
   Tensor t = Tensor::empty(std::move(shape));
   float* p = t.data<float>();
   const int64_t n = t.numel();

@@ -3,6 +3,7 @@
 #pragma once
 #include <algorithm>
 #include <random>
+#include <span>
 
 #include "backend/ops.h"
 #include "lowrank/lowrank.h"
@@ -37,12 +38,18 @@ class Extraction {
   /// q q^T E for a unit vector q, so that the squared residual drops by sigma^2. Then asks the
   /// stop rule. Returns false once extraction is over.
   bool push(const Tensor& l, const Tensor& r, double sigma);
+  /// push for the rows of Lt (c x m) and R (c x n), c = sigma.size() <= remaining(), with one
+  /// copy per factor instead of one per rank (no per-rank device work when the residual is
+  /// implicit; the stop rule still sees every rank).
+  bool push_rows(const Tensor& Lt, const Tensor& R, std::span<const double> sigma);
 
   /// The factors and curves; the Extraction is spent afterwards.
   LowRank finish();
 
  private:
   const Tensor& residual() const { return explicit_ ? E_ : A_; }
+  // The bookkeeping of push once rank_ - 1's factors are in place: curves and the stop rule.
+  bool record(double sigma);
 
   Tensor A_, E_;  // E_ only when explicit_
   Tensor Lt_, R_;  // max_rank x m (L transposed, so ranks append as rows), max_rank x n
@@ -54,7 +61,9 @@ class Extraction {
   std::vector<double> sigma_, fro_, amax_;
 };
 
-/// Standard normal F32 tensor drawn on the host from `rng` and copied to `device`.
+/// Standard normal F32 tensor. For the CPU drawn from `rng` (Box-Muller); for the GPU drawn on
+/// the device by ops::fill_gaussian keyed with one output of `rng`, since host Box-Muller costs
+/// milliseconds per sketch, more than the whole GPU factorization.
 Tensor gaussian(Shape shape, std::mt19937_64& rng, Device device);
 /// Euclidean norm of a vector (or Frobenius norm of any tensor).
 double norm(const Tensor& v);

@@ -21,8 +21,12 @@
 //                              2*it + 2 matrix products with b + p columns per block: R1-Sketch's
 //                              adaptivity at GEMM speed.
 // svd and rsvd compute all max_rank ranks up front, so for them a stop rule only truncates; r1
-// and block stop computing. Randomized methods are deterministic for a given seed
-// (std::mt19937_64 and Box-Muller on the host, copied to the device).
+// and block stop computing. Randomized methods are deterministic for a given seed and device:
+// on the CPU the sketches are std::mt19937_64 + Box-Muller; on the GPU one output of that engine
+// keys ops::fill_gaussian on the device (host generation would cost more than the whole GPU
+// factorization), so CPU and GPU factors differ, with the same accuracy. On the GPU, rsvd and
+// block orthonormalize by Cholesky QR and take the projected SVD from a k x k Gram matrix
+// (see subspace.cpp); the CPU keeps Householder QR and LAPACK's SVD.
 //
 // Everything runs through backend/ops.h, so the factors live on A's device.
 #pragma once

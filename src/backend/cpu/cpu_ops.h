@@ -19,6 +19,9 @@ void trsm_lower(const Tensor& L, bool transL, const Tensor& B);
 void eigh(const Tensor& A, const Tensor& w, const Tensor& V);
 void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt);
 void orthonormalize_columns(const Tensor& A);
+void fill_gaussian(const Tensor& X, uint64_t key);
+void gram(const Tensor& A, const Tensor& G);
+void cholesky_qr(const Tensor& A, int passes);
 void scale(const Tensor& X, double alpha, const Tensor& r, const Tensor& c);
 void transpose(const Tensor& A, const Tensor& out);
 ops::NormStats norm_stats(const Tensor& X);
@@ -36,5 +39,13 @@ void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out);
 void add_inplace(const Tensor& x, const Tensor& y);
 void add_row_vector(const Tensor& x, const Tensor& b);
 void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out);
+
+
+// Shared by both backends' cholesky_qr (the k x k step runs on the host for either).
+/// The inverse X = R^-1 (k x k, row-major, upper) of the Cholesky factor of G = R^T R (k x k,
+/// row-major, symmetric, overwritten), with the pivots of numerically dependent columns
+/// (Schur complement <= tol^2 times the column's own G_jj, or G_jj <= 0) dropped: their row and
+/// column of X are zero, so A X zeroes those columns and orthonormalizes the rest.
+void cholesky_drop_inverse(double* G, int64_t k, double tol, double* X);
 
 }  // namespace lrq::cpu

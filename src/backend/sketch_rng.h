@@ -1,0 +1,34 @@
+// The counter-based Gaussian of ops::fill_gaussian, one definition compiled for the host and for
+// the device so that both backends evaluate the same formula.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define LRQ_HOST_DEVICE __host__ __device__
+#else
+#define LRQ_HOST_DEVICE
+#endif
+
+namespace lrq::sketch_rng {
+
+/// Output i of the SplitMix64 stream seeded with `key` (Steele, Lea and Flood 2014): a counter
+/// hashed, so any element can be computed on its own.
+LRQ_HOST_DEVICE inline uint64_t splitmix64(uint64_t key, uint64_t i) {
+  uint64_t z = key + (i + 1) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+/// Elements 2i and 2i+1: Box-Muller on the two 32-bit halves of one hash, in double.
+LRQ_HOST_DEVICE inline void gaussian_pair(uint64_t key, uint64_t i, float& x0, float& x1) {
+  const uint64_t z = splitmix64(key, i);
+  const double u1 = double((z >> 32) + 1) * 0x1p-32;         // (0, 1]: log stays finite
+  const double u2 = double(z & 0xffffffffull) * 0x1p-32;     // [0, 1)
+  const double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
+  x0 = float(r * cos(a));
+  x1 = float(r * sin(a));
+}
+
+}  // namespace lrq::sketch_rng
