@@ -1,0 +1,80 @@
+// CPU side of the calibration-statistics primitives and the synthetic fill (backend/ops.h).
+#include <cmath>
+
+#include "backend/counter_rng.h"
+#include "backend/cpu/cpu_ops.h"
+
+namespace lrq::cpu {
+
+namespace {
+void need(const Tensor& t, DType d, const char* op, const char* what) {
+  if (t.dtype() != d)
+    fail("", "{}: {} must be {}, got {}", op, what, dtype_name(d), t.str());
+}
+}  // namespace
+
+void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
+  need(acc, DType::F64, "accumulate", "acc");
+  if (acc.numel() != x.numel()) fail("", "accumulate: {} += {}", acc.str(), x.str());
+  double* a = acc.data<double>();
+  const int64_t n = acc.numel();
+  if (x.dtype() == DType::F32) {
+    const float* p = x.data<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) a[i] += alpha * double(p[i]);
+  } else {
+    need(x, DType::F64, "accumulate", "x");
+    const double* p = x.data<double>();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) a[i] += alpha * p[i];
+  }
+}
+
+void add_abs_col_sums(const Tensor& x, const Tensor& acc) {
+  need(x, DType::F32, "add_abs_col_sums", "x");
+  need(acc, DType::F64, "add_abs_col_sums", "acc");
+  if (x.ndim() != 2 || acc.numel() != x.dim(1))
+    fail("", "add_abs_col_sums: {} into {}", x.str(), acc.str());
+  const int64_t T = x.dim(0), n = x.dim(1);
+  const float* X = x.data<float>();
+  double* m = acc.data<double>();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < n; ++j) m[j] += std::fabs(X[t * n + j]);
+}
+
+double dot(const Tensor& A, const Tensor& B) {
+  need(A, DType::F64, "dot", "A");
+  need(B, DType::F64, "dot", "B");
+  if (A.numel() != B.numel()) fail("", "dot: {} . {}", A.str(), B.str());
+  const double* a = A.data<double>();
+  const double* b = B.data<double>();
+  double s = 0;
+  for (int64_t i = 0; i < A.numel(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+void fill_randn(const Tensor& X, uint64_t seed, double std) {
+  const int64_t n = X.numel();
+  switch (X.dtype()) {
+    case DType::F32: {
+      float* p = X.data<float>();
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) p[i] = float(std * rng::normal(seed, uint64_t(i)));
+      break;
+    }
+    case DType::BF16:
+    case DType::F16: {
+      uint16_t* p = X.data<uint16_t>();
+      const bool bf = X.dtype() == DType::BF16;
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = float(std * rng::normal(seed, uint64_t(i)));
+        p[i] = bf ? f32_to_bf16(v) : f32_to_f16(v);
+      }
+      break;
+    }
+    default: fail("", "fill_randn: F32, F16 or BF16 required, got {}", X.str());
+  }
+}
+
+}  // namespace lrq::cpu
