@@ -221,7 +221,9 @@ TEST(Sketch, CholeskyQrOrthonormalizesAndDropsDependentColumns) {
       for (int64_t j = 0; j < k; ++j) {
         EXPECT_NEAR(G.at<double>(i * k + j), (i == j && i != 3) ? 1.0 : 0.0, 4 * tol) << i << "," << j;
         // Q^T A is upper triangular: column j of Q only spans A's columns 0..j.
-        if (i > j) EXPECT_NEAR(P.at<double>(i * k + j), 0, 40 * tol) << i << "," << j;
+        if (i > j) {
+          EXPECT_NEAR(P.at<double>(i * k + j), 0, 40 * tol) << i << "," << j;
+        }
       }
     // Span kept: A = Q Q^T A.
     Tensor A2 = Tensor::zeros({m, k}, DType::F64);

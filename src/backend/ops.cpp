@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include "backend/cpu/cpu_ops.h"
+#include "backend/memory.h"
 #if defined(LRQ_WITH_CUDA)
 #include "backend/cuda/cuda_ops.h"
 #endif
@@ -81,10 +82,6 @@ void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale
                         const Tensor& out) {
   LRQ_DISPATCH(permute_scale_cols, T_(&x, &perm, &scale, &out), x, perm, scale, out);
 }
-void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
-  LRQ_DISPATCH(accumulate, T_(&acc, &x), acc, x, alpha);
-}
-double dot(const Tensor& A, const Tensor& B) { LRQ_DISPATCH(dot, T_(&A, &B), A, B); }
 void fwht_rows(const Tensor& X, int64_t block, int64_t skip) {
   LRQ_DISPATCH(fwht_rows, T_(&X), X, block, skip);
 }
@@ -107,6 +104,33 @@ void add_row_vector(const Tensor& x, const Tensor& b) {
 }
 void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out) {
   LRQ_DISPATCH(embedding, T_(&table, &out), table, ids, out);
+}
+void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
+  LRQ_DISPATCH(accumulate, T_(&acc, &x), acc, x, alpha);
+}
+void add_abs_col_sums(const Tensor& x, const Tensor& acc) {
+  LRQ_DISPATCH(add_abs_col_sums, T_(&x, &acc), x, acc);
+}
+double dot(const Tensor& A, const Tensor& B) { LRQ_DISPATCH(dot, T_(&A, &B), A, B); }
+void fill_randn(const Tensor& X, uint64_t seed, double std) {
+  LRQ_DISPATCH(fill_randn, T_(&X), X, seed, std);
+}
+
+bool set_allow_tf32(bool allow) {
+#if defined(LRQ_WITH_CUDA)
+  const bool prev = cuda::allow_tf32();
+  cuda::set_allow_tf32(allow);
+  return prev;
+#else
+  (void)allow;
+  return false;
+#endif
+}
+
+void synchronize() {
+#if defined(LRQ_WITH_CUDA)
+  if (backend::cuda_available()) cuda::synchronize();
+#endif
 }
 
 }  // namespace lrq::ops

@@ -85,12 +85,24 @@ NormStats norm_stats(const Tensor& X);
 void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
                         const Tensor& out);
 
-// ------------------------------------------------------------------ reductions in F64
+// ------------------------------------------------------------------ statistics, fills
 /// acc += alpha * x elementwise: acc F64, x F32 or F64 of the same element count. The
 /// calibration statistics keep their running sums in F64 on whichever device they live.
 void accumulate(const Tensor& acc, const Tensor& x, double alpha = 1.0);
+/// acc[j] += sum_t |x[t, j]| for x (T x n, F32) and acc (n values, F64); each column is summed
+/// in row order by one thread, so the result does not depend on the launch.
+void add_abs_col_sums(const Tensor& x, const Tensor& acc);
 /// sum_i a_i b_i over all entries of A and B (same element count, F64).
 double dot(const Tensor& A, const Tensor& B);
+/// Fills X (F32, F16 or BF16) with N(0, std^2) samples of a counter-based generator: entry i
+/// depends only on (seed, i), so a tensor is the same whatever its device (up to the last bit
+/// of the transcendental functions). Synthetic benchmarks build weights with it.
+void fill_randn(const Tensor& X, uint64_t seed, double std);
+/// Lets F32 gemm/linear on the GPU round their inputs to TF32 (see cuda::set_allow_tf32);
+/// returns the previous setting. No effect in a build without CUDA (returns false).
+bool set_allow_tf32(bool allow);
+/// Waits for every queued GPU operation (for honest stage timings); nothing on a CPU build.
+void synchronize();
 
 // ------------------------------------------------------------------ transforms
 /// In place: each row of X (rows x n) gets a normalized Walsh-Hadamard transform applied to

@@ -6,12 +6,32 @@
 
 namespace lrq {
 
-SiteStats::SiteStats(int64_t in)
-    : in_(in), H_(Tensor::zeros({in, in}, DType::F64)), mean_abs_(Tensor::zeros({in}, DType::F64)),
-      scratch_(Tensor::empty({in, in}, DType::F32)) {}
+SiteStats::SiteStats(int64_t in, Device device)
+    : in_(in), H_(Tensor::zeros({in, in}, DType::F64, device)),
+      mean_abs_(Tensor::zeros({in}, DType::F64, device)),
+      scratch_(Tensor::empty({in, in}, DType::F32, device)) {}
+
+SiteStats SiteStats::to(Device device) const {
+  LRQ_ASSERT(final_);
+  SiteStats s;
+  s.in_ = in_;
+  s.tokens_ = tokens_;
+  s.H_ = H_.to(device);
+  s.mean_abs_ = mean_abs_.to(device);
+  s.final_ = true;
+  return s;
+}
 
 void SiteStats::add(const Tensor& x) {
   LRQ_ASSERT(!final_ && x.ndim() == 2 && x.dim(1) == in_);
+  if (device() != Device::CPU) {
+    Tensor xd = x.to(device());
+    ops::gemm(xd, true, xd, false, scratch_);
+    ops::accumulate(H_, scratch_);
+    ops::add_abs_col_sums(xd, mean_abs_);
+    tokens_ += xd.dim(0);
+    return;
+  }
   Tensor xc = x.to(Device::CPU);
   ops::gemm(xc, true, xc, false, scratch_);
   double* H = H_.data<double>();
@@ -30,6 +50,12 @@ void SiteStats::finalize() {
   LRQ_ASSERT(!final_ && tokens_ > 0);
   final_ = true;
   const double inv = 1.0 / double(tokens_);
+  if (device() != Device::CPU) {
+    ops::scale(H_, inv);
+    ops::scale(mean_abs_, inv);
+    scratch_ = Tensor();
+    return;
+  }
   double* H = H_.data<double>();
   for (int64_t i = 0; i < in_ * in_; ++i) H[i] *= inv;
   double* m = mean_abs_.data<double>();

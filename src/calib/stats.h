@@ -12,13 +12,18 @@ namespace lrq {
 
 /// H = X^T X / T (in x in, F64) and mean |x| per input channel (F64) over T tokens.
 /// Per-window products run in F32 through the seam (a window of 512-2048 rows loses nothing
-/// that matters), the running sums in F64 so 10^5 tokens do not erode them.
+/// that matters), the running sums in F64 so 10^5 tokens do not erode them. The sums live on
+/// `device`; on the GPU the window product is cuBLAS (TF32 when cuda::set_allow_tf32 is on)
+/// and the F64 sums are updated there, so no activation crosses to the host.
 class SiteStats {
  public:
-  explicit SiteStats(int64_t in);
-  void add(const Tensor& x);  // x: T x in, F32
+  explicit SiteStats(int64_t in, Device device = Device::CPU);
+  void add(const Tensor& x);  // x: T x in, F32 (copied to the statistics' device if elsewhere)
   /// Divides by the token count; call once after the last add().
   void finalize();
+  Device device() const { return H_.device(); }
+  /// A finalized copy with H and mean |x| on `device` (derived quantities are not carried).
+  SiteStats to(Device device) const;
   const Tensor& H() const { return H_; }
   const Tensor& mean_abs() const { return mean_abs_; }
   int64_t tokens() const { return tokens_; }
@@ -34,7 +39,8 @@ class SiteStats {
   }
 
  private:
-  int64_t in_, tokens_ = 0;
+  SiteStats() = default;
+  int64_t in_ = 0, tokens_ = 0;
   Tensor H_, mean_abs_, scratch_;
   bool final_ = false;
   mutable std::map<std::string, std::shared_ptr<const void>> memo_;

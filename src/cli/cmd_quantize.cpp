@@ -9,6 +9,7 @@
 #include "cli/common.h"
 #include "core/interrupt.h"
 #include "io/mapped_file.h"
+#include "quant/load_model.h"
 #include "quant/pipeline.h"
 #include "quant/report_plot.h"
 #include "quant/save.h"
@@ -38,15 +39,28 @@ void print_table(const QuantizeReport& r) {
               (long long)r.total_weights(), r.total_bytes(), j["bpw"].get<double>(),
               j["mean_output_err"].get<double>(), r.seconds);
 }
+
+void print_stages(const QuantizeReport& r) {
+  const StageTimes& s = r.stages;
+  std::printf("stages (%s%s): forward %.1f s, statistics %.1f s, method %.1f s, report %.1f s, "
+              "transfers %.1f s\n",
+              std::string(device_name(r.device)).c_str(), r.streamed ? ", streamed" : "",
+              s.forward, s.stats, s.method, s.report, s.transfer);
+  if (r.device != Device::CPU)
+    std::printf("peak GPU memory %.1f MiB (allocator high-water mark; device in use at the end "
+                "%.1f MiB)\n",
+                double(r.peak_gpu_bytes) / 1048576.0, double(r.gpu_device_used_bytes) / 1048576.0);
+}
 }  // namespace
 
 Command add_quantize(CLI::App& app) {
   struct Args {
-    std::string model, tokenizer, calib, recipe, out, report;
+    std::string model, tokenizer, calib, recipe, out, report, device = "cpu",
+        calib_mode = "sites";
     std::vector<std::string> layer_recipes;
     int64_t nsamples = 128, seqlen = 512;
     uint64_t seed = 0;
-    bool force = false, fp_inputs = false, quiet = false;
+    bool force = false, fp_inputs = false, quiet = false, tf32 = false;
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("quantize", "Quantize every projection and write a checkpoint");
@@ -67,6 +81,14 @@ Command add_quantize(CLI::App& app) {
   sub->add_flag("--fp-inputs", a->fp_inputs,
                 "feed each block full-precision activations (default: quantized ones)");
   sub->add_flag("--quiet", a->quiet, "no progress on stderr");
+  add_device_option(sub, a->device);
+  sub->add_option("--calib-mode", a->calib_mode,
+                  "sites: re-run the block up to each site (true sequential); block: one "
+                  "statistics pass per block (faster; docs/DECISIONS.md)")
+      ->capture_default_str();
+  sub->add_flag("--tf32", a->tf32,
+                "with --device cuda: TF32 tensor cores for the calibration GEMMs (faster, "
+                "statistics ~1e-3 relative off the F32 ones)");
   return {sub, [a] {
             install_interrupt_handler();
             QuantizeOptions o;
@@ -75,6 +97,10 @@ Command add_quantize(CLI::App& app) {
             o.seed = a->seed;
             o.fp_inputs = a->fp_inputs;
             o.progress = !a->quiet;
+            o.calib_mode = parse_calib_mode(a->calib_mode);
+            o.device = parse_device(a->device);
+            o.tf32 = a->tf32;
+            if (o.tf32 && o.device == Device::CPU) fail("--tf32", "needs --device cuda");
             // Refuse an existing output before spending minutes on calibration.
             if (std::filesystem::exists(a->out) && !a->force)
               fail(a->out, "output folder exists (pass --force to replace it)");
@@ -94,7 +120,10 @@ Command add_quantize(CLI::App& app) {
                                      {"nsamples", a->nsamples},
                                      {"seqlen", a->seqlen},
                                      {"seed", a->seed},
-                                     {"fp_inputs", a->fp_inputs}}},
+                                     {"fp_inputs", a->fp_inputs},
+                                     {"mode", std::string(calib_mode_name(o.calib_mode))},
+                                     {"device", a->device},
+                                     {"tf32", a->tf32}}},
                                    {"source", a->model},
                                    {"total", rep.to_json()["total"]}};
             SaveOptions so{a->out, a->force, prov};
@@ -113,6 +142,7 @@ Command add_quantize(CLI::App& app) {
             }
             if (!a->quiet) {
               print_table(rep);
+              print_stages(rep);
               std::printf("peak resident memory %.1f MiB\n", peak_mib);
             }
             std::printf("wrote %s\n", a->out.c_str());

@@ -130,9 +130,9 @@ void Model::set_linear(const std::string& full, std::unique_ptr<Linear> layer) {
       layer->out_features() != slot->out_features())
     fail("model", "replacement for {} is {}x{}, expected {}x{}", full, layer->out_features(),
          layer->in_features(), slot->out_features(), slot->in_features());
-  if (layer->device() != device())
-    fail("model", "replacement for {} is on {}, the model on {}", full,
-         device_name(layer->device()), device_name(device()));
+  if (layer->device() != block_device(l))
+    fail("model", "replacement for {} is on {}, its block on {}", full,
+         device_name(layer->device()), device_name(block_device(l)));
   slot = std::move(layer);
 }
 
@@ -145,6 +145,12 @@ void Model::to(Device d) {
   }
   // A tied head shares the moved embedding instead of copying the table a second time.
   lm_head_ = cfg_.tied_embeddings ? std::make_unique<DenseLinear>(embed_) : lm_head_->to(d);
+}
+
+void Model::block_to(int64_t layer, Device d) {
+  Block& b = blocks_.at(layer);
+  for (Tensor* t : {&b.attn_norm, &b.mlp_norm, &b.q_norm, &b.k_norm}) *t = t->to(d);
+  for (const auto& s : kProj) b.proj(s) = b.proj(s)->to(d);
 }
 
 KVCache Model::make_cache(int64_t capacity) const {

@@ -68,6 +68,7 @@ class Model {
   std::vector<std::string> linear_names() const;
   static std::string linear_name(int64_t layer, const std::string& short_name);
   const Linear& linear(const std::string& full_name) const;
+  /// Replaces a projection; the replacement must live where its block does.
   void set_linear(const std::string& full_name, std::unique_ptr<Linear> layer);
   const Linear& lm_head() const { return *lm_head_; }
 
@@ -77,6 +78,12 @@ class Model {
   void to(Device device);
   /// Where the weights (and so the activations) live.
   Device device() const { return embed_.device(); }
+  /// Moves only block `layer`'s norms and projections to `device`: the streaming quantizer
+  /// holds one block on the GPU at a time while the rest stays memory-mapped on the host.
+  /// block_forward(layer) then takes activations on `device`.
+  void block_to(int64_t layer, Device device);
+  /// Where block `layer`'s weights live (the model's device unless block_to moved it).
+  Device block_device(int64_t layer) const { return blocks_.at(layer).attn_norm.device(); }
 
   KVCache make_cache(int64_t capacity) const;
 

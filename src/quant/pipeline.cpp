@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "backend/memory.h"
 #include "backend/ops.h"
 #include "calib/stats.h"
 #include "core/interrupt.h"
@@ -25,6 +26,40 @@ double frob_rel(const Tensor& W, const Tensor& Wq) {
     den += double(a[i]) * a[i];
   }
   return std::sqrt(num / den);
+}
+
+// A projection's weight as F32 on its own device. A dense BF16/F16 weight on the GPU is
+// widened there by the embedding gather (Tensor::to(DType) would round-trip through the host).
+Tensor dense_f32(const Linear& lin) {
+  auto* d = dynamic_cast<const DenseLinear*>(&lin);
+  if (!d || d->device() == Device::CPU || d->weight().dtype() == DType::F32)
+    return lin.dequantize();
+  const Tensor& W = d->weight();
+  std::vector<int32_t> rows(size_t(W.dim(0)));
+  for (size_t i = 0; i < rows.size(); ++i) rows[i] = int32_t(i);
+  Tensor out = Tensor::empty({W.dim(0), W.dim(1)}, DType::F32, W.device());
+  ops::embedding(W, rows, out);
+  return out;
+}
+
+// frob_rel and relative_output_error for tensors on the GPU, computed there: the difference
+// in F64 (as relative_output_error takes it), tr(D H D^T) as <D, D H>.
+void device_errors(const Tensor& W, const Tensor& Wq, const Tensor& H, double* weight_err,
+                   double* output_err) {
+  const Device dev = W.device();
+  Tensor W64 = Tensor::zeros(W.shape(), DType::F64, dev);
+  Tensor D = Tensor::zeros(W.shape(), DType::F64, dev);
+  ops::accumulate(W64, W);
+  ops::accumulate(D, W);
+  ops::accumulate(D, Wq.to(dev), -1.0);
+  const double wn = ops::norm_stats(W64).sumsq, dn = ops::norm_stats(D).sumsq;
+  *weight_err = wn > 0 ? std::sqrt(dn / wn) : 0.0;
+  Tensor AH = Tensor::empty(W.shape(), DType::F64, dev);
+  ops::gemm(W64, false, H, false, AH);
+  const double den = ops::dot(W64, AH);
+  ops::gemm(D, false, H, false, AH);
+  const double num = ops::dot(D, AH);
+  *output_err = den > 0 ? std::sqrt(std::max(0.0, num) / den) : 0.0;
 }
 
 }  // namespace
@@ -94,6 +129,21 @@ double relative_output_error(const Tensor& W, const Tensor& Wq, const Tensor& H)
   return den > 0 ? std::sqrt(std::max(0.0, hessian_error(D, H)) / den) : 0.0;
 }
 
+CalibMode parse_calib_mode(const std::string& name, const std::string& arg) {
+  if (name == "sites") return CalibMode::Sites;
+  if (name == "block") return CalibMode::Block;
+  fail(arg, "unknown calibration mode '{}' (sites | block)", name);
+}
+
+std::string_view calib_mode_name(CalibMode m) {
+  return m == CalibMode::Block ? "block" : "sites";
+}
+
+nlohmann::json StageTimes::to_json() const {
+  return {{"forward", forward}, {"stats", stats},      {"method", method},
+          {"report", report},   {"transfer", transfer}};
+}
+
 size_t QuantizeReport::total_bytes() const {
   size_t b = 0;
   for (const auto& l : layers) b += l.bytes;
@@ -127,7 +177,14 @@ nlohmann::json QuantizeReport::to_json() const {
                 {"bpw", 8.0 * double(total_bytes()) / double(std::max<int64_t>(1, total_weights()))},
                 {"mean_weight_err", werr / n},
                 {"mean_output_err", oerr / n},
-                {"seconds", seconds}};
+                {"seconds", seconds},
+                {"stages", stages.to_json()},
+                {"device", device_name(device)},
+                {"streamed", streamed}};
+  if (device != Device::CPU) {
+    j["total"]["peak_gpu_bytes"] = peak_gpu_bytes;
+    j["total"]["gpu_device_used_bytes"] = gpu_device_used_bytes;
+  }
   return j;
 }
 
@@ -137,12 +194,53 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
   const ModelConfig& cfg = model.config();
   LRQ_ASSERT(!windows.empty());
   const int64_t L = int64_t(windows[0].size());
+  const Device dev = o.device;
+  if (model.device() != Device::CPU && model.device() != dev)
+    fail("quantize", "the model is on {} but calibration was asked on {}",
+         device_name(model.device()), device_name(dev));
+  const bool streamed = dev != Device::CPU && model.device() == Device::CPU;
+  const bool gpu = dev != Device::CPU;
   QuantizeReport rep;
+  rep.device = dev;
+  rep.streamed = streamed;
+  if (gpu) backend::reset_gpu_peak();
+  StageTimes& st = rep.stages;
+  // Charges the wall time of f to a stage; GPU work is drained first and after, so kernels
+  // queued by one stage are not billed to the next.
+  auto timed = [&](double& slot, auto&& f) {
+    if (gpu) ops::synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    if (gpu) ops::synchronize();
+    slot += seconds_since(t0);
+  };
+  // TF32 covers the calibration GEMMs only; the methods and the error report keep F32/F64.
+  struct Tf32Scope {
+    bool on, prev = false;
+    explicit Tf32Scope(bool enable) : on(enable) {
+      if (on) prev = ops::set_allow_tf32(true);
+    }
+    ~Tf32Scope() {
+      if (on) ops::set_allow_tf32(prev);
+    }
+  };
+  const bool tf32 = gpu && o.tf32;
 
-  // One block's activations at a time: X holds the inputs of the current block.
+  // One block's activations at a time: X holds the inputs of the current block, on `dev`.
   std::vector<Tensor> X;
-  for (const auto& w : windows) X.push_back(model.embed(w));
-  KVCache cache = model.make_cache(L);
+  timed(st.transfer, [&] {
+    for (const auto& w : windows) X.push_back(model.embed(w).to(dev));
+  });
+  // Every window starts at position 0 and writes its K/V before attention reads them, and
+  // blocks run one at a time, so one K/V pair serves every layer.
+  KVCache cache;
+  cache.capacity = L;
+  {
+    Tensor K = Tensor::empty({L, cfg.kv_width()}, DType::F32, dev);
+    Tensor V = Tensor::empty({L, cfg.kv_width()}, DType::F32, dev);
+    cache.K.assign(size_t(cfg.n_layers), K);
+    cache.V.assign(size_t(cfg.n_layers), V);
+  }
   const std::vector<Site> sites = {Site::AttnIn, Site::OIn, Site::MlpIn, Site::DownIn};
   auto site_width = [&](Site s) {
     return s == Site::OIn ? cfg.q_width() : s == Site::DownIn ? cfg.intermediate : cfg.hidden;
@@ -150,39 +248,66 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
   Progress prog("quantize", cfg.n_layers, o.progress);
 
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
+    if (streamed) timed(st.transfer, [&] { model.block_to(l, dev); });
     // Statistics: per site, from the block with the projections before it already quantized
-    // (sequential), or all sites from the full-precision block (fp_inputs).
+    // (sites mode), or all four sites from one pass of the block as it enters (block mode,
+    // fp_inputs).
     std::vector<std::unique_ptr<SiteStats>> stats(4);
-    auto run_sites = [&](const std::vector<Site>& want, std::optional<Site> stop) {
-      for (Site s : want) stats[size_t(s)] = std::make_unique<SiteStats>(site_width(s));
+    std::vector<std::unique_ptr<SiteStats>> host_stats(4);  // CPU copies for CPU-only methods
+    auto run_sites = [&](const std::vector<Site>& want, Site stop) {
+      Tf32Scope scope(tf32);
+      const auto t0 = std::chrono::steady_clock::now();
+      double in_stats = 0;
+      for (Site s : want) stats[size_t(s)] = std::make_unique<SiteStats>(site_width(s), dev);
       for (const Tensor& x0 : X) {
         Tensor x = x0.clone();
         model.block_forward(
             l, x, 0, cache,
             [&](int64_t, Site s, const Tensor& in) {
               if (stats[size_t(s)] && std::find(want.begin(), want.end(), s) != want.end())
-                stats[size_t(s)]->add(in);
+                timed(in_stats, [&] { stats[size_t(s)]->add(in); });
             },
             nullptr, stop);
       }
-      for (Site s : want) stats[size_t(s)]->finalize();
+      timed(in_stats, [&] {
+        for (Site s : want) stats[size_t(s)]->finalize();
+      });
+      if (gpu) ops::synchronize();
+      st.forward += seconds_since(t0) - in_stats;
+      st.stats += in_stats;
     };
+    const bool one_pass = o.fp_inputs || o.calib_mode == CalibMode::Block;
     std::vector<std::pair<std::string, std::unique_ptr<Linear>>> pending;
-    if (o.fp_inputs) run_sites(sites, std::nullopt);
+    if (one_pass) run_sites(sites, Site::DownIn);
     for (Site s : sites) {
-      if (!o.fp_inputs) run_sites({s}, s);
+      if (!one_pass) run_sites({s}, s);
       for (const auto& proj : site_projections(s)) {
         check_interrupted();
         const std::string name = Model::linear_name(l, proj);
         const Recipe& r = recipe_for(name, o.recipe, o.overrides);
         if (r.base().method == "fp") continue;
         auto t0 = std::chrono::steady_clock::now();
-        Tensor W = model.linear(name).dequantize();
+        const Device bdev = model.block_device(l);
+        auto method = make_method(r);
+        const Device mdev = method->runs_on(bdev) ? bdev : Device::CPU;
+        Tensor W;
+        timed(st.method, [&] { W = dense_f32(model.linear(name)); });
+        Tensor Wm = W;
+        const SiteStats* S = stats[size_t(s)].get();
+        if (mdev != bdev)
+          timed(st.transfer, [&] {
+            Wm = W.to(mdev);
+            if (!host_stats[size_t(s)])
+              host_stats[size_t(s)] = std::make_unique<SiteStats>(S->to(mdev));
+            S = host_stats[size_t(s)].get();
+          });
         QuantJob job{name, &r, o.seed ^ (uint64_t(l) * 0x9E3779B97F4A7C15ull + proj.size())};
-        Quantized q = make_method(r)->quantize(W, *stats[size_t(s)], job);
+        Quantized q;
+        timed(st.method, [&] { q = method->quantize(Wm, *S, job); });
+        if (q.layer->device() != bdev)
+          timed(st.transfer, [&] { q.layer = q.layer->to(bdev); });
         if (auto* d = dynamic_cast<const DenseLinear*>(&model.linear(name)); d && d->bias().defined())
           q.layer = std::make_unique<BiasedLinear>(std::move(q.layer), d->bias());
-        Tensor Wq = q.layer->dequantize();
         LayerReport lr;
         lr.name = name;
         lr.recipe = r.str();
@@ -191,8 +316,15 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
         lr.out = W.dim(0);
         lr.bytes = q.layer->storage_bytes();
         lr.bpw = q.layer->bits_per_weight();
-        lr.weight_err = frob_rel(W, Wq);
-        lr.output_err = relative_output_error(W, Wq, stats[size_t(s)]->H());
+        timed(st.report, [&] {
+          Tensor Wq = q.layer->dequantize();
+          if (bdev == Device::CPU) {
+            lr.weight_err = frob_rel(W, Wq);
+            lr.output_err = relative_output_error(W, Wq, stats[size_t(s)]->H());
+          } else {
+            device_errors(W, Wq, stats[size_t(s)]->H(), &lr.weight_err, &lr.output_err);
+          }
+        });
         lr.seconds = seconds_since(t0);
         lr.extra = std::move(q.extra);
         rep.layers.push_back(std::move(lr));
@@ -202,10 +334,23 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
           model.set_linear(name, std::move(q.layer));
       }
     }
+    stats.clear();
+    host_stats.clear();
     // Inputs of the next block.
-    for (Tensor& x : X) model.block_forward(l, x, 0, cache);
+    timed(st.forward, [&] {
+      Tf32Scope scope(tf32);
+      for (Tensor& x : X) model.block_forward(l, x, 0, cache);
+    });
     for (auto& [name, layer] : pending) model.set_linear(name, std::move(layer));
+    if (streamed) timed(st.transfer, [&] { model.block_to(l, Device::CPU); });
     prog.update(l + 1, "block " + std::to_string(l));
+  }
+  if (gpu) {
+    X.clear();
+    cache = KVCache();
+    const backend::GpuMemory m = backend::gpu_memory();
+    rep.peak_gpu_bytes = m.peak_used;
+    rep.gpu_device_used_bytes = m.total - m.free;
   }
   rep.seconds = seconds_since(t_start);
   prog.finish();

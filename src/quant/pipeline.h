@@ -12,6 +12,20 @@
 
 namespace lrq {
 
+/// How a block's statistics are gathered (docs/DECISIONS.md, "Calibration modes").
+enum class CalibMode : uint8_t {
+  /// Re-run the block up to each site with the projections before it already quantized
+  /// ("true sequential"): four passes per block plus one for the next block's inputs.
+  Sites,
+  /// One pass collects all four sites' statistics from the block as it enters (its earlier
+  /// blocks quantized), then every projection is quantized, then one pass with the quantized
+  /// block gives the next inputs: two passes per block, the reference GPTQ's default.
+  Block,
+};
+/// "sites" / "block"; anything else is an Error naming `arg`.
+CalibMode parse_calib_mode(const std::string& name, const std::string& arg = "--calib-mode");
+std::string_view calib_mode_name(CalibMode m);
+
 struct QuantizeOptions {
   Recipe recipe;
   std::vector<LayerRecipe> overrides;
@@ -20,6 +34,26 @@ struct QuantizeOptions {
   /// already-quantized ones, as GPTQ does).
   bool fp_inputs = false;
   bool progress = true;
+  CalibMode calib_mode = CalibMode::Sites;
+  /// Where calibration runs: the forward passes, the activations and the statistics. With
+  /// CUDA and a model on the host, blocks are streamed: only the current block's weights are
+  /// on the GPU, and each goes back to the host once quantized. A method that cannot run on
+  /// this device (Method::runs_on) gets CPU copies of W and the statistics.
+  Device device = Device::CPU;
+  /// GPU only: TF32 tensor cores for the calibration GEMMs (block forwards and X^T X), not for
+  /// the methods. Faster; H then differs from the F32 product by about 1e-3 relative.
+  bool tf32 = false;
+};
+
+/// Where the pipeline's time went (seconds, summed over blocks; GPU work is synchronized at
+/// each stage boundary so queued kernels are charged to the stage that queued them).
+struct StageTimes {
+  double forward = 0;   // block forwards, statistics passes and the next-input pass
+  double stats = 0;     // X^T X and mean |x| accumulation, finalize
+  double method = 0;    // the methods' quantize() (dequantizing W included)
+  double report = 0;    // weight and output errors of every layer
+  double transfer = 0;  // embeddings to the device, blocks in and out, CPU copies for methods
+  nlohmann::json to_json() const;
 };
 
 struct LayerReport {
@@ -33,6 +67,12 @@ struct LayerReport {
 struct QuantizeReport {
   std::vector<LayerReport> layers;
   double seconds = 0;
+  StageTimes stages;
+  Device device = Device::CPU;
+  bool streamed = false;           // blocks moved to the GPU one at a time
+  size_t peak_gpu_bytes = 0;       // high-water mark of our GPU allocator during the run
+  size_t gpu_device_used_bytes = 0;  // cudaMemGetInfo total - free at the end (pool cache,
+                                     // cuBLAS workspaces and other processes included)
   nlohmann::json to_json() const;
   /// Model totals over the projections: bytes, weights, bits per weight.
   size_t total_bytes() const;

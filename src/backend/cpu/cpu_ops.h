@@ -27,8 +27,6 @@ void transpose(const Tensor& A, const Tensor& out);
 ops::NormStats norm_stats(const Tensor& X);
 void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
                         const Tensor& out);
-void accumulate(const Tensor& acc, const Tensor& x, double alpha);
-double dot(const Tensor& A, const Tensor& B);
 void fwht_rows(const Tensor& X, int64_t block, int64_t skip_blocks);
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out);
 void rope(const Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, float theta,
@@ -39,6 +37,10 @@ void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out);
 void add_inplace(const Tensor& x, const Tensor& y);
 void add_row_vector(const Tensor& x, const Tensor& b);
 void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out);
+void accumulate(const Tensor& acc, const Tensor& x, double alpha);
+void add_abs_col_sums(const Tensor& x, const Tensor& acc);
+double dot(const Tensor& A, const Tensor& B);
+void fill_randn(const Tensor& X, uint64_t seed, double std);
 
 
 // Shared by both backends' cholesky_qr (the k x k step runs on the host for either).

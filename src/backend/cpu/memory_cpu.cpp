@@ -12,6 +12,8 @@ void cuda_free(void* p);
 void cuda_copy(void* dst, Device dd, const void* src, Device sd, size_t bytes);
 void cuda_memset0(void* p, size_t bytes);
 bool cuda_device_present();
+GpuMemory cuda_memory();
+void cuda_reset_peak();
 #endif
 
 #if !defined(LRQ_WITH_CUDA)
@@ -74,6 +76,19 @@ bool cuda_available() {
   return cuda_device_present();
 #else
   return false;
+#endif
+}
+
+GpuMemory gpu_memory() {
+#if defined(LRQ_WITH_CUDA)
+  if (cuda_device_present()) return cuda_memory();
+#endif
+  return {};
+}
+
+void reset_gpu_peak() {
+#if defined(LRQ_WITH_CUDA)
+  if (cuda_device_present()) cuda_reset_peak();
 #endif
 }
 

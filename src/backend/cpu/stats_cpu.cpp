@@ -1,4 +1,7 @@
-// CPU side of the F64 reductions (backend/ops.h): accumulate and dot.
+// CPU side of the calibration-statistics primitives and the synthetic fill (backend/ops.h).
+#include <cmath>
+
+#include "backend/counter_rng.h"
 #include "backend/cpu/cpu_ops.h"
 
 namespace lrq::cpu {
@@ -27,16 +30,51 @@ void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
   }
 }
 
+void add_abs_col_sums(const Tensor& x, const Tensor& acc) {
+  need(x, DType::F32, "add_abs_col_sums", "x");
+  need(acc, DType::F64, "add_abs_col_sums", "acc");
+  if (x.ndim() != 2 || acc.numel() != x.dim(1))
+    fail("", "add_abs_col_sums: {} into {}", x.str(), acc.str());
+  const int64_t T = x.dim(0), n = x.dim(1);
+  const float* X = x.data<float>();
+  double* m = acc.data<double>();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < n; ++j) m[j] += std::fabs(X[t * n + j]);
+}
+
 double dot(const Tensor& A, const Tensor& B) {
   need(A, DType::F64, "dot", "A");
   need(B, DType::F64, "dot", "B");
   if (A.numel() != B.numel()) fail("", "dot: {} . {}", A.str(), B.str());
-  // One sequential sum: the same value as the plain loop it replaced in hessian_error.
   const double* a = A.data<double>();
   const double* b = B.data<double>();
   double s = 0;
   for (int64_t i = 0; i < A.numel(); ++i) s += a[i] * b[i];
   return s;
+}
+
+void fill_randn(const Tensor& X, uint64_t seed, double std) {
+  const int64_t n = X.numel();
+  switch (X.dtype()) {
+    case DType::F32: {
+      float* p = X.data<float>();
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) p[i] = float(std * rng::normal(seed, uint64_t(i)));
+      break;
+    }
+    case DType::BF16:
+    case DType::F16: {
+      uint16_t* p = X.data<uint16_t>();
+      const bool bf = X.dtype() == DType::BF16;
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = float(std * rng::normal(seed, uint64_t(i)));
+        p[i] = bf ? f32_to_bf16(v) : f32_to_f16(v);
+      }
+      break;
+    }
+    default: fail("", "fill_randn: F32, F16 or BF16 required, got {}", X.str());
+  }
 }
 
 }  // namespace lrq::cpu

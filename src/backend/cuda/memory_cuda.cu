@@ -1,6 +1,11 @@
 #include "backend/cuda/cuda_common.h"
 #include "backend/memory.h"
 
+namespace lrq::backend {
+GpuMemory cuda_memory();
+void cuda_reset_peak();
+}  // namespace lrq::backend
+
 namespace lrq::cuda {
 
 cudaStream_t stream() {
@@ -102,6 +107,38 @@ void cuda_memset0(void* p, size_t bytes) {
 bool cuda_device_present() {
   int n = 0;
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+namespace {
+cudaMemPool_t pool_of_stream() {
+  (void)lrq::cuda::stream();  // the pool's release threshold is set up with the stream
+  int dev = 0;
+  cudaMemPool_t pool;
+  LRQ_CUDA_CHECK(cudaGetDevice(&dev));
+  LRQ_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+  return pool;
+}
+}  // namespace
+
+GpuMemory cuda_memory() {
+  cudaMemPool_t pool = pool_of_stream();
+  // The pool's counters are updated as the stream runs; wait so they include queued frees.
+  LRQ_CUDA_CHECK(cudaStreamSynchronize(lrq::cuda::stream()));
+  GpuMemory m;
+  uint64_t v = 0;
+  LRQ_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &v));
+  m.peak_used = size_t(v);
+  LRQ_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &v));
+  m.used = size_t(v);
+  LRQ_CUDA_CHECK(cudaMemGetInfo(&m.free, &m.total));
+  return m;
+}
+
+void cuda_reset_peak() {
+  cudaMemPool_t pool = pool_of_stream();
+  LRQ_CUDA_CHECK(cudaStreamSynchronize(lrq::cuda::stream()));
+  uint64_t zero = 0;  // the only value the attribute accepts: resets to the current use
+  LRQ_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
 }
 
 }  // namespace lrq::backend

@@ -1,6 +1,11 @@
-// GPU side of the F64 reductions (backend/ops.h): accumulate and dot.
-#include <algorithm>
+// GPU side of the calibration-statistics primitives and the synthetic fill (backend/ops.h).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
+#include <algorithm>
+#include <type_traits>
+
+#include "backend/counter_rng.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_ops.h"
 
@@ -17,6 +22,27 @@ __global__ void accumulate_kernel(double* acc, const T* x, double alpha, int64_t
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     acc[i] += alpha * double(x[i]);
+}
+
+// One thread per column walks the rows in order: deterministic, and the reads of a warp are
+// 32 adjacent floats of one row, so they coalesce.
+__global__ void abs_col_sums_kernel(const float* x, int64_t T, int64_t n, double* acc) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j >= n) return;
+  double s = 0;
+  for (int64_t t = 0; t < T; ++t) s += fabs(double(x[t * n + j]));
+  acc[j] += s;
+}
+
+template <class T>
+__global__ void randn_kernel(T* x, int64_t n, uint64_t seed, double std) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float v = float(std * rng::normal(seed, uint64_t(i)));
+    if constexpr (std::is_same_v<T, float>) x[i] = v;
+    else if constexpr (std::is_same_v<T, __nv_bfloat16>) x[i] = __float2bfloat16_rn(v);
+    else x[i] = __float2half_rn(v);
+  }
 }
 
 }  // namespace
@@ -37,6 +63,18 @@ void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
   LRQ_CUDA_LAUNCHED();
 }
 
+void add_abs_col_sums(const Tensor& x, const Tensor& acc) {
+  need(x, DType::F32, "add_abs_col_sums", "x");
+  need(acc, DType::F64, "add_abs_col_sums", "acc");
+  if (x.ndim() != 2 || acc.numel() != x.dim(1))
+    bad_args("add_abs_col_sums", x.str() + " into " + acc.str());
+  const int64_t T = x.dim(0), n = x.dim(1);
+  if (n == 0 || T == 0) return;
+  abs_col_sums_kernel<<<unsigned((n + 127) / 128), 128, 0, stream()>>>(x.data<float>(), T, n,
+                                                                     acc.data<double>());
+  LRQ_CUDA_LAUNCHED();
+}
+
 double dot(const Tensor& A, const Tensor& B) {
   need(A, DType::F64, "dot", "A");
   need(B, DType::F64, "dot", "B");
@@ -53,5 +91,26 @@ double dot(const Tensor& A, const Tensor& B) {
   }
   return total;
 }
+
+void fill_randn(const Tensor& X, uint64_t seed, double std) {
+  const int64_t n = X.numel();
+  if (n == 0) return;
+  const unsigned g = grid_for(n, 256);
+  switch (X.dtype()) {
+    case DType::F32:
+      randn_kernel<<<g, 256, 0, stream()>>>(X.data<float>(), n, seed, std);
+      break;
+    case DType::BF16:
+      randn_kernel<<<g, 256, 0, stream()>>>(static_cast<__nv_bfloat16*>(X.raw()), n, seed, std);
+      break;
+    case DType::F16:
+      randn_kernel<<<g, 256, 0, stream()>>>(static_cast<__half*>(X.raw()), n, seed, std);
+      break;
+    default: bad_args("fill_randn", "F32, F16 or BF16 required, got " + X.str());
+  }
+  LRQ_CUDA_LAUNCHED();
+}
+
+void synchronize() { LRQ_CUDA_CHECK(cudaStreamSynchronize(stream())); }
 
 }  // namespace lrq::cuda
