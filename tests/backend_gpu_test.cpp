@@ -22,10 +22,6 @@ using namespace lrq;
 
 namespace {
 
-#define REQUIRE_GPU()                                                                  \
-  do {                                                                                 \
-    if (!backend::cuda_available()) GTEST_SKIP() << "no CUDA device visible; skipping"; \
-  } while (0)
 
 Tensor randn(Shape s, uint64_t seed, DType t = DType::F32) {
   std::mt19937_64 g(seed);

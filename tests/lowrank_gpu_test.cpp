@@ -18,10 +18,6 @@ using namespace lrq;
 
 namespace {
 
-#define REQUIRE_GPU()                                                                  \
-  do {                                                                                 \
-    if (!backend::cuda_available()) GTEST_SKIP() << "no CUDA device visible; skipping"; \
-  } while (0)
 
 using test::within;
 

@@ -48,6 +48,7 @@ double ppl(const Model& m) {
 // Block 1's four sites' activations for the calibration windows (the first block run on the
 // CPU), fed to CPU and GPU statistics alike.
 TEST(PipelineGpu, SiteStatisticsMatchCpu) {
+  REQUIRE_GPU();
   REQUIRE_SHARED();
   auto m = load_model(test::repo("models/lab-s"));
   const ModelConfig& c = m->config();
@@ -96,6 +97,7 @@ class PipelineGpuRecipe : public ::testing::TestWithParam<const char*> {};
 // Perplexity of the CUDA-quantized models within 0.5% of the CPU-quantized one; the layer
 // reports (computed on the device) agree with the CPU's.
 TEST_P(PipelineGpuRecipe, PerplexityMatchesCpu) {
+  REQUIRE_GPU();
   REQUIRE_SHARED();
   const std::string recipe = GetParam();
   auto run = [&](Device model_dev, Device dev, QuantizeReport* rep) {
@@ -145,6 +147,7 @@ INSTANTIATE_TEST_SUITE_P(Recipes, PipelineGpuRecipe,
 
 // Block mode and TF32 run on the GPU and stay near the CPU's sites-mode model.
 TEST(PipelineGpu, BlockModeWithTf32) {
+  REQUIRE_GPU();
   REQUIRE_SHARED();
   auto cpu = load_model(test::repo("models/lab-s"));
   QuantizeOptions o;

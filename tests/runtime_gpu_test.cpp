@@ -31,10 +31,6 @@ using namespace lrq;
 
 namespace {
 
-#define REQUIRE_GPU()                                                                  \
-  do {                                                                                 \
-    if (!backend::cuda_available()) GTEST_SKIP() << "no CUDA device visible; skipping"; \
-  } while (0)
 
 Tensor randn(Shape s, uint64_t seed, double sd = 1.0, double mean = 0.0) {
   std::mt19937_64 g(seed);
@@ -164,7 +160,8 @@ TEST(RuntimeGpu, QuantLinearMatchesCpu) {
   EXPECT_EQ(qg->device(), Device::CUDA);
   EXPECT_EQ(qg->describe(), q.describe());
   EXPECT_EQ(qg->storage_bytes(), q.storage_bytes());
-  within("QuantLinear dequantize", rel_err(qg->dequantize(), q.dequantize()), 0);
+  // On the GPU the factor product is added by cuBLAS, so the rounding order differs from the CPU.
+  within("QuantLinear dequantize", rel_err(qg->dequantize(), q.dequantize()), 1e-6);
   for (int64_t T : {1, 3, 64}) {
     const Tensor x = randn({T, in}, 20 + T);
     Tensor xt = Tensor::empty({T, in}), xtg = poisoned_gpu({T, in});

@@ -2,6 +2,8 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include "backend/memory.h"
+
 #include <string>
 
 namespace lrq::test {
@@ -30,4 +32,11 @@ CliResult run_cli(const std::string& args);
   do {                                                                                \
     if (::lrq::test::shared_dir().empty())                                            \
       GTEST_SKIP() << "../shared not found (set LRQ_SHARED to its path); skipping";   \
+  } while (0)
+
+/// GPU tests skip (not fail) on a machine without a visible CUDA device, so a CPU run of the
+/// whole list stays green; CI only compiles them.
+#define REQUIRE_GPU()                                                                       \
+  do {                                                                                      \
+    if (!::lrq::backend::cuda_available()) GTEST_SKIP() << "no CUDA device visible; skipping"; \
   } while (0)

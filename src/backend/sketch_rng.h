@@ -31,4 +31,11 @@ LRQ_HOST_DEVICE inline void gaussian_pair(uint64_t key, uint64_t i, float& x0, f
   x1 = float(r * sin(a));
 }
 
+/// Cholesky QR's drop tolerance: a column is dropped when its residual norm after projecting out
+/// the kept ones is below tol x its norm. The residual is read off the Gram matrix, whose
+/// rounding error is ~eps x the squared norm, so below sqrt(k eps) a residual is noise in F64
+/// (one device keeps a dependent column as normalized noise, another drops it); F32 input
+/// carries its own rounding of ~2^-24.
+inline double cholesky_qr_drop_tol(bool f32) { return f32 ? 64 * 0x1p-24 : 0x1p-20; }
+
 }  // namespace lrq::sketch_rng

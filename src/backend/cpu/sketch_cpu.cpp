@@ -106,7 +106,7 @@ void cholesky_qr(const Tensor& A, int passes) {
   if (m < k) fail("", "cholesky_qr: needs rows >= columns, got {}", A.str());
   if (passes < 1) fail("", "cholesky_qr: passes must be >= 1, got {}", passes);
   if (k == 0) return;
-  const double tol = 64 * (A.dtype() == DType::F32 ? 0x1p-24 : 0x1p-53);
+  const double tol = sketch_rng::cholesky_qr_drop_tol(A.dtype() == DType::F32);
   std::vector<double> g(static_cast<size_t>(k * k)), x(static_cast<size_t>(k * k)), q(static_cast<size_t>(m * k));
   for (int p = 0; p < passes; ++p) {
     const std::vector<double> a = as_f64(A);

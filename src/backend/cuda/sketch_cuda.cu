@@ -90,7 +90,7 @@ void cholesky_qr(const Tensor& A, int passes) {
   if (k == 0) return;
   const int M = blas_int(m, "cholesky_qr"), K = blas_int(k, "cholesky_qr");
   const bool f32 = A.dtype() == DType::F32;
-  const double tol = 64 * (f32 ? 0x1p-24 : 0x1p-53);
+  const double tol = sketch_rng::cholesky_qr_drop_tol(f32);
   DeviceScratch a64(f32 ? size_t(m * k) * sizeof(double) : 1), q64(size_t(m * k) * sizeof(double)),
       g(size_t(k * k) * sizeof(double)), x(size_t(k * k) * sizeof(double));
   std::vector<double> gh(static_cast<size_t>(k * k)), xh(static_cast<size_t>(k * k));
