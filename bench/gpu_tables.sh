@@ -42,7 +42,7 @@ run_model() {  # name dir
   grep -E "^FAILED" "/tmp/lrq-gpu-tables-$1.md" | head -n 5
 }
 t0=$(date +%s)
-[ "$WHICH" = m ] || [ "$WHICH" = both ] && run_model lab-m .carry/lab-m
-[ "$WHICH" = mx ] || [ "$WHICH" = both ] && run_model lab-mx .carry/lab-mx
+if [ "$WHICH" = m ] || [ "$WHICH" = both ]; then run_model lab-m .carry/lab-m; fi
+if [ "$WHICH" = mx ] || [ "$WHICH" = both ]; then run_model lab-mx .carry/lab-mx; fi
 echo "tables took $(($(date +%s) - t0)) s on $(nvidia-smi --query-gpu=name --format=csv,noheader)"
 for f in /tmp/lrq-gpu-tables-*.md; do echo "== $f"; grep -v '^ROW' "$f" | grep '^|'; done
