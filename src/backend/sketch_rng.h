@@ -1,5 +1,6 @@
-// The counter-based Gaussian of ops::fill_gaussian, one definition compiled for the host and for
-// the device so that both backends evaluate the same formula.
+// The counter-based Gaussians of ops::fill_gaussian (sketches) and ops::fill_randn (synthetic
+// weights): one definition compiled for the host and for the device, so both backends evaluate
+// the same formula and element i is a pure function of (key, i) whatever the launch shape.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -29,6 +30,15 @@ LRQ_HOST_DEVICE inline void gaussian_pair(uint64_t key, uint64_t i, float& x0, f
   const double r = sqrt(-2.0 * log(u1)), a = 6.283185307179586 * u2;
   x0 = float(r * cos(a));
   x1 = float(r * sin(a));
+}
+
+/// Standard normal element i of stream `key` (one Box-Muller value per hash: fill_randn draws
+/// elements independently, with no pairing to respect).
+LRQ_HOST_DEVICE inline double normal(uint64_t key, uint64_t i) {
+  const uint64_t z = splitmix64(key, i);
+  const double u1 = double((z >> 32) + 1) * 0x1p-32;
+  const double u2 = double(z & 0xffffffffull) * 0x1p-32;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 /// Cholesky QR's drop tolerance: a column is dropped when its residual norm after projecting out

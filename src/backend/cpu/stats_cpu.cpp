@@ -1,7 +1,7 @@
 // CPU side of the calibration-statistics primitives and the synthetic fill (backend/ops.h).
 #include <cmath>
 
-#include "backend/counter_rng.h"
+#include "backend/sketch_rng.h"
 #include "backend/cpu/cpu_ops.h"
 
 namespace lrq::cpu {
@@ -59,7 +59,7 @@ void fill_randn(const Tensor& X, uint64_t seed, double std) {
     case DType::F32: {
       float* p = X.data<float>();
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) p[i] = float(std * rng::normal(seed, uint64_t(i)));
+      for (int64_t i = 0; i < n; ++i) p[i] = float(std * sketch_rng::normal(seed, uint64_t(i)));
       break;
     }
     case DType::BF16:
@@ -68,7 +68,7 @@ void fill_randn(const Tensor& X, uint64_t seed, double std) {
       const bool bf = X.dtype() == DType::BF16;
 #pragma omp parallel for schedule(static)
       for (int64_t i = 0; i < n; ++i) {
-        const float v = float(std * rng::normal(seed, uint64_t(i)));
+        const float v = float(std * sketch_rng::normal(seed, uint64_t(i)));
         p[i] = bf ? f32_to_bf16(v) : f32_to_f16(v);
       }
       break;

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "backend/counter_rng.h"
+#include "backend/sketch_rng.h"
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_ops.h"
 
@@ -38,7 +38,7 @@ template <class T>
 __global__ void randn_kernel(T* x, int64_t n, uint64_t seed, double std) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const float v = float(std * rng::normal(seed, uint64_t(i)));
+    const float v = float(std * sketch_rng::normal(seed, uint64_t(i)));
     if constexpr (std::is_same_v<T, float>) x[i] = v;
     else if constexpr (std::is_same_v<T, __nv_bfloat16>) x[i] = __float2bfloat16_rn(v);
     else x[i] = __float2half_rn(v);
