@@ -20,35 +20,18 @@ while [ $# -gt 0 ]; do
 done
 logs=${OUT:-build/cuda/gpu_pipeline}
 mkdir -p "$logs"
-export PATH=/usr/local/cuda/bin:$PATH
 start=$(date +%s)
 left() { echo $((budget - ($(date +%s) - start))); }
-
-echo "== machine"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || exit 1
-
-echo "== build ($jobs)"
-if ! cmake --preset cuda >"$logs/configure.log" 2>&1; then tail -n 30 "$logs/configure.log"; exit 1; fi
-if ! cmake --build --preset cuda "$jobs" --target lrquant quant_pipeline_gpu_test \
-    quant_pipeline_test bench_quant_synth >"$logs/build.log" 2>&1; then
-  grep -E "error|FAILED" "$logs/build.log" | head -n 40
-  exit 1
-fi
-echo "built in $(($(date +%s) - start)) s; warnings: $(grep -c 'warning' "$logs/build.log")"
+. scripts/gpu_common.sh
+gpu_machine
+cuda_build "$jobs" lrquant quant_pipeline_gpu_test quant_pipeline_test bench_quant_synth
 
 echo "== tests"
 rc=0
-./build/cuda/tests/quant_pipeline_gpu_test >"$logs/gpu_test.log" 2>&1 || rc=1
-./build/cuda/tests/quant_pipeline_test --gtest_filter='*CalibMode*:*StatsPrimitives*' \
-  >"$logs/cpu_test.log" 2>&1 || rc=1
-for f in gpu_test cpu_test; do
-  echo "$f: $(grep -E '^\[  (PASSED|FAILED) ' "$logs/$f.log" | tr '\n' ' ')"
-  grep -E '^\[  FAILED  \] [A-Za-z]' "$logs/$f.log" | sort -u
-done
-grep -h -E "^\[(ppl|calib-mode)\]" "$logs/gpu_test.log" "$logs/cpu_test.log"
-grep -h "\[budget\]" "$logs/gpu_test.log" |
-  awk '{ e = $(NF-2); b = $NF; r = (b > 0) ? e / b : (e > 0 ? 1e9 : 0); printf "%.3f %s\n", r, $0 }' |
-  sort -g -r | head -n 12
+run_gtest quant_pipeline_gpu_test '*' 600
+run_gtest quant_pipeline_test '*CalibMode*:*StatsPrimitives*' 300
+grep -h -E "^\[(ppl|calib-mode)\]" "$logs/quant_pipeline_gpu_test.log" "$logs/quant_pipeline_test.log"
+budget_table 12 "$logs/quant_pipeline_gpu_test.log"
 
 B=./build/cuda/bench/bench_quant_synth
 run() {  # run NAME SECONDS ARGS...: one bench run under a time limit, its table kept

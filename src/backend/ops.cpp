@@ -80,6 +80,15 @@ void transpose(const Tensor& A, const Tensor& out) {
 NormStats norm_stats(const Tensor& X) { LRQ_DISPATCH(norm_stats, T_(&X), X); }
 void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
                         const Tensor& out) {
+  // Shapes and dtypes are checked here, once for both backends; each backend checks only what
+  // needs its own memory (the CPU the permutation's range).
+  const int64_t n = x.ndim() ? x.dim(-1) : 0;
+  const bool f64 = x.dtype() == DType::F64 && !scale.defined();
+  if ((x.dtype() != DType::F32 && !f64) || out.dtype() != x.dtype() || out.shape() != x.shape() ||
+      (perm.defined() && (perm.dtype() != DType::I32 || perm.numel() != n)) ||
+      (scale.defined() && scale.numel() != n))
+    fail("", "permute_scale_cols: x {} perm {} scale {} out {}", x.str(),
+         perm.defined() ? perm.str() : "-", scale.defined() ? scale.str() : "-", out.str());
   LRQ_DISPATCH(permute_scale_cols, T_(&x, &perm, &scale, &out), x, perm, scale, out);
 }
 void fwht_rows(const Tensor& X, int64_t block, int64_t skip) {

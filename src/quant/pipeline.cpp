@@ -17,17 +17,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-double frob_rel(const Tensor& W, const Tensor& Wq) {
-  const float* a = W.data<float>();
-  const float* b = Wq.data<float>();
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < W.numel(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(a[i]) * a[i];
-  }
-  return std::sqrt(num / den);
-}
-
 // A projection's weight as F32 on its own device. A dense BF16/F16 weight on the GPU is
 // widened there by the embedding gather (Tensor::to(DType) would round-trip through the host).
 Tensor dense_f32(const Linear& lin) {
@@ -40,26 +29,6 @@ Tensor dense_f32(const Linear& lin) {
   Tensor out = Tensor::empty({W.dim(0), W.dim(1)}, DType::F32, W.device());
   ops::embedding(W, rows, out);
   return out;
-}
-
-// frob_rel and relative_output_error for tensors on the GPU, computed there: the difference
-// in F64 (as relative_output_error takes it), tr(D H D^T) as <D, D H>.
-void device_errors(const Tensor& W, const Tensor& Wq, const Tensor& H, double* weight_err,
-                   double* output_err) {
-  const Device dev = W.device();
-  Tensor W64 = Tensor::zeros(W.shape(), DType::F64, dev);
-  Tensor D = Tensor::zeros(W.shape(), DType::F64, dev);
-  ops::accumulate(W64, W);
-  ops::accumulate(D, W);
-  ops::accumulate(D, Wq.to(dev), -1.0);
-  const double wn = ops::norm_stats(W64).sumsq, dn = ops::norm_stats(D).sumsq;
-  *weight_err = wn > 0 ? std::sqrt(dn / wn) : 0.0;
-  Tensor AH = Tensor::empty(W.shape(), DType::F64, dev);
-  ops::gemm(W64, false, H, false, AH);
-  const double den = ops::dot(W64, AH);
-  ops::gemm(D, false, H, false, AH);
-  const double num = ops::dot(D, AH);
-  *output_err = den > 0 ? std::sqrt(std::max(0.0, num) / den) : 0.0;
 }
 
 }  // namespace
@@ -107,26 +76,41 @@ Tensor difference(const Tensor& A, const Tensor& B) {
   return C;
 }
 
-double relative_output_error(const Tensor& W, const Tensor& Wq, const Tensor& H) {
+LayerErrors layer_errors(const Tensor& W, const Tensor& Wq, const Tensor& H) {
+  if (Wq.device() != W.device())
+    fail("layer_errors", "W {} and Wq {} are on different devices", W.str(), Wq.str());
   // The difference is taken in F64 so tiny errors of near-exact layers are not lost.
+  LayerErrors e;
+  Tensor W64, D;
   if (!W.is_cpu()) {
-    if (Wq.device() != W.device())
-      fail("relative_output_error", "W {} and Wq {} are on different devices", W.str(), Wq.str());
-    Tensor W64 = Tensor::zeros(W.shape(), DType::F64, W.device());
-    Tensor D = Tensor::zeros(W.shape(), DType::F64, W.device());
+    W64 = Tensor::zeros(W.shape(), DType::F64, W.device());
+    D = Tensor::zeros(W.shape(), DType::F64, W.device());
     ops::accumulate(W64, W);
     ops::accumulate(D, W);
     ops::accumulate(D, Wq, -1.0);  // 0 + w - q: the same double as the CPU's w - q
-    const double den = hessian_error(W64, H);
-    return den > 0 ? std::sqrt(std::max(0.0, hessian_error(D, H)) / den) : 0.0;
+    const double wn = ops::norm_stats(W64).sumsq, dn = ops::norm_stats(D).sumsq;
+    e.weight = wn > 0 ? std::sqrt(dn / wn) : 0.0;
+  } else {
+    W64 = W.to(DType::F64);
+    D = Tensor::empty(W.shape(), DType::F64);
+    const double* w = W64.data<double>();
+    const float* q = Wq.data<float>();
+    double* d = D.data<double>();
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < W.numel(); ++i) {
+      d[i] = w[i] - q[i];
+      num += d[i] * d[i];
+      den += w[i] * w[i];
+    }
+    e.weight = den > 0 ? std::sqrt(num / den) : 0.0;
   }
-  Tensor W64 = W.to(DType::F64), D = Tensor::empty(W.shape(), DType::F64);
-  const double* w = W64.data<double>();
-  const float* q = Wq.data<float>();
-  double* d = D.data<double>();
-  for (int64_t i = 0; i < W.numel(); ++i) d[i] = w[i] - q[i];
-  double den = hessian_error(W64, H);
-  return den > 0 ? std::sqrt(std::max(0.0, hessian_error(D, H)) / den) : 0.0;
+  const double den = hessian_error(W64, H);
+  e.output = den > 0 ? std::sqrt(std::max(0.0, hessian_error(D, H)) / den) : 0.0;
+  return e;
+}
+
+double relative_output_error(const Tensor& W, const Tensor& Wq, const Tensor& H) {
+  return layer_errors(W, Wq, H).output;
 }
 
 CalibMode parse_calib_mode(const std::string& name, const std::string& arg) {
@@ -317,13 +301,9 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
         lr.bytes = q.layer->storage_bytes();
         lr.bpw = q.layer->bits_per_weight();
         timed(st.report, [&] {
-          Tensor Wq = q.layer->dequantize();
-          if (bdev == Device::CPU) {
-            lr.weight_err = frob_rel(W, Wq);
-            lr.output_err = relative_output_error(W, Wq, stats[size_t(s)]->H());
-          } else {
-            device_errors(W, Wq, stats[size_t(s)]->H(), &lr.weight_err, &lr.output_err);
-          }
+          const LayerErrors e = layer_errors(W, q.layer->dequantize().to(W.device()), stats[size_t(s)]->H());
+          lr.weight_err = e.weight;
+          lr.output_err = e.output;
         });
         lr.seconds = seconds_since(t0);
         lr.extra = std::move(q.extra);

@@ -93,5 +93,11 @@ Tensor difference(const Tensor& A, const Tensor& B);
 /// Relative output error sqrt(tr(D H D^T) / tr(W H W^T)) with D = W - Wq: ||D X|| / ||W X||
 /// on the calibration inputs whose second moment is H (F64). W, Wq and H on one device.
 double relative_output_error(const Tensor& W, const Tensor& Wq, const Tensor& H);
+struct LayerErrors {
+  double weight = 0;  ///< ||W - Wq||_F / ||W||_F
+  double output = 0;  ///< relative_output_error
+};
+/// Both errors of a quantized layer from one F64 difference, on W's device (Wq there too).
+LayerErrors layer_errors(const Tensor& W, const Tensor& Wq, const Tensor& H);
 
 }  // namespace lrq
