@@ -3,7 +3,7 @@
 // random calibration token ids. Runs quantize_model(device = cuda) per recipe and prints a
 // markdown table of wall time, the pipeline's stage times and the peak GPU memory.
 //   bench_quant_synth [--layers 32] [--windows 128] [--seqlen 2048] [--recipes R1;R2;...]
-//                     [--calib-mode sites|block] [--tf32] [--weights host|device]
+//                     [--calib-mode sites|block] [--tf32] [--bf16] [--weights host|device]
 //                     [--allow-cpu-methods] [--hidden 4096 --intermediate 11008 --heads 32
 //                      --vocab 32000]
 // --weights host (default) keeps the model in host memory and streams one block at a time to
@@ -35,7 +35,7 @@ struct Args {
   int64_t hidden = 4096, intermediate = 11008, heads = 32, vocab = 32000;
   std::string recipes = "rtn:w3g128;gptq:w3g128;flrq:w3g128,residual=gptq;lopro:w3g128";
   std::string calib_mode = "sites", weights = "host";
-  bool tf32 = false, allow_cpu = false;
+  bool tf32 = false, bf16 = false, allow_cpu = false;
   uint64_t seed = 1;
 };
 
@@ -132,6 +132,7 @@ int main(int argc, char** argv) {
     else if (s == "--weights") a.weights = next();
     else if (s == "--seed") a.seed = std::strtoull(next().c_str(), nullptr, 10);
     else if (s == "--tf32") a.tf32 = true;
+    else if (s == "--bf16") a.bf16 = true;
     else if (s == "--allow-cpu-methods") a.allow_cpu = true;
     else {
       std::fprintf(stderr, "bench_quant_synth: unknown argument %s\n", s.c_str());
@@ -169,6 +170,7 @@ int main(int argc, char** argv) {
       o.device = Device::CUDA;
       o.calib_mode = parse_calib_mode(a.calib_mode);
       o.tf32 = a.tf32;
+      o.bf16 = a.bf16;
       o.progress = false;
       const bool on_gpu = make_method(o.recipe)->runs_on(Device::CUDA);
       if (!on_gpu && !a.allow_cpu) {
@@ -187,10 +189,10 @@ int main(int argc, char** argv) {
 
     std::printf("\n### Synthetic LLaMA-2-7B-shaped quantization on the GPU\n\n");
     std::printf("%lld blocks, hidden %lld, MLP %lld, %lld heads, vocab %lld; %lld windows x %lld "
-                "tokens; calib mode %s; TF32 %s; weights on %s (%s); model built in %.1f s\n\n",
+                "tokens; calib mode %s; matmul %s; weights on %s (%s); model built in %.1f s\n\n",
                 (long long)a.layers, (long long)a.hidden, (long long)a.intermediate,
                 (long long)a.heads, (long long)a.vocab, (long long)a.windows,
-                (long long)a.seqlen, a.calib_mode.c_str(), a.tf32 ? "on" : "off",
+                (long long)a.seqlen, a.calib_mode.c_str(), a.bf16 ? "BF16" : a.tf32 ? "TF32" : "F32",
                 a.weights.c_str(), a.weights == "host" ? "streamed per block" : "resident",
                 build_s);
     std::printf("| recipe | wall s | s/block | forward | stats | method | report | transfer | "

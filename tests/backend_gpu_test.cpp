@@ -424,6 +424,11 @@ TEST(BackendGpu, AttentionMatchesCpu) {
       {64, 0, 1, 1, 64},    // key splits, the early queries' later splits empty
       {1, 777, 2, 1, 256},  // decode, largest head_dim
       {3, 1000, 8, 8, 80},  // short chunk split over keys
+      // From 64 queries on, prefill goes through cuBLAS (S = QK^T, softmax, PV) in chunks of
+      // 256 queries: a prefix, GQA groups of 4, several chunks, a ragged last one.
+      {100, 37, 8, 2, 96},
+      {600, 0, 16, 4, 128},
+      {300, 300, 4, 2, 64},
   };
   for (const Case& c : cases) {
     const int64_t rows = c.pos0 + c.T + 3;  // caches are longer than the visible part
@@ -436,6 +441,64 @@ TEST(BackendGpu, AttentionMatchesCpu) {
                std::to_string(c.nh) + "/" + std::to_string(c.nkv) + " d=" + std::to_string(c.hd),
            rel_err(og, oc), 1e-5);
   }
+  // The cuBLAS prefill on TF32 tensor cores (as quantize --tf32/--bf16 runs it).
+  Tensor q = randn({600, 8 * 128}, 27), K = randn({600, 2 * 128}, 28), V = randn({600, 2 * 128}, 29);
+  Tensor oc = Tensor::empty({600, 8 * 128}), og = poisoned({600, 8 * 128});
+  ops::attention(q, K, V, 8, 2, 128, 0, oc);
+  cuda::set_allow_tf32(true);
+  ops::attention(gpu(q), gpu(K), gpu(V), 8, 2, 128, 0, og);
+  cuda::set_allow_tf32(false);
+  within("attention T=600 heads 8/2 d=128 TF32", rel_err(og, oc), 3e-3);
+}
+
+// X with every entry rounded to BF16 (as F32): the exact input the BF16 tensor-core path sees.
+Tensor bf16_rounded(const Tensor& x) { return x.to(DType::BF16).to(DType::F32); }
+
+TEST(BackendGpu, Bf16PrefillMatchesCpuOnRoundedActivations) {
+  REQUIRE_GPU();
+  ASSERT_FALSE(cuda::bf16_matmul()) << "BF16 matmul must be off by default";
+  // Products of BF16 values are exact in F32, so against the CPU on the rounded activations
+  // only the F32 summation order differs.
+  const Tensor W = randn({300, 512}, 40, DType::BF16), x = randn({100, 512}, 41);
+  Tensor yc = Tensor::empty({100, 300}), yg = poisoned({100, 300});
+  ops::linear(bf16_rounded(x), W, yc);
+  cuda::set_bf16_matmul(true);
+  ops::linear(gpu(x), gpu(W), yg);
+  cuda::set_bf16_matmul(false);
+  within("linear BF16 weight, BF16 activations", rel_err(yg, yc), 1e-5);
+  // Decode (T <= 4) keeps its F32 kernel whatever the setting.
+  Tensor y1c = Tensor::empty({1, 300}), y1g = poisoned({1, 300});
+  ops::linear(x.rows(0, 1), W, y1c);
+  cuda::set_bf16_matmul(true);
+  ops::linear(gpu(x.rows(0, 1).clone()), gpu(W), y1g);
+  cuda::set_bf16_matmul(false);
+  within("linear BF16 weight, decode unaffected", rel_err(y1g, y1c), 1e-5);
+}
+
+TEST(BackendGpu, StatisticsProductsMatchCpu) {
+  REQUIRE_GPU();
+  const Tensor X = randn({300, 613}, 42), X2 = randn({200, 613}, 43);
+  Tensor G = Tensor::empty({613, 613});
+  ops::xtx(X, G, false);
+  ops::xtx(X2, G, true);
+  Tensor Gg = poisoned({613, 613});
+  ops::xtx(gpu(X), Gg, false);
+  ops::xtx(gpu(X2), Gg, true);
+  within("xtx F32, two windows accumulated", rel_err(Gg, G), 1e-5);
+  Tensor Gb = Tensor::empty({613, 613});
+  ops::xtx(bf16_rounded(X), Gb, false);
+  ops::xtx(bf16_rounded(X2), Gb, true);
+  cuda::set_bf16_matmul(true);
+  ops::xtx(gpu(X), Gg, false);
+  ops::xtx(gpu(X2), Gg, true);
+  cuda::set_bf16_matmul(false);
+  within("xtx BF16 vs CPU on rounded X", rel_err(Gg, Gb), 1e-5);
+  EXPECT_THROW(ops::xtx(gpu(X), gpu(Tensor::empty({612, 612})), false), Error);
+  // Column sums of |x| in fixed 64-row slices: 300 rows are 5 slices, the last one ragged.
+  Tensor acc = randn({613}, 44, DType::F64), accg = gpu(acc);
+  ops::add_abs_col_sums(X, acc);
+  ops::add_abs_col_sums(gpu(X), accg);
+  within("add_abs_col_sums T=300", rel_err(host(accg), acc), 1e-14);
 }
 
 TEST(BackendGpu, ElementwiseAndEmbeddingMatchCpu) {

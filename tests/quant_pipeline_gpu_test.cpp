@@ -145,27 +145,39 @@ INSTANTIATE_TEST_SUITE_P(Recipes, PipelineGpuRecipe,
                            return std::string(info.param).substr(0, 4) == "gptq" ? "gptq" : "rtn";
                          });
 
-// Block mode and TF32 run on the GPU and stay near the CPU's sites-mode model.
-TEST(PipelineGpu, BlockModeWithTf32) {
+// Block mode and TF32 (or BF16) run on the GPU and stay near the CPU's sites-mode model.
+class PipelineGpuFast : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PipelineGpuFast, BlockMode) {
+  const bool bf16 = GetParam();
   REQUIRE_GPU();
   REQUIRE_SHARED();
-  auto cpu = load_model(test::repo("models/lab-s"));
   QuantizeOptions o;
   o.recipe = parse_recipe("gptq:w3g128");
   o.progress = false;
-  quantize_model(*cpu, fixture().calib, o);
+  static const double pc = [&] {  // the CPU reference, shared by both parameters
+    auto cpu = load_model(test::repo("models/lab-s"));
+    quantize_model(*cpu, fixture().calib, o);
+    return ppl(*cpu);
+  }();
   auto gpu = load_model(test::repo("models/lab-s"));
   o.device = Device::CUDA;
   o.calib_mode = CalibMode::Block;
-  o.tf32 = true;
+  o.tf32 = !bf16;
+  o.bf16 = bf16;
   QuantizeReport r = quantize_model(*gpu, fixture().calib, o);
   EXPECT_FALSE(ops::set_allow_tf32(false)) << "TF32 left switched on after quantize_model";
-  const double pc = ppl(*cpu), pg = ppl(*gpu);
-  std::printf("[ppl] gptq:w3g128 cpu sites %.4f cuda block+tf32 %.4f\n", pc, pg);
-  test::within("ppl gptq block+tf32 cuda / cpu sites - 1", std::fabs(pg / pc - 1), 2e-2);
+  EXPECT_FALSE(ops::set_bf16_matmul(false)) << "BF16 left switched on after quantize_model";
+  const double pg = ppl(*gpu);
+  const std::string mode = bf16 ? "block+bf16" : "block+tf32";
+  std::printf("[ppl] gptq:w3g128 cpu sites %.4f cuda %s %.4f\n", pc, mode.c_str(), pg);
+  test::within("ppl gptq " + mode + " cuda / cpu sites - 1", std::fabs(pg / pc - 1), 2e-2);
   EXPECT_GT(r.stages.forward, 0.0);
   EXPECT_GT(r.stages.stats, 0.0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Precision, PipelineGpuFast, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "bf16" : "tf32"; });
 
 }  // namespace
 }  // namespace lrq

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "backend/memory.h"
+#include "backend/cuda/cuda_ops.h"
+#include "backend/ops.h"
 #include "eval/generate.h"
 #include "eval/perplexity.h"
 #include "quant/load_model.h"
@@ -114,6 +116,29 @@ TEST(RuntimeGpu, PackedMatmulMatchesCpu) {
           within("matmul+= " + tag + " T=" + std::to_string(T), rel_err(yga, ya), 1e-5);
         }
       }
+}
+
+TEST(RuntimeGpu, PackedPrefillInBf16MatchesCpuOnRoundedOperands) {
+  REQUIRE_GPU();
+  // With set_bf16_matmul the prefill path rounds both the dequantized weight and x to BF16
+  // and accumulates in F32: the CPU product of the rounded operands is the reference.
+  uint64_t seed = 500;
+  for (int bits : {3, 4})
+    for (QuantFormat f : {QuantFormat::Affine, QuantFormat::Symmetric}) {
+      const PackedWeight w = random_packed(300, 1184, bits, 32, f, ++seed);
+      const Tensor x = randn({64, 1184}, ++seed, 1.0, 0.3);
+      const Tensor Wr = w.dequantize().to(DType::BF16).to(DType::F32);
+      const Tensor xr = x.to(DType::BF16).to(DType::F32);
+      const Tensor y0 = randn({64, 300}, ++seed);
+      Tensor y = y0.clone();
+      ops::gemm(xr, false, Wr, true, y, 1.0, 1.0);
+      Tensor yg = gpu(y0);
+      cuda::set_bf16_matmul(true);
+      w.to(Device::CUDA).matmul(gpu(x), yg, true);
+      cuda::set_bf16_matmul(false);
+      within(std::string("packed prefill BF16 ") + fmt_name(f) + " w" + std::to_string(bits),
+             rel_err(yg, y), 1e-5);
+    }
 }
 
 TEST(RuntimeGpu, PackedMatmulLowRankTermsMatchCpu) {

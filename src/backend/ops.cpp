@@ -120,6 +120,12 @@ void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
 void add_abs_col_sums(const Tensor& x, const Tensor& acc) {
   LRQ_DISPATCH(add_abs_col_sums, T_(&x, &acc), x, acc);
 }
+void xtx(const Tensor& X, const Tensor& G, bool accumulate) {
+  if (X.ndim() != 2 || X.dtype() != DType::F32 || G.dtype() != DType::F32 ||
+      G.shape() != Shape{X.dim(1), X.dim(1)})
+    fail("", "xtx: X {} G {}", X.str(), G.str());
+  LRQ_DISPATCH(xtx, T_(&X, &G), X, G, accumulate);
+}
 double dot(const Tensor& A, const Tensor& B) { LRQ_DISPATCH(dot, T_(&A, &B), A, B); }
 void fill_randn(const Tensor& X, uint64_t seed, double std) {
   LRQ_DISPATCH(fill_randn, T_(&X), X, seed, std);
@@ -132,6 +138,17 @@ bool set_allow_tf32(bool allow) {
   return prev;
 #else
   (void)allow;
+  return false;
+#endif
+}
+
+bool set_bf16_matmul(bool on) {
+#if defined(LRQ_WITH_CUDA)
+  const bool prev = cuda::bf16_matmul();
+  cuda::set_bf16_matmul(on);
+  return prev;
+#else
+  (void)on;
   return false;
 #endif
 }

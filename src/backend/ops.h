@@ -92,6 +92,10 @@ void accumulate(const Tensor& acc, const Tensor& x, double alpha = 1.0);
 /// acc[j] += sum_t |x[t, j]| for x (T x n, F32) and acc (n values, F64); each column is summed
 /// in row order by one thread, so the result does not depend on the launch.
 void add_abs_col_sums(const Tensor& x, const Tensor& acc);
+/// G (n x n, F32) <- X^T X, plus the old G when `accumulate`, for X (T x n, F32): the window
+/// product of the calibration statistics. On the GPU it follows the matmul precision: TF32
+/// when set_allow_tf32 is on, BF16-rounded X when set_bf16_matmul is on.
+void xtx(const Tensor& X, const Tensor& G, bool accumulate);
 /// sum_i a_i b_i over all entries of A and B (same element count, F64).
 double dot(const Tensor& A, const Tensor& B);
 /// Fills X (F32, F16 or BF16) with N(0, std^2) samples of a counter-based generator: entry i
@@ -101,6 +105,9 @@ void fill_randn(const Tensor& X, uint64_t seed, double std);
 /// Lets F32 gemm/linear on the GPU round their inputs to TF32 (see cuda::set_allow_tf32);
 /// returns the previous setting. No effect in a build without CUDA (returns false).
 bool set_allow_tf32(bool allow);
+/// Lets GPU prefill products and xtx round their activations to BF16 on the tensor cores
+/// (cuda::set_bf16_matmul); returns the previous setting. No effect without CUDA (false).
+bool set_bf16_matmul(bool on);
 /// Waits for every queued GPU operation (for honest stage timings); nothing on a CPU build.
 void synchronize();
 

@@ -25,9 +25,14 @@ SiteStats SiteStats::to(Device device) const {
 void SiteStats::add(const Tensor& x) {
   LRQ_ASSERT(!final_ && x.ndim() == 2 && x.dim(1) == in_);
   if (device() != Device::CPU) {
+    // On the GPU the F32 window products pile up in scratch_ (cuBLAS beta = 1) and reach the
+    // F64 sum every kFlushTokens tokens: the F64 read-modify-write of a 11008^2 H per 2048-token
+    // window cost about as much as the product itself. The F32 partial sum then carries the
+    // rounding of one kFlushTokens-long window product, not more.
     Tensor xd = x.to(device());
-    ops::gemm(xd, true, xd, false, scratch_);
-    ops::accumulate(H_, scratch_);
+    ops::xtx(xd, scratch_, pending_ > 0);
+    pending_ += xd.dim(0);
+    if (pending_ >= kFlushTokens) flush();
     ops::add_abs_col_sums(xd, mean_abs_);
     tokens_ += xd.dim(0);
     return;
@@ -46,8 +51,15 @@ void SiteStats::add(const Tensor& x) {
   tokens_ += xc.dim(0);
 }
 
+void SiteStats::flush() {
+  if (pending_ == 0) return;
+  ops::accumulate(H_, scratch_);
+  pending_ = 0;
+}
+
 void SiteStats::finalize() {
   LRQ_ASSERT(!final_ && tokens_ > 0);
+  flush();
   final_ = true;
   const double inv = 1.0 / double(tokens_);
   if (device() != Device::CPU) {

@@ -13,8 +13,8 @@ namespace lrq {
 /// H = X^T X / T (in x in, F64) and mean |x| per input channel (F64) over T tokens.
 /// Per-window products run in F32 through the seam (a window of 512-2048 rows loses nothing
 /// that matters), the running sums in F64 so 10^5 tokens do not erode them. The sums live on
-/// `device`; on the GPU the window product is cuBLAS (TF32 when cuda::set_allow_tf32 is on)
-/// and the F64 sums are updated there, so no activation crosses to the host.
+/// `device`; on the GPU the window product is ops::xtx (TF32 or BF16 when the matmul precision
+/// allows) and the F64 sums are updated there, so no activation crosses to the host.
 class SiteStats {
  public:
   explicit SiteStats(int64_t in, Device device = Device::CPU);
@@ -40,7 +40,9 @@ class SiteStats {
 
  private:
   SiteStats() = default;
-  int64_t in_ = 0, tokens_ = 0;
+  void flush();  // GPU: pending F32 window products into the F64 sum
+  static constexpr int64_t kFlushTokens = 16384;
+  int64_t in_ = 0, tokens_ = 0, pending_ = 0;
   Tensor H_, mean_abs_, scratch_;
   bool final_ = false;
   mutable std::map<std::string, std::shared_ptr<const void>> memo_;

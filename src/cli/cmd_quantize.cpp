@@ -60,7 +60,7 @@ Command add_quantize(CLI::App& app) {
     std::vector<std::string> layer_recipes;
     int64_t nsamples = 128, seqlen = 512;
     uint64_t seed = 0;
-    bool force = false, fp_inputs = false, quiet = false, tf32 = false;
+    bool force = false, fp_inputs = false, quiet = false, tf32 = false, bf16 = false;
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("quantize", "Quantize every projection and write a checkpoint");
@@ -89,6 +89,9 @@ Command add_quantize(CLI::App& app) {
   sub->add_flag("--tf32", a->tf32,
                 "with --device cuda: TF32 tensor cores for the calibration GEMMs (faster, "
                 "statistics ~1e-3 relative off the F32 ones)");
+  sub->add_flag("--bf16", a->bf16,
+                "with --device cuda: BF16 activations on the tensor cores for the calibration "
+                "products (fastest; implies --tf32 for the rest)");
   return {sub, [a] {
             install_interrupt_handler();
             QuantizeOptions o;
@@ -100,7 +103,9 @@ Command add_quantize(CLI::App& app) {
             o.calib_mode = parse_calib_mode(a->calib_mode);
             o.device = parse_device(a->device);
             o.tf32 = a->tf32;
+            o.bf16 = a->bf16;
             if (o.tf32 && o.device == Device::CPU) fail("--tf32", "needs --device cuda");
+            if (o.bf16 && o.device == Device::CPU) fail("--bf16", "needs --device cuda");
             // Refuse an existing output before spending minutes on calibration.
             if (std::filesystem::exists(a->out) && !a->force)
               fail(a->out, "output folder exists (pass --force to replace it)");
@@ -123,7 +128,8 @@ Command add_quantize(CLI::App& app) {
                                      {"fp_inputs", a->fp_inputs},
                                      {"mode", std::string(calib_mode_name(o.calib_mode))},
                                      {"device", a->device},
-                                     {"tf32", a->tf32}}},
+                                     {"tf32", a->tf32},
+                                     {"bf16", a->bf16}}},
                                    {"source", a->model},
                                    {"total", rep.to_json()["total"]}};
             SaveOptions so{a->out, a->force, prov};

@@ -198,17 +198,20 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
     if (gpu) ops::synchronize();
     slot += seconds_since(t0);
   };
-  // TF32 covers the calibration GEMMs only; the methods and the error report keep F32/F64.
-  struct Tf32Scope {
-    bool on, prev = false;
-    explicit Tf32Scope(bool enable) : on(enable) {
-      if (on) prev = ops::set_allow_tf32(true);
+  // TF32/BF16 cover the calibration products only; the methods and the error report keep
+  // F32/F64. BF16 leaves the F32 products it does not take (attention) to TF32.
+  struct PrecisionScope {
+    bool tf32, bf16, prev_tf32 = false, prev_bf16 = false;
+    PrecisionScope(bool t, bool b) : tf32(t || b), bf16(b) {
+      if (tf32) prev_tf32 = ops::set_allow_tf32(true);
+      if (bf16) prev_bf16 = ops::set_bf16_matmul(true);
     }
-    ~Tf32Scope() {
-      if (on) ops::set_allow_tf32(prev);
+    ~PrecisionScope() {
+      if (tf32) ops::set_allow_tf32(prev_tf32);
+      if (bf16) ops::set_bf16_matmul(prev_bf16);
     }
   };
-  const bool tf32 = gpu && o.tf32;
+  const bool tf32 = gpu && o.tf32, bf16 = gpu && o.bf16;
 
   // One block's activations at a time: X holds the inputs of the current block, on `dev`.
   std::vector<Tensor> X;
@@ -239,7 +242,7 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
     std::vector<std::unique_ptr<SiteStats>> stats(4);
     std::vector<std::unique_ptr<SiteStats>> host_stats(4);  // CPU copies for CPU-only methods
     auto run_sites = [&](const std::vector<Site>& want, Site stop) {
-      Tf32Scope scope(tf32);
+      PrecisionScope scope(tf32, bf16);
       const auto t0 = std::chrono::steady_clock::now();
       double in_stats = 0;
       for (Site s : want) stats[size_t(s)] = std::make_unique<SiteStats>(site_width(s), dev);
@@ -318,7 +321,7 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
     host_stats.clear();
     // Inputs of the next block.
     timed(st.forward, [&] {
-      Tf32Scope scope(tf32);
+      PrecisionScope scope(tf32, bf16);
       for (Tensor& x : X) model.block_forward(l, x, 0, cache);
     });
     for (auto& [name, layer] : pending) model.set_linear(name, std::move(layer));

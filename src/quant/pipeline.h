@@ -43,6 +43,10 @@ struct QuantizeOptions {
   /// GPU only: TF32 tensor cores for the calibration GEMMs (block forwards and X^T X), not for
   /// the methods. Faster; H then differs from the F32 product by about 1e-3 relative.
   bool tf32 = false;
+  /// GPU only: the calibration's activation x weight products and X^T X with activations
+  /// rounded to BF16 on the tensor cores (the rest as with tf32). About twice as fast again;
+  /// every activation carries BF16's 2^-9 rounding into H (docs/DECISIONS.md).
+  bool bf16 = false;
 };
 
 /// Where the pipeline's time went (seconds, summed over blocks; GPU work is synchronized at

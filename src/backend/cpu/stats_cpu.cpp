@@ -30,6 +30,10 @@ void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
   }
 }
 
+void xtx(const Tensor& X, const Tensor& G, bool accumulate) {
+  gemm(X, true, X, false, G, 1.0, accumulate ? 1.0 : 0.0);
+}
+
 void add_abs_col_sums(const Tensor& x, const Tensor& acc) {
   need(x, DType::F32, "add_abs_col_sums", "x");
   need(acc, DType::F64, "add_abs_col_sums", "acc");

@@ -4,6 +4,8 @@
 // cuBLAS is column-major. A row-major r x c matrix read column-major is its c x r transpose, so
 // row-major C = op(A) op(B) is computed as column-major C^T = op(B)^T op(A)^T: the operands
 // swap places and keep their transpose flags, and nothing is copied.
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -20,6 +22,8 @@ bool g_tf32 = [] {
   const char* e = std::getenv("LRQ_CUDA_TF32");
   return e && std::string_view(e) == "1";
 }();
+
+bool g_bf16 = false;
 
 cublasComputeType_t f32_compute() {
   return g_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -127,6 +131,12 @@ void f32_linear_block(const float* x, const float* wf, float* y, int64_t T, int6
                                 CUBLAS_GEMM_DEFAULT));
 }
 
+__global__ void to_bf16_kernel(const float* __restrict__ x, uint16_t* __restrict__ out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i]));
+}
+
 template <bool BF>
 void linear16(const float* x, const uint16_t* w, float* y, int64_t T, int64_t in, int64_t out) {
   if (T <= kDecodeMaxT) {
@@ -147,6 +157,13 @@ void linear16(const float* x, const uint16_t* w, float* y, int64_t T, int64_t in
     LRQ_CUDA_LAUNCHED();
     return;
   }
+  if (BF && g_bf16) {
+    // The weight is already BF16: only the activations are rounded, no widened copy.
+    DeviceScratch xs(size_t(T * in) * sizeof(uint16_t));
+    to_bf16(x, xs.as<uint16_t>(), T * in);
+    gemm_bf16(true, false, out, T, in, w, in, xs.as<uint16_t>(), in, 0.0f, y, out);
+    return;
+  }
   const int64_t slab = std::clamp<int64_t>(kSlabElems / std::max<int64_t>(in, 1), 1, out);
   DeviceScratch buf(size_t(slab * in) * sizeof(float));
   for (int64_t r0 = 0; r0 < out; r0 += slab) {
@@ -162,6 +179,25 @@ void linear16(const float* x, const uint16_t* w, float* y, int64_t T, int64_t in
 
 void set_allow_tf32(bool allow) { g_tf32 = allow; }
 bool allow_tf32() { return g_tf32; }
+void set_bf16_matmul(bool on) { g_bf16 = on; }
+bool bf16_matmul() { return g_bf16; }
+
+void to_bf16(const float* x, uint16_t* out, int64_t n) {
+  if (n <= 0) return;
+  to_bf16_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(x, out, n);
+  LRQ_CUDA_LAUNCHED();
+}
+
+void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  const float one = 1.0f;
+  LRQ_CUBLAS_CHECK(cublasGemmEx(cublas(), op(ta), op(tb), blas_int(m, "gemm_bf16"),
+                                blas_int(n, "gemm_bf16"), blas_int(k, "gemm_bf16"), &one, A,
+                                CUDA_R_16BF, ld(lda, "gemm_bf16"), B, CUDA_R_16BF,
+                                ld(ldb, "gemm_bf16"), &beta, C, CUDA_R_32F, ld(ldc, "gemm_bf16"),
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
 
 void gemm(const Tensor& A, bool ta, const Tensor& B, bool tb, const Tensor& C, double alpha,
           double beta) {

@@ -50,5 +50,19 @@ void synchronize();
 /// Off unless switched on here or by LRQ_CUDA_TF32=1 in the environment.
 void set_allow_tf32(bool allow);
 bool allow_tf32();
+/// Lets the activation x weight products of a prefill (linear with a BF16 weight, packed_gemm)
+/// and the statistics' xtx round their F32 activations to BF16 and run on the BF16 tensor
+/// cores, accumulating in F32: about twice the TF32 rate, at BF16's 2^-9 rounding of each
+/// activation. Other F32 products are unaffected. Off unless switched on here.
+void set_bf16_matmul(bool on);
+bool bf16_matmul();
+/// out[i] = x[i] rounded to BF16 (nearest even), n values, queued on stream().
+void to_bf16(const float* x, uint16_t* out, int64_t n);
+/// Column-major C (m x n, ld ldc) = op(A) op(B) + beta C with BF16 A and B, F32 C and F32
+/// accumulation (the tensor-core path of set_bf16_matmul).
+void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const uint16_t* A, int64_t lda,
+               const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
+/// G (+)= X^T X (see ops::xtx).
+void xtx(const Tensor& X, const Tensor& G, bool accumulate);
 
 }  // namespace lrq::cuda

@@ -403,6 +403,19 @@ void packed_gemm(const PackedView& w, const float* x, float* y, int64_t T, bool 
   const int64_t slab = std::clamp<int64_t>(kSlabElems / w.cols, 1, w.rows);
   DeviceScratch buf(size_t(slab * w.cols) * sizeof(float));
   const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  if (bf16_matmul()) {
+    DeviceScratch xs(size_t(T * w.cols) * sizeof(uint16_t));
+    DeviceScratch w16(size_t(slab * w.cols) * sizeof(uint16_t));
+    to_bf16(x, xs.as<uint16_t>(), T * w.cols);
+    for (int64_t r0 = 0; r0 < w.rows; r0 += slab) {
+      const int64_t n = std::min(slab, w.rows - r0);
+      dequant_rows(w, r0, n, buf.as<float>());
+      to_bf16(buf.as<float>(), w16.as<uint16_t>(), n * w.cols);
+      gemm_bf16(true, false, n, T, w.cols, w16.as<uint16_t>(), w.cols, xs.as<uint16_t>(), w.cols,
+                beta, y + r0, w.rows);
+    }
+    return;
+  }
   const cublasComputeType_t compute =
       allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   for (int64_t r0 = 0; r0 < w.rows; r0 += slab) {

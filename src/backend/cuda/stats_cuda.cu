@@ -24,13 +24,27 @@ __global__ void accumulate_kernel(double* acc, const T* x, double alpha, int64_t
     acc[i] += alpha * double(x[i]);
 }
 
-// One thread per column walks the rows in order: deterministic, and the reads of a warp are
-// 32 adjacent floats of one row, so they coalesce.
-__global__ void abs_col_sums_kernel(const float* x, int64_t T, int64_t n, double* acc) {
+// Rows are cut into fixed slices of kAbsRows; one thread per (column, slice) sums its slice in
+// row order into partial[slice][column], then one thread per column adds the slices in order.
+// The result depends only on T, not on the launch, and a 7B window (2048 x 11008) gets
+// thousands of CTAs instead of a few dozen threads walking 2048 rows each.
+constexpr int64_t kAbsRows = 64;
+
+__global__ void abs_col_partial_kernel(const float* x, int64_t T, int64_t n, double* partial) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x, slice = blockIdx.y;
+  if (j >= n) return;
+  const int64_t t1 = min(T, (slice + 1) * kAbsRows);
+  double s = 0;
+  for (int64_t t = slice * kAbsRows; t < t1; ++t) s += fabs(double(x[t * n + j]));
+  partial[slice * n + j] = s;
+}
+
+__global__ void abs_col_sum_slices_kernel(const double* partial, int64_t slices, int64_t n,
+                                          double* acc) {
   const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (j >= n) return;
   double s = 0;
-  for (int64_t t = 0; t < T; ++t) s += fabs(double(x[t * n + j]));
+  for (int64_t k = 0; k < slices; ++k) s += partial[k * n + j];
   acc[j] += s;
 }
 
@@ -70,9 +84,31 @@ void add_abs_col_sums(const Tensor& x, const Tensor& acc) {
     bad_args("add_abs_col_sums", x.str() + " into " + acc.str());
   const int64_t T = x.dim(0), n = x.dim(1);
   if (n == 0 || T == 0) return;
-  abs_col_sums_kernel<<<unsigned((n + 127) / 128), 128, 0, stream()>>>(x.data<float>(), T, n,
-                                                                     acc.data<double>());
+  const int64_t slices = (T + kAbsRows - 1) / kAbsRows;
+  if (slices > 65535) bad_args("add_abs_col_sums", "too many rows in " + x.str());
+  DeviceScratch partial(size_t(slices * n) * sizeof(double));
+  const unsigned cols = unsigned((n + 127) / 128);
+  abs_col_partial_kernel<<<dim3(cols, unsigned(slices)), 128, 0, stream()>>>(
+      x.data<float>(), T, n, partial.as<double>());
   LRQ_CUDA_LAUNCHED();
+  abs_col_sum_slices_kernel<<<cols, 128, 0, stream()>>>(partial.as<double>(), slices, n,
+                                                        acc.data<double>());
+  LRQ_CUDA_LAUNCHED();
+}
+
+void xtx(const Tensor& X, const Tensor& G, bool accumulate) {
+  const int64_t T = X.dim(0), n = X.dim(1);
+  if (!bf16_matmul()) {
+    gemm(X, true, X, false, G, 1.0, accumulate ? 1.0 : 0.0);
+    return;
+  }
+  if (n == 0) return;
+  DeviceScratch xs(size_t(std::max<int64_t>(T * n, 1)) * sizeof(uint16_t));
+  to_bf16(X.data<float>(), xs.as<uint16_t>(), T * n);
+  // Row-major X (T x n) is column-major X^T (n x T, ld n); G = X^T X is symmetric, so the
+  // column-major result is G itself.
+  gemm_bf16(false, true, n, n, T, xs.as<uint16_t>(), n, xs.as<uint16_t>(), n,
+            accumulate ? 1.0f : 0.0f, G.data<float>(), n);
 }
 
 double dot(const Tensor& A, const Tensor& B) {

@@ -185,6 +185,94 @@ __global__ void attention_combine_kernel(Partials part, float* __restrict__ out,
   }
 }
 
+// ------------------------------------------------------------------ attention, prefill
+// Long prefill (calibration windows, perplexity) goes through cuBLAS instead: per chunk of
+// queries, S = scale Q K^T for every head (batched GEMMs, tensor cores when TF32 is allowed),
+// a causal row softmax in place, then O = P V. The scalar kernel above spends ~7 ms per 2048-token
+// window and layer at 7B shapes (an exp and a warp reduction per key); this does the same math
+// as two GEMMs. Queries are chunked so that a chunk only multiplies the keys it can see (the
+// causal half is mostly skipped) and S stays within a fixed budget.
+constexpr int64_t kGemmAttentionMinT = 64;
+constexpr int64_t kScoreBudget = int64_t(64) << 20;  // floats in S per chunk (256 MiB)
+constexpr int64_t kQueryChunk = 256;
+
+// One CTA per (head, query row) of the chunk: row r of head h sees keys 0 .. visible0 + r.
+// The masked tail is written as 0 so that P V can run over the full width.
+__global__ void causal_softmax_kernel(float* S, int64_t Tq, int64_t Tk, int64_t visible0) {
+  __shared__ float red[32];
+  const int64_t row = blockIdx.x, r = row % Tq;
+  float* s = S + row * Tk;
+  const int64_t n = min(Tk, visible0 + r + 1);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+  auto block_reduce = [&](float v, bool is_max) {
+    for (int off = 16; off > 0; off >>= 1) {
+      const float o = __shfl_xor_sync(0xffffffffu, v, off);
+      v = is_max ? fmaxf(v, o) : v + o;
+    }
+    __syncthreads();  // red may still be read from the previous reduction
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? red[lane] : (is_max ? -INFINITY : 0.0f);
+    for (int off = 16; off > 0; off >>= 1) {
+      const float o = __shfl_xor_sync(0xffffffffu, v, off);
+      v = is_max ? fmaxf(v, o) : v + o;
+    }
+    return v;
+  };
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, s[j]);
+  mx = block_reduce(mx, true);
+  float sum = 0.0f;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    const float e = expf(s[j] - mx);
+    s[j] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / block_reduce(sum, false);
+  for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) s[j] = j < n ? s[j] * inv : 0.0f;
+}
+
+void attention_gemm(const float* q, const float* K, const float* V, float* out, int64_t T,
+                    int64_t nh, int64_t nkv, int64_t hd, int64_t pos0, float scale) {
+  const int64_t qw = nh * hd, kw = nkv * hd, group = nh / nkv;
+  const int64_t Tk_max = pos0 + T;
+  const int64_t tq = std::max<int64_t>(1, std::min(kQueryChunk, kScoreBudget / (nh * Tk_max)));
+  DeviceScratch scratch(size_t(nh * tq * Tk_max) * sizeof(float));
+  float* S = scratch.as<float>();
+  const cublasComputeType_t compute =
+      allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const float one = 1.0f, zero = 0.0f;
+  const char* op = "attention";
+  for (int64_t t0 = 0; t0 < T; t0 += tq) {
+    const int64_t Tq = std::min(tq, T - t0), Tk = pos0 + t0 + Tq;
+    const long long sh = (long long)(Tq * Tk);  // one head's scores
+    // Query heads i, i + group, ... share nothing; heads g*group + i for g = 0..nkv-1 form a
+    // batch with constant strides (K by hd, Q by group*hd, S by group*Tq*Tk).
+    for (int64_t i = 0; i < group; ++i) {
+      // Column-major: S_h^T (Tk x Tq) = K_g (hd x Tk)^T Q_h (hd x Tq); see blas_cuda.cu.
+      LRQ_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+          cublas(), CUBLAS_OP_T, CUBLAS_OP_N, blas_int(Tk, op), blas_int(Tq, op),
+          blas_int(hd, op), &scale, K, CUDA_R_32F, blas_int(kw, op), (long long)hd,
+          q + t0 * qw + i * hd, CUDA_R_32F, blas_int(qw, op), (long long)(group * hd), &zero,
+          S + i * sh, CUDA_R_32F, blas_int(Tk, op), (long long)group * sh, blas_int(nkv, op),
+          compute, CUBLAS_GEMM_DEFAULT));
+    }
+    const int64_t rows = nh * Tq;
+    if (rows > INT_MAX) bad_args(op, "too many score rows");
+    causal_softmax_kernel<<<unsigned(rows), 256, 0, stream()>>>(S, Tq, Tk, pos0 + t0);
+    LRQ_CUDA_LAUNCHED();
+    for (int64_t i = 0; i < group; ++i) {
+      // O_h^T (hd x Tq, ld qw) = V_g^T (hd x Tk, ld kw) P_h^T (Tk x Tq, ld Tk).
+      LRQ_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+          cublas(), CUBLAS_OP_N, CUBLAS_OP_N, blas_int(hd, op), blas_int(Tq, op),
+          blas_int(Tk, op), &one, V, CUDA_R_32F, blas_int(kw, op), (long long)hd, S + i * sh,
+          CUDA_R_32F, blas_int(Tk, op), (long long)group * sh, &zero, out + t0 * qw + i * hd,
+          CUDA_R_32F, blas_int(qw, op), (long long)(group * hd), blas_int(nkv, op), compute,
+          CUBLAS_GEMM_DEFAULT));
+    }
+  }
+}
+
 int multiprocessors() {
   static const int n = [] {
     int dev = 0, count = 0;
@@ -276,6 +364,11 @@ void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, in
   if (T == 0) return;
   if (T * nh > INT_MAX) bad_args("attention", "too many queries in " + q.str());
   const float scale = 1.0f / std::sqrt(float(hd));
+  if (T >= kGemmAttentionMinT) {
+    attention_gemm(q.data<float>(), K.data<float>(), V.data<float>(), out.data<float>(), T, nh,
+                   nkv, hd, pos0, scale);
+    return;
+  }
   const int64_t ctas = T * nh, group = nh / nkv;
   // Enough splits to give every multiprocessor four CTAs, each split at least kMinKeysPerSplit
   // keys long (for the longest query).
