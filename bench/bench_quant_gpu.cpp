@@ -1,12 +1,14 @@
 // Times RTN and GPTQ on the GPU at LLaMA-2-7B projection shapes and prints a markdown table:
-// median wall-clock milliseconds (host packing and the copy of the result included) of the
+// median wall-clock milliseconds (packing on the GPU included; the result stays there) of the
 // factorization of H (once per calibration site) and of the quantization given the factor,
 // plus an estimate of whole-model GPTQ time (32 layers; per layer 3 sites of 4096 inputs and
 // one of 11008, 4 + 2 + 1 matrices of the three shapes).
+// Then PackedWeight::pack alone at those shapes: codes and fp16 scales/offsets on the GPU,
+// encoded there, against copying them to the host and encoding there (the former path).
 // Then FLRQ (residual=gptq) and LoPRo (w3g128) as whole methods on a weight with a decaying
 // low-rank part (their rank is data-dependent and printed): the sketch, BLC, the residual's
-// permutation/rotation and GPTQ on the GPU, the layer built on the host. The statistics are
-// CPU SiteStats (copied to the GPU once per site, outside the timing).
+// permutation/rotation and GPTQ on the GPU, the layer built there. The statistics are CPU
+// SiteStats (copied to the GPU once per site, outside the timing).
 //   bench_quant_gpu [--reps 3] [--bits 3] [--group 128]
 #include <algorithm>
 #include <chrono>
@@ -25,6 +27,7 @@
 #include "calib/stats.h"
 #include "quant/gptq.h"
 #include "quant/method.h"
+#include "quant/packed.h"
 #include "quant/recipe.h"
 #include "quant/rtn.h"
 #if defined(LRQ_WITH_CUDA)
@@ -144,12 +147,34 @@ int main(int argc, char** argv) {
     r.rtn_ms = median_ms(reps, [&] { (void)rtn_quantize(W, o.grid); });
     out.push_back(r);
   }
-  std::printf("\n### GPU quantization, w%dg%lld, median of %d (ms, wall clock incl. packing)\n\n",
+  std::printf("\n### GPU quantization, w%dg%lld, median of %d (ms, wall clock, packed on the GPU)\n\n",
               bits, static_cast<long long>(group), reps);
   std::printf("| rows x cols | factor(H) | gptq | gptq act_order | rtn |\n|---|---:|---:|---:|---:|\n");
   for (const Row& r : out)
     std::printf("| %lld x %lld | %.1f | %.1f | %.1f | %.1f |\n", static_cast<long long>(r.rows),
                 static_cast<long long>(r.cols), r.factor_ms, r.gptq_ms, r.gptq_act_ms, r.rtn_ms);
+
+  std::printf("\n### PackedWeight::pack, w%d affine g%lld, median of %d (ms, wall clock)\n\n", bits,
+              static_cast<long long>(group), reps);
+  std::printf("| rows x cols | on the GPU | via the host |\n|---|---:|---:|\n");
+  for (auto [rows, cols] : shapes) {
+    std::mt19937_64 g(uint64_t(rows + cols));
+    Tensor codes = Tensor::empty({rows, cols}, DType::U8);
+    for (int64_t i = 0; i < codes.numel(); ++i) codes.at<uint8_t>(i) = uint8_t(g() >> (64 - bits));
+    const Tensor cd = codes.to(Device::CUDA);
+    const Tensor sd = random_gpu({rows, cols / group}, 3, 0.01f, DType::F16);
+    const Tensor od = random_gpu({rows, cols / group}, 4, 0.01f, DType::F16);
+    const double dev_ms = median_ms(reps, [&] {
+      (void)PackedWeight::pack(cd, sd, od, Tensor(), bits, group, QuantFormat::Affine);
+    });
+    const double host_ms = median_ms(reps, [&] {
+      (void)PackedWeight::pack(cd.to(Device::CPU), sd.to(Device::CPU), od.to(Device::CPU), Tensor(),
+                               bits, group, QuantFormat::Affine);
+    });
+    std::printf("| %lld x %lld | %.2f | %.2f |\n", static_cast<long long>(rows),
+                static_cast<long long>(cols), dev_ms, host_ms);
+  }
+
   std::vector<MethodRow> mrows;
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{4096, 4096}, {11008, 4096}}) {
     const Tensor W = lowrank_gpu(rows, cols, uint64_t(rows + cols));
@@ -166,7 +191,7 @@ int main(int argc, char** argv) {
       mrows.push_back({rs, rows, cols, rank, ms});
     }
   }
-  std::printf("\n### Low-rank methods on the GPU, median of %d (ms, wall clock, layer built on the host)\n\n",
+  std::printf("\n### Low-rank methods on the GPU, median of %d (ms, wall clock, layer on the GPU)\n\n",
               reps);
   std::printf("| recipe | rows x cols | rank | ms |\n|---|---|---:|---:|\n");
   for (const MethodRow& r : mrows)

@@ -5,7 +5,9 @@
 // the GEMM's blocking), which flips a code now and then, so it is checked by the share of equal
 // codes, the loss and the output error under H. The low-rank methods run a randomized sketch in
 // a different summation order, so they are checked by the chosen rank (equal or within one) and
-// the output error of the result (within 3% of the CPU's). Each check prints
+// the output error of the result (within 3% of the CPU's). The GPU quantizers pack on the GPU:
+// PackedWeight::pack there must write the CPU's bytes exactly and reject what the CPU rejects,
+// and every layer a method builds must live on W's device. Each check prints
 // "[budget] <name> err <e> budget <b>" (err = mismatched share or relative difference).
 #include <cmath>
 #include <cstdio>
@@ -81,16 +83,170 @@ double mismatch(const Tensor& a, const Tensor& b) {
   return double(bad) / double(a.numel());
 }
 
-void compare_packed(const std::string& name, const PackedWeight& got, const PackedWeight& want,
-                    double code_budget, double scale_budget) {
-  ASSERT_TRUE(got.device() == Device::CPU);
+// got: a GPU quantizer's result, packed on the GPU; compared on the host.
+void compare_packed(const std::string& name, const PackedWeight& got_gpu,
+                    const PackedWeight& want_any, double code_budget, double scale_budget) {
+  ASSERT_TRUE(got_gpu.device() == Device::CUDA) << name << ": packed on the GPU";
+  ASSERT_TRUE(got_gpu.scales().device() == Device::CUDA) << name;
+  const PackedWeight got = got_gpu.to(Device::CPU), want = want_any.to(Device::CPU);
   ASSERT_EQ(got.bits(), want.bits());
   ASSERT_EQ(got.group(), want.group());
   ASSERT_EQ(got.format(), want.format());
+  ASSERT_EQ(got.offsets().defined(), want.offsets().defined()) << name;
   within(name + " codes", mismatch<uint8_t>(got.unpack_codes(), want.unpack_codes()), code_budget);
   within(name + " scales", mismatch<uint16_t>(got.scales(), want.scales()), scale_budget);
   if (want.offsets().defined())
     within(name + " offsets", mismatch<uint16_t>(got.offsets(), want.offsets()), scale_budget);
+}
+
+// ------------------------------------------------------------------ packing on the GPU
+
+// Random codes below 2^bits and finite fp16 scales/offsets (CPU); codebook for that format.
+struct PackInputs {
+  Tensor codes, scales, offsets, codebook;
+};
+
+PackInputs random_pack_inputs(int64_t rows, int64_t cols, int bits, int64_t group, QuantFormat f,
+                              uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  PackInputs in;
+  in.codes = Tensor::empty({rows, cols}, DType::U8);
+  for (int64_t i = 0; i < in.codes.numel(); ++i)
+    in.codes.at<uint8_t>(i) = uint8_t(g() >> (64 - bits));
+  Tensor sc = Tensor::empty({rows, cols / group});
+  for (int64_t i = 0; i < sc.numel(); ++i) sc.at<float>(i) = 0.01f + 0.09f * u(g);
+  in.scales = sc.to(DType::F16);
+  if (f == QuantFormat::Affine) {
+    Tensor off = Tensor::empty({rows, cols / group});
+    for (int64_t i = 0; i < off.numel(); ++i) off.at<float>(i) = u(g) - 0.5f;
+    in.offsets = off.to(DType::F16);
+  }
+  if (f == QuantFormat::Codebook) {
+    std::vector<float> v(size_t(1) << bits);
+    for (auto& e : v) e = 2.f * u(g) - 1.f;
+    in.codebook = Tensor::from(v, {int64_t(v.size())});
+  }
+  return in;
+}
+
+PackedWeight pack_on(Device d, const PackInputs& in, int bits, int64_t group, QuantFormat f) {
+  return PackedWeight::pack(in.codes.to(d), in.scales.to(d), in.offsets.to(d),
+                            in.codebook.to(d), bits, group, f);
+}
+
+// A copy of t on the GPU whose data starts 8 bytes into its buffer (not 16-byte aligned).
+Tensor misaligned_gpu(const Tensor& t) {
+  Tensor flat = Tensor::zeros({t.numel() + 8}, t.dtype(), Device::CUDA);
+  Tensor v = flat.rows(8, t.numel() + 8).reshape(t.shape());
+  v.copy_from(t);
+  return v;
+}
+
+struct PackCase {
+  int64_t rows, cols, group;
+};
+
+TEST(QuantGpu, PackMatchesCpuByteForByte) {
+  REQUIRE_GPU();
+  // Rows that are no multiple of anything, a single chunk per row, LLaMA widths.
+  const std::vector<PackCase> shapes = {
+      {1, 32, 32}, {7, 32, 32}, {37, 96, 32}, {300, 4096, 128}, {1000, 32, 32}, {13, 11008, 64}};
+  uint64_t seed = 200;
+  for (int bits : {2, 3, 4, 8})
+    for (const PackCase& c : shapes)
+      for (QuantFormat f : {QuantFormat::Affine, QuantFormat::Symmetric, QuantFormat::Codebook}) {
+        const std::string name = fmt::format("pack {}x{} w{}g{} {}", c.rows, c.cols, bits, c.group,
+                                             quant_format_name(f));
+        SCOPED_TRACE(name);
+        const PackInputs in = random_pack_inputs(c.rows, c.cols, bits, c.group, f, ++seed);
+        const PackedWeight want = pack_on(Device::CPU, in, bits, c.group, f);
+        const PackedWeight got = pack_on(Device::CUDA, in, bits, c.group, f);
+        ASSERT_TRUE(got.device() == Device::CUDA);
+        for (const Tensor* t : {&got.codes(), &got.scales(), &got.offsets(), &got.codebook()}) {
+          if (t->defined()) {
+            ASSERT_TRUE(t->device() == Device::CUDA);
+          }
+        }
+        ASSERT_EQ(got.rows(), want.rows());
+        ASSERT_EQ(got.cols(), want.cols());
+        within(name + " packed bytes",
+               mismatch<uint8_t>(got.codes().to(Device::CPU), want.codes()), 0);
+        EXPECT_EQ(got.storage_bytes(), want.storage_bytes());
+        // Decoded on the GPU, the values are the CPU's exactly (quant/packed.h: one rounding).
+        within(name + " dequantized",
+               mismatch<uint32_t>(got.dequantize().to(Device::CPU), want.dequantize()), 0);
+      }
+  // A codes tensor that is not 16-byte aligned on the GPU (the encoder reads 16 bytes at a time).
+  const PackInputs in = random_pack_inputs(5, 96, 3, 32, QuantFormat::Affine, 300);
+  const Tensor odd = misaligned_gpu(in.codes);
+  ASSERT_NE(reinterpret_cast<uintptr_t>(odd.raw()) % 16, 0u);
+  const PackedWeight got = PackedWeight::pack(odd, gpu(in.scales), gpu(in.offsets), Tensor(), 3,
+                                              32, QuantFormat::Affine);
+  const PackedWeight want = PackedWeight::pack(in.codes, in.scales, in.offsets, Tensor(), 3, 32,
+                                               QuantFormat::Affine);
+  within("pack misaligned codes", mismatch<uint8_t>(got.codes().to(Device::CPU), want.codes()), 0);
+}
+
+// The error of fn, or "" when it throws none.
+template <class F>
+std::string error_of(F&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(QuantGpu, PackRejectsBadInputOnGpu) {
+  REQUIRE_GPU();
+  const QuantFormat A = QuantFormat::Affine;
+  for (int bits : {2, 3, 4}) {
+    PackInputs in = random_pack_inputs(9, 4096, bits, 128, A, 400 + bits);
+    // Two codes that do not fit: the first in flat order is named, as on the CPU.
+    in.codes.at<uint8_t>(5 * 4096 + 77) = uint8_t(1 << bits);
+    in.codes.at<uint8_t>(8 * 4096 + 3) = 255;
+    const std::string cpu = error_of([&] { pack_on(Device::CPU, in, bits, 128, A); });
+    const std::string gpu_msg = error_of([&] { pack_on(Device::CUDA, in, bits, 128, A); });
+    EXPECT_NE(cpu, "");
+    EXPECT_EQ(gpu_msg, cpu) << bits << " bits";
+    EXPECT_NE(gpu_msg.find(fmt::format("code {} at element {}", 1 << bits, 5 * 4096 + 77)),
+              std::string::npos)
+        << gpu_msg;
+  }
+  PackInputs in = random_pack_inputs(9, 256, 4, 64, A, 410);
+  // Non-finite scales and offsets: the first is named, as on the CPU.
+  for (uint16_t bad : {uint16_t(0x7C00), uint16_t(0xFC00), uint16_t(0x7E00)}) {
+    PackInputs b = in;
+    b.scales = in.scales.clone();
+    b.scales.at<uint16_t>(21) = bad;
+    b.scales.at<uint16_t>(30) = 0x7C00;
+    const std::string cpu = error_of([&] { pack_on(Device::CPU, b, 4, 64, A); });
+    const std::string gpu_msg = error_of([&] { pack_on(Device::CUDA, b, 4, 64, A); });
+    EXPECT_NE(gpu_msg.find("scales contains inf or NaN at element 21"), std::string::npos)
+        << gpu_msg;
+    EXPECT_EQ(gpu_msg, cpu);
+    b = in;
+    b.offsets = in.offsets.clone();
+    b.offsets.at<uint16_t>(35) = bad;
+    EXPECT_NE(error_of([&] { pack_on(Device::CUDA, b, 4, 64, A); })
+                  .find("offsets contains inf or NaN at element 35"),
+              std::string::npos);
+  }
+  PackInputs cb = random_pack_inputs(9, 256, 3, 64, QuantFormat::Codebook, 411);
+  cb.codebook.at<float>(6) = std::nanf("");
+  EXPECT_NE(error_of([&] { pack_on(Device::CUDA, cb, 3, 64, QuantFormat::Codebook); })
+                .find("codebook contains inf or NaN at element 6"),
+            std::string::npos);
+  // Everything on one device.
+  EXPECT_NE(error_of([&] {
+              PackedWeight::pack(gpu(in.codes), in.scales, gpu(in.offsets), Tensor(), 4, 64, A);
+            }).find("scales must be on cuda"),
+            std::string::npos);
+  EXPECT_THROW(
+      PackedWeight::pack(gpu(in.codes), gpu(in.scales), gpu(in.offsets), Tensor(), 4, 48, A),
+      Error);  // group
 }
 
 struct RtnCase {
@@ -161,7 +317,7 @@ TEST(QuantGpu, GptqMatchesCpu) {
     // The objective itself: output error under H of the two dequantized matrices, in input
     // order (the act-order permutation undone).
     auto unpermute = [&](const GptqResult& r) {
-      Tensor Q = r.q.dequantize();
+      Tensor Q = r.q.dequantize().to(Device::CPU);  // the GPU result decodes on the GPU
       if (r.perm.empty()) return Q;
       Tensor P = Tensor::empty(Q.shape());
       for (int64_t i = 0; i < c.rows; ++i)
@@ -316,11 +472,18 @@ MethodRun run_method(const std::string& recipe, const Tensor& W, const SiteStats
   const Recipe r = parse_recipe(recipe);
   auto method = make_method(r);
   Quantized q = method->quantize(W, st, QuantJob{"test", &r, seed});
-  EXPECT_TRUE(q.layer->device() == Device::CPU) << recipe << ": the layer is built on the host";
+  // The layer is built where W is: packed weight, input scale and low-rank parts alike.
+  EXPECT_TRUE(q.layer->device() == W.device()) << recipe;
+  if (const auto* ql = dynamic_cast<const QuantLinear*>(q.layer.get())) {
+    EXPECT_TRUE(ql->packed().scales().device() == W.device()) << recipe;
+    for (const LowRankPart& p : ql->low_rank())
+      EXPECT_TRUE(p.L.device() == W.device() && p.R.device() == W.device()) << recipe;
+  }
   MethodRun out;
   out.rank = q.extra.contains("rank") ? q.extra["rank"].get<int>() : 0;
   const Tensor Wh = W.to(Device::CPU);
-  out.err = relative_output_error(Wh, q.layer->dequantize(), st.H().to(Device::CPU));
+  out.err =
+      relative_output_error(Wh, q.layer->dequantize().to(Device::CPU), st.H().to(Device::CPU));
   out.layer = std::move(q.layer);
   out.extra = std::move(q.extra);
   return out;
@@ -398,6 +561,33 @@ TEST(QuantGpu, QuantLinearDequantizesOnGpu) {
     ASSERT_TRUE(got.device() == Device::CUDA);
     within(std::string(recipe) + " dequantize on gpu", rel_err(got.to(Device::CPU), want), 1e-6);
   }
+}
+
+TEST(QuantGpu, GpuLayerSavesAndLoads) {
+  REQUIRE_GPU();
+  // A LoPRo layer quantized on the GPU (packed there; permutation, WHT, fp16 + int8 factors):
+  // its saved tensors, copied to the host as the checkpoint writer does, load back on the CPU
+  // into a layer that decodes to the same matrix.
+  const Tensor W = lowrank_weight(128, 512, 130);
+  const SiteStats st = random_stats(512, 1024, 131);
+  const Recipe r = parse_recipe("lopro:w3g128,rank=6,hp=2");
+  Quantized q = make_method(r)->quantize(gpu(W), stats_on_gpu(st), QuantJob{"test", &r, 3});
+  const auto* ql = dynamic_cast<const QuantLinear*>(q.layer.get());
+  ASSERT_TRUE(ql && ql->device() == Device::CUDA);
+  std::vector<std::pair<std::string, Tensor>> saved;
+  const nlohmann::json meta = ql->save("layer", saved);
+  auto get = [&](const std::string& name) {
+    for (const auto& [n, t] : saved)
+      if (n == name) return t.to(Device::CPU);
+    ADD_FAILURE() << "no tensor " << name;
+    return Tensor();
+  };
+  const auto back = QuantLinear::load("layer", meta, get, 512, 128, "test");
+  ASSERT_TRUE(back->device() == Device::CPU);
+  EXPECT_EQ(back->storage_bytes(), ql->storage_bytes());
+  // The same tensors decoded by the same CPU code: identical.
+  within("gpu layer saved and loaded",
+         mismatch<uint32_t>(back->dequantize(), ql->to(Device::CPU)->dequantize()), 0);
 }
 
 TEST(QuantGpu, ErrorCorrectionMatchesCpu) {

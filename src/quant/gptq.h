@@ -69,7 +69,7 @@ GptqFactor gptq_factor(const Tensor& H, const GptqOptions& opt);
 std::string gptq_factor_key(const GptqOptions& opt, Device device);
 
 /// Quantizes W (F32 [rows, cols]) given H (F64 [cols, cols], = X X^T / T), both on the CPU or
-/// both on the GPU (H in F64 or F32 there; the result is returned on the CPU either way).
+/// both on the GPU (H in F64 or F32 there); the packed result is on W's device.
 /// factor: gptq_factor(H, opt) made earlier (on W's device), or null to compute it here.
 GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& opt,
                          const GptqFactor* factor = nullptr);

@@ -425,20 +425,48 @@ void packed_force_scalar(bool on) { g_force_scalar.store(on); }
 bool packed_simd_active() { return use_simd(); }
 
 // ------------------------------------------------------------------ construction
+namespace {
+// Whether this build has code for tensors on d (a CPU build has no GPU kernels).
+bool dev_supported(Device d) {
+#if defined(LRQ_WITH_CUDA)
+  return true;
+#else
+  return d == Device::CPU;
+#endif
+}
+
+#if defined(LRQ_WITH_CUDA)
+bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
+#endif
+}  // namespace
+
 void PackedWeight::validate(std::string_view where) const {
   if (bits_ != 2 && bits_ != 3 && bits_ != 4 && bits_ != 8)
     fail(where, "bits must be 2, 3, 4 or 8, got {}", bits_);
+  const Device dev = codes_.device();
   auto need = [&](const Tensor& t, const char* name, DType dt, const Shape& shape) {
     if (!t.defined()) fail(where, "{} tensor missing", name);
-    if (!t.is_cpu()) fail(where, "{} must be a CPU tensor, got {}", name, t.str());
+    if (t.device() != dev)
+      fail(where, "{} must be on {} like the codes, got {}", name, device_name(dev), t.str());
     if (t.dtype() != dt || t.shape() != shape)
       fail(where, "{} must be {}{}, got {}", name, dtype_name(dt), shape_str(shape), t.str());
   };
+  // On the GPU a kernel finds the first non-finite value, so the scales do not cross to the host.
   auto all_finite_f16 = [&](const Tensor& t, const char* name) {
-    const uint16_t* h = t.data<uint16_t>();
-    for (int64_t i = 0; i < t.numel(); ++i)
-      if (!f16_finite(h[i])) fail(where, "{} contains inf or NaN at element {}", name, i);
+    int64_t bad = -1;
+    if (t.is_cpu()) {
+      const uint16_t* h = t.data<uint16_t>();
+      for (int64_t i = 0; i < t.numel() && bad < 0; ++i)
+        if (!f16_finite(h[i])) bad = i;
+    } else {
+#if defined(LRQ_WITH_CUDA)
+      bad = cuda::f16_first_nonfinite(t.data<uint16_t>(), t.numel());
+#endif
+    }
+    if (bad >= 0) fail(where, "{} contains inf or NaN at element {}", name, bad);
   };
+  if (!dev_supported(dev))
+    fail(where, "tensors on {}: this build has no GPU support", device_name(dev));
   if (group_ <= 0 || group_ % kChunk != 0)
     fail(where, "group must be a positive multiple of {}, got {}", kChunk, group_);
   if (rows_ <= 0 || cols_ <= 0 || cols_ % group_ != 0)
@@ -454,8 +482,9 @@ void PackedWeight::validate(std::string_view where) const {
   }
   if (format_ == QuantFormat::Codebook) {
     need(codebook_, "codebook", DType::F32, {int64_t(1) << bits_});
-    for (int64_t i = 0; i < codebook_.numel(); ++i)
-      if (!std::isfinite(codebook_.at<float>(i)))
+    const Tensor book = codebook_.to(Device::CPU);  // at most 256 values
+    for (int64_t i = 0; i < book.numel(); ++i)
+      if (!std::isfinite(book.at<float>(i)))
         fail(where, "codebook contains inf or NaN at element {}", i);
   } else if (codebook_.defined()) {
     fail(where, "codebook given for the {} format, which has none", quant_format_name(format_));
@@ -493,20 +522,33 @@ PackedWeight PackedWeight::pack(const Tensor& codes, const Tensor& scales, const
                                 const Tensor& codebook, int bits, int64_t group,
                                 QuantFormat format) {
   const char* where = "PackedWeight::pack";
-  if (!codes.defined() || codes.ndim() != 2 || codes.dtype() != DType::U8 || !codes.is_cpu())
-    fail(where, "codes must be a CPU U8 matrix, got {}", codes.defined() ? codes.str() : "none");
+  if (!codes.defined() || codes.ndim() != 2 || codes.dtype() != DType::U8)
+    fail(where, "codes must be a U8 matrix, got {}", codes.defined() ? codes.str() : "none");
   const int64_t rows = codes.dim(0), cols = codes.dim(1);
   if (cols % kChunk != 0) fail(where, "{} columns is not a multiple of {}", cols, kChunk);
   if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
     fail(where, "bits must be 2, 3, 4 or 8, got {}", bits);
-  const uint8_t* c = codes.data<uint8_t>();
-  const int64_t n = codes.numel();
-  for (int64_t i = 0; i < n; ++i)
-    if (c[i] >> bits) fail(where, "code {} at element {} does not fit in {} bits", c[i], i, bits);
-  Tensor packed = Tensor::empty({rows, packed_row_bytes(cols, bits)}, DType::U8);
-  uint8_t* p = packed.data<uint8_t>();
-  for (int64_t i = 0, chunks = n / kChunk; i < chunks; ++i)
-    encode_chunk(c + i * kChunk, bits, p + i * 4 * bits);
+  if (!dev_supported(codes.device()))
+    fail(where, "codes on {}: this build has no GPU support", device_name(codes.device()));
+  Tensor packed = Tensor::empty({rows, packed_row_bytes(cols, bits)}, DType::U8, codes.device());
+  if (codes.is_cpu()) {
+    const uint8_t* c = codes.data<uint8_t>();
+    const int64_t n = codes.numel();
+    for (int64_t i = 0; i < n; ++i)
+      if (c[i] >> bits) fail(where, "code {} at element {} does not fit in {} bits", c[i], i, bits);
+    uint8_t* p = packed.data<uint8_t>();
+    for (int64_t i = 0, chunks = n / kChunk; i < chunks; ++i)
+      encode_chunk(c + i * kChunk, bits, p + i * 4 * bits);
+  } else {
+#if defined(LRQ_WITH_CUDA)
+    // Codes already on the GPU are encoded there: only the verdict on them comes back.
+    const Tensor c = aligned16(codes) ? codes : codes.clone();  // read 16 bytes at a time
+    int code = 0;
+    const int64_t bad =
+        cuda::packed_encode(c.data<uint8_t>(), rows, cols, bits, packed.data<uint8_t>(), &code);
+    if (bad >= 0) fail(where, "code {} at element {} does not fit in {} bits", code, bad, bits);
+#endif
+  }
   return from_tensors(packed, scales, offsets, codebook, bits, group, format, where);
 }
 
@@ -575,8 +617,6 @@ cuda::PackedView cuda_view(const PackedWeight& w) {
     fail("PackedWeight", "codes on the GPU must be 8-byte aligned");
   return v;
 }
-
-bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
 }  // namespace
 #endif
 

@@ -52,13 +52,16 @@ class PackedWeight {
 
   /// Packs unpacked codes U8 [rows, cols] (each < 2^bits) with scales F16 [rows, cols/group],
   /// offsets F16 [rows, cols/group] (Affine only, else undefined) and codebook F32 [2^bits]
-  /// (Codebook only, else undefined). Throws Error on any inconsistency.
+  /// (Codebook only, else undefined), all on one device; the result lives there (on the GPU
+  /// the codes are encoded by a kernel and only the checks' verdicts come to the host). Throws
+  /// Error on any inconsistency.
   static PackedWeight pack(const Tensor& codes, const Tensor& scales, const Tensor& offsets,
                            const Tensor& codebook, int bits, int64_t group, QuantFormat format);
 
   /// Rebuilds from stored tensors: packed codes U8 [rows, cols*bits/8] plus the tensors above
-  /// (shared, not copied). Checks every shape, dtype and device and that scales, offsets and
-  /// codebook are finite; throws Error("<where>: <problem>") otherwise.
+  /// (shared, not copied). Checks every shape and dtype, that all are on the codes' device and
+  /// that scales, offsets and codebook are finite; throws Error("<where>: <problem>") otherwise.
+  /// Checkpoints are loaded on the CPU and moved with to().
   static PackedWeight from_tensors(const Tensor& packed_codes, const Tensor& scales,
                                    const Tensor& offsets, const Tensor& codebook, int bits,
                                    int64_t group, QuantFormat format, std::string_view where);

@@ -85,6 +85,7 @@ std::pair<Tensor, Tensor> LowRankPart::to_f32() const {
 
 QuantLinear::QuantLinear(PackedWeight q, InputTransform t, std::vector<LowRankPart> lr)
     : Linear(q.cols(), q.rows()), q_(std::move(q)), t_(std::move(t)), lr_(std::move(lr)) {
+  const Device dev = q_.device();
   for (auto& p : lr_) {
     LRQ_ASSERT(p.L.dim(0) == out_ && p.R.dim(1) == in_ && p.L.dim(1) == p.R.dim(0));
     // int8 factors run through the F32 path: expand once (they are small: r (m + n) values).
@@ -97,7 +98,11 @@ QuantLinear::QuantLinear(PackedWeight q, InputTransform t, std::vector<LowRankPa
       p.L_f32 = L;
       p.R_f32 = R;
     }
+    // Methods round the factors on the host while a GPU quantizer leaves the packed weight on
+    // the GPU: the layer lives where its packed weight does.
+    if (p.L.device() != dev) p = p.to(dev);
   }
+  t_.scale = t_.scale.to(dev);
   if (!t_.perm.empty()) {
     LRQ_ASSERT(int64_t(t_.perm.size()) == in_);
     perm_ = Tensor::empty({in_}, DType::I32);

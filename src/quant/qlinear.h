@@ -47,6 +47,7 @@ struct LowRankPart {
 
 class QuantLinear final : public Linear {
  public:
+  /// The input scale and the low-rank parts move to q's device (the layer's device).
   QuantLinear(PackedWeight q, InputTransform t, std::vector<LowRankPart> lr);
   void forward(const Tensor& x, const Tensor& y) const override;
   Tensor dequantize() const override;
@@ -60,8 +61,9 @@ class QuantLinear final : public Linear {
   const std::vector<LowRankPart>& low_rank() const { return lr_; }
   int64_t rank() const;
 
-  /// Appends this layer's tensors as "<prefix>.<part>" and returns its metadata (format,
-  /// bits, group, transform, ranks) for quantization_config.layers.
+  /// Appends this layer's tensors as "<prefix>.<part>" (on the layer's device; the safetensors
+  /// writer copies them to the host) and returns its metadata (format, bits, group, transform,
+  /// ranks) for quantization_config.layers.
   nlohmann::json save(const std::string& prefix,
                       std::vector<std::pair<std::string, Tensor>>& out) const;
   /// Rebuilds a layer from its metadata and a tensor lookup; every inconsistency is an Error

@@ -68,7 +68,7 @@ inline float dequantize_code(float code, float scale, float offset) {
 
 /// RTN of W (F32 [rows, cols], CPU or GPU) onto the grids above. importance: F32/F64 [cols],
 /// >= 0, on any device, or undefined (uniform); used only by the clip search. Result: Affine or
-/// Symmetric format, on the CPU.
+/// Symmetric format, on W's device.
 PackedWeight rtn_quantize(const Tensor& W, const RtnOptions& opt,
                           const Tensor& importance = Tensor());
 

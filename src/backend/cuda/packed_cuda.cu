@@ -281,6 +281,121 @@ __global__ void packed_dequant_kernel(PackedView w, int64_t row_begin, int64_t n
   }
 }
 
+// ------------------------------------------------------------------ encoding
+// One thread per chunk. Its 32 codes arrive as eight little-endian words (word j holds codes
+// 4j .. 4j+3, one per byte), and with every code below 2^B each byte of the layout is a
+// whole-word shift-and-or of them: at b = 4 byte k holds codes k and k+16, so word j of the
+// chunk is w[j] | w[j+4] << 4; at b = 2 byte k holds k, k+8, k+16, k+24; at b = 3 the 12-bit
+// field of values j, j+8, j+16, j+24 sits at bit 12j of the 96-bit chunk. A code that does not
+// fit spills into its neighbours, but the call then reports it and the result is dropped.
+template <int B>
+__device__ __forceinline__ void encode_words(const uint32_t w[8], uint32_t out[B]) {
+  if constexpr (B == 8) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] = w[j];
+  } else if constexpr (B == 4) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) out[j] = w[j] | w[j + 4] << 4;
+  } else if constexpr (B == 2) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) out[j] = w[j] | w[j + 2] << 2 | w[j + 4] << 4 | w[j + 6] << 6;
+  } else {
+    uint64_t f[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {  // codes j + 8q are byte j % 4 of words j / 4 + 2q
+      const int sh = 8 * (j & 3), q = j >> 2;
+      f[j] = uint64_t((w[q] >> sh & 0xFFu) | (w[q + 2] >> sh & 0xFFu) << 3 |
+                      (w[q + 4] >> sh & 0xFFu) << 6 | (w[q + 6] >> sh & 0xFFu) << 9);
+    }
+    const uint64_t lo = f[0] | f[1] << 12 | f[2] << 24 | f[3] << 36 | f[4] << 48 | f[5] << 60;
+    out[0] = uint32_t(lo);
+    out[1] = uint32_t(lo >> 32);
+    out[2] = uint32_t(f[5] >> 4 | f[6] << 8 | f[7] << 20);
+  }
+}
+
+// codes [nchunks * 32] (16-byte aligned) -> packed [nchunks * 4B]. The first code >= 2^B, as
+// (flat index << 8 | code), goes to *bad by atomicMin (a thread's chunks come in increasing
+// order, and its scan stops at the first bad code of a chunk).
+template <int B>
+__global__ void packed_encode_kernel(const uint8_t* __restrict__ codes, int64_t nchunks,
+                                     uint8_t* __restrict__ packed,
+                                     unsigned long long* __restrict__ bad) {
+  constexpr uint32_t high = (0xFFu << B & 0xFFu) * 0x01010101u;  // bits >= B of every byte
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nchunks;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const uint4* src = reinterpret_cast<const uint4*>(codes + i * kChunkValues);
+    const uint4 a = src[0], b = src[1];
+    const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    if constexpr (high != 0) {
+      uint32_t any = 0;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) any |= w[j];
+      if (any & high) {
+        for (int k = 0; k < kChunkValues; ++k) {
+          const uint32_t c = w[k >> 2] >> 8 * (k & 3) & 0xFFu;
+          if (c >> B) {
+            atomicMin(bad, (static_cast<unsigned long long>(i * kChunkValues + k) << 8) | c);
+            break;
+          }
+        }
+      }
+    }
+    uint32_t out[B];
+    encode_words<B>(w, out);
+    uint8_t* dst = packed + i * (4 * B);
+    if constexpr (B == 3) {
+      uint32_t* d = reinterpret_cast<uint32_t*>(dst);
+      d[0] = out[0];
+      d[1] = out[1];
+      d[2] = out[2];
+    } else if constexpr (B == 2) {
+      *reinterpret_cast<uint2*>(dst) = make_uint2(out[0], out[1]);
+    } else {
+      uint4* d = reinterpret_cast<uint4*>(dst);
+#pragma unroll
+      for (int j = 0; j < B / 4; ++j)
+        d[j] = make_uint4(out[4 * j], out[4 * j + 1], out[4 * j + 2], out[4 * j + 3]);
+    }
+  }
+}
+
+// The first index (in flat order) of an F16 inf or NaN into *first by atomicMin.
+__global__ void f16_nonfinite_kernel(const uint16_t* __restrict__ h, int64_t n,
+                                     unsigned long long* __restrict__ first) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n;
+       e += int64_t(gridDim.x) * blockDim.x)
+    if ((h[e] & 0x7C00u) == 0x7C00u) {
+      atomicMin(first, static_cast<unsigned long long>(e));
+      return;  // this thread's later elements have larger indices
+    }
+}
+
+template <int B>
+void launch_encode(const uint8_t* codes, int64_t nchunks, uint8_t* packed,
+                   unsigned long long* bad) {
+  packed_encode_kernel<B><<<grid_for(nchunks, 256), 256, 0, stream()>>>(codes, nchunks, packed, bad);
+  LRQ_CUDA_LAUNCHED();
+}
+
+// A device word set to "none" (all ones) for an atomicMin report, and its value read back.
+class FirstReport {
+ public:
+  FirstReport() : word_(sizeof(unsigned long long)) {
+    LRQ_CUDA_CHECK(cudaMemsetAsync(ptr(), 0xFF, sizeof(unsigned long long), stream()));
+  }
+  unsigned long long* ptr() const { return word_.as<unsigned long long>(); }
+  // Waits for the stream; false when nothing was reported.
+  bool read(unsigned long long* v) const {
+    LRQ_CUDA_CHECK(cudaMemcpyAsync(v, ptr(), sizeof *v, cudaMemcpyDeviceToHost, stream()));
+    LRQ_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    return *v != ~0ull;
+  }
+
+ private:
+  DeviceScratch word_;
+};
+
 // ------------------------------------------------------------------ dispatch
 template <int B, int F, int R, int TT, int U = 2>
 void launch_gemv(const GemvParams& p) {
@@ -432,5 +547,38 @@ void packed_gemm(const PackedView& w, const float* x, float* y, int64_t T, bool 
 }
 
 void packed_dequantize(const PackedView& w, float* out) { dequant_rows(w, 0, w.rows, out); }
+
+int64_t packed_encode(const uint8_t* codes, int64_t rows, int64_t cols, int bits, uint8_t* packed,
+                      int* bad_code) {
+  if (rows < 0 || cols < 0 || cols % kChunkValues != 0 ||
+      (bits != 2 && bits != 3 && bits != 4 && bits != 8))
+    bad_args("packed_encode", std::to_string(rows) + "x" + std::to_string(cols) + " codes at " +
+                                  std::to_string(bits) + " bits");
+  if (reinterpret_cast<uintptr_t>(codes) % 16 != 0 || reinterpret_cast<uintptr_t>(packed) % 16 != 0)
+    bad_args("packed_encode", "codes and packed must be 16-byte aligned");
+  const int64_t nchunks = rows * (cols / kChunkValues);
+  FirstReport bad;
+  if (nchunks > 0) {
+    switch (bits) {
+      case 2: launch_encode<2>(codes, nchunks, packed, bad.ptr()); break;
+      case 3: launch_encode<3>(codes, nchunks, packed, bad.ptr()); break;
+      case 4: launch_encode<4>(codes, nchunks, packed, bad.ptr()); break;
+      default: launch_encode<8>(codes, nchunks, packed, bad.ptr()); break;
+    }
+  }
+  unsigned long long v = 0;
+  if (!bad.read(&v)) return -1;
+  if (bad_code) *bad_code = int(v & 0xFFu);
+  return int64_t(v >> 8);
+}
+
+int64_t f16_first_nonfinite(const uint16_t* h, int64_t n) {
+  if (n <= 0) return -1;
+  FirstReport first;
+  f16_nonfinite_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(h, n, first.ptr());
+  LRQ_CUDA_LAUNCHED();
+  unsigned long long v = 0;
+  return first.read(&v) ? int64_t(v) : -1;
+}
 
 }  // namespace lrq::cuda

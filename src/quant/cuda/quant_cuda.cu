@@ -292,29 +292,47 @@ std::vector<int32_t> identity_perm(int64_t n) {
   return p;
 }
 
-// Codes [n, rows] (processing order, device) and grids [ng, rows] (device) -> a CPU
-// PackedWeight in the layout of the CPU path. src: stored column c reads processing column
-// src[c] (null: identity).
-PackedWeight pack_on_host(const Tensor& codes_t, const Tensor& src, const Tensor& S,
-                          const Tensor& O, int64_t rows, int64_t n, int64_t g,
-                          const RtnOptions& opt) {
+// f32_to_f16 of core/dtype.h on the device: cvt.rn is the same round-to-nearest-even, with the
+// same overflow to inf (from 65520 on) and the same gradual underflow to subnormals and signed
+// zero; only its NaN differs (canonical 0x7FFF), so NaN is spelled as the host spells it (sign |
+// 0x7E00) and the stored bits match whatever the grids hold.
+__device__ __forceinline__ uint16_t f16_bits(float x) {
+  if (isnan(x)) return uint16_t((__float_as_uint(x) >> 16 & 0x8000u) | 0x7E00u);
+  return __half_as_ushort(__float2half_rn(x));
+}
+
+// Grids S/O [ng, rows] (F32) -> scales/offsets [rows, ng] (F16); o16 null: no offsets.
+__global__ void grids_to_f16_kernel(const float* __restrict__ S, const float* __restrict__ O,
+                                    int64_t ng, int64_t rows, uint16_t* __restrict__ s16,
+                                    uint16_t* __restrict__ o16) {
+  const int64_t total = ng * rows;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t gi = e / rows, r = e - gi * rows;  // reads coalesced, writes strided by ng
+    s16[r * ng + gi] = f16_bits(S[e]);
+    if (o16) o16[r * ng + gi] = f16_bits(O[e]);
+  }
+}
+
+// Codes [n, rows] (processing order) and grids [ng, rows] -> a PackedWeight on the GPU in the
+// layout of the CPU path, encoded there (PackedWeight::pack reads back only its checks).
+// src: stored column c reads processing column src[c] (null: identity).
+PackedWeight pack_on_device(const Tensor& codes_t, const Tensor& src, const Tensor& S,
+                            const Tensor& O, int64_t rows, int64_t n, int64_t g,
+                            const RtnOptions& opt) {
   const int64_t ng = n / g;
-  Tensor codes_d = Tensor::empty({rows, n}, DType::U8, Device::CUDA);
+  Tensor codes = Tensor::empty({rows, n}, DType::U8, Device::CUDA);
   const dim3 tiles(unsigned((rows + 31) / 32), unsigned((n + 31) / 32));
   codes_to_rows_kernel<<<tiles, dim3(32, 8), 0, stream()>>>(
       codes_t.data<uint8_t>(), n, rows, src.defined() ? src.data<int32_t>() : nullptr,
-      codes_d.data<uint8_t>());
+      codes.data<uint8_t>());
   LRQ_CUDA_LAUNCHED();
-  const Tensor codes = codes_d.to(Device::CPU);
-  const Tensor s = S.to(Device::CPU), o = O.to(Device::CPU);
-  Tensor scales = Tensor::empty({rows, ng}, DType::F16);
-  Tensor offsets = opt.symmetric ? Tensor() : Tensor::empty({rows, ng}, DType::F16);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t gi = 0; gi < ng; ++gi) {
-      scales.data<uint16_t>()[r * ng + gi] = f32_to_f16(s.data<float>()[gi * rows + r]);
-      if (!opt.symmetric)
-        offsets.data<uint16_t>()[r * ng + gi] = f32_to_f16(o.data<float>()[gi * rows + r]);
-    }
+  Tensor scales = Tensor::empty({rows, ng}, DType::F16, Device::CUDA);
+  Tensor offsets = opt.symmetric ? Tensor() : Tensor::empty({rows, ng}, DType::F16, Device::CUDA);
+  grids_to_f16_kernel<<<grid_for(ng * rows, kThreads), kThreads, 0, stream()>>>(
+      S.data<float>(), O.data<float>(), ng, rows, scales.data<uint16_t>(),
+      opt.symmetric ? nullptr : offsets.data<uint16_t>());
+  LRQ_CUDA_LAUNCHED();
   return PackedWeight::pack(codes, scales, offsets, Tensor(), opt.bits, g,
                             opt.symmetric ? QuantFormat::Symmetric : QuantFormat::Affine);
 }
@@ -377,7 +395,7 @@ PackedWeight rtn(const Tensor& W, const RtnOptions& opt, int64_t g, const std::v
                                                   grid_of(opt), S.data<float>(), O.data<float>(),
                                                   codes_t.data<uint8_t>());
   LRQ_CUDA_LAUNCHED();
-  return pack_on_host(codes_t, Tensor(), S, O, rows, cols, g, opt);
+  return pack_on_device(codes_t, Tensor(), S, O, rows, cols, g, opt);
 }
 
 GptqResult gptq(const Tensor& W, const GptqFactor& f, const GptqOptions& opt, int64_t g) {
@@ -470,7 +488,7 @@ GptqResult gptq(const Tensor& W, const GptqFactor& f, const GptqOptions& opt, in
     for (size_t i = 0; i < N; ++i) inv[size_t(f.perm[i])] = int32_t(i);
     src = to_device(inv, DType::I32);
   }
-  res.q = pack_on_host(codes_t, src, S, O, rows, n, g, opt.grid);
+  res.q = pack_on_device(codes_t, src, S, O, rows, n, g, opt.grid);
   if (opt.act_order && !opt.static_groups) res.perm = f.perm;
   res.warning = f.warning;
   return res;

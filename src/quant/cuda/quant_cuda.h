@@ -23,11 +23,11 @@ bool inverse_cholesky_upper(const Tensor& H, const std::vector<int32_t>& perm,
                             const std::vector<double>& diag, double add, Tensor* U);
 
 /// RTN of W (CUDA F32 [rows, cols], validated) with group g and importance imp (cols values,
-/// host). The result is packed on the host (a CPU PackedWeight).
+/// host). The result is packed on the GPU (a PackedWeight whose tensors live there).
 PackedWeight rtn(const Tensor& W, const RtnOptions& opt, int64_t g, const std::vector<float>& imp);
 
 /// GPTQ of W (CUDA F32 [rows, n], validated) with the factor f of its H (f.U on the GPU) and
-/// group g. The result is packed on the host (a CPU PackedWeight).
+/// group g. The result is packed on the GPU (a PackedWeight whose tensors live there).
 GptqResult gptq(const Tensor& W, const GptqFactor& f, const GptqOptions& opt, int64_t g);
 
 }  // namespace lrq::quant_cuda

@@ -10,8 +10,9 @@
 //      residual=gptq, our option).
 //   4. BLC alternates L R = best rank-r fit of W - Wq and Wq = Q(W - L R), keeping the pair
 //      with the least output error tr(D H D^T), D = W - L R - Wq.
-// On the GPU every m x n step (sketch, products, residuals, errors, the quantizers) runs there;
-// the factors (r (m + n) values) and the packed codes come to the host, where the layer is built.
+// On the GPU every m x n step (sketch, products, residuals, errors, the quantizers and their
+// packing) runs there; only the factors (r (m + n) values) are rounded on the host, and the
+// layer is built on the GPU.
 #include <cmath>
 
 #include "backend/ops.h"
@@ -67,7 +68,7 @@ class Flrq final : public Method {
       }
     };
     auto dequant = [&](const GptqResult& res) {
-      // The packed codes are small: decoded on W's device.
+      // Decoded where the quantizer left it: W's device.
       Tensor Wq = res.q.to(dev).dequantize();
       InputTransform t;
       t.perm = res.perm;

@@ -4,8 +4,9 @@
 // most salient gets a Walsh-Hadamard rotation (B), and GPTQ quantizes R' = R P^T B with the
 // matching H' = B P H P^T B. At run time x' = B P x feeds the packed GEMM (QuantLinear's input
 // transform), the low-rank branch reads x directly.
-// On the GPU the residual, its permutation and rotation, H' and GPTQ run there; the factors
-// (r (m + n) values), importance and permutation (n values) are host-side bookkeeping.
+// On the GPU the residual, its permutation and rotation, H' and GPTQ (packing included) run
+// there; the factors (r (m + n) values), importance and permutation (n values) are host-side
+// bookkeeping, and the layer is built on the GPU.
 #include <cmath>
 #include <numeric>
 

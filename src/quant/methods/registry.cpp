@@ -80,8 +80,9 @@ class Composed final : public Method {
       if (s.method != "lr") fail("recipe", "modifier '{}' is not implemented", s.method);
       auto* ql = dynamic_cast<QuantLinear*>(q.layer.get());
       if (!ql) fail(job.layer, "'lr' needs a quantized base layer");
-      // The error on W's device: a GPU weight gets a GPU copy of the (small) layer to decode.
-      const Tensor Wq = W.is_cpu() ? ql->dequantize() : ql->to(W.device())->dequantize();
+      // The error on W's device (a layer from a CPU-only base is copied there to decode).
+      const Tensor Wq =
+          ql->device() == W.device() ? ql->dequantize() : ql->to(W.device())->dequantize();
       const Tensor E = difference(W, Wq);
       const auto site = site_tensors(st, W.device());
       Factors f = fit_error_low_rank(E, s.i("rank"), parse_error_weighting(s.s("scale")), site->H,
