@@ -2,7 +2,7 @@
 """Quantize a model with a list of recipes and measure each: the table behind bench/RESULTS.md.
 
 For every recipe: `lrquant quantize` (calibration: N windows of L tokens from the calibration
-text, seed 0), then `lrquant eval` nonoverlap-512 on lab-corpus/valid.txt (with KL divergence,
+text, seed 0 or --seed), then `lrquant eval` nonoverlap-512 on lab-corpus/valid.txt (with KL divergence,
 same-top-token rate against the unquantized model) and on WikiText-2 test. Rows run in
 parallel (--jobs), each with --threads T. Prints a markdown table and writes a JSON file.
 
@@ -33,7 +33,7 @@ def measure(a, recipe, idx):
         t0 = time.time()
         run([a.bin, *t, "quantize", "--model", a.model, "--calib", a.calib, "--nsamples",
              str(a.nsamples), "--seqlen", str(a.seqlen), "--recipe", recipe, "--out", qdir,
-             "--force", "--quiet", "--report", qdir + ".report.json"] +
+             "--force", "--quiet", "--report", qdir + ".report.json", "--seed", str(a.seed)] +
             (["--device", a.quant_device] if a.quant_device else []) +
             sum([["--layer-recipe", lr] for lr in a.layer_recipe], []), log)
         row["quant_s"] = time.time() - t0
@@ -69,6 +69,7 @@ def main():
     ap.add_argument("--calib"); ap.add_argument("--valid"); ap.add_argument("--wiki")
     ap.add_argument("--no-wiki", action="store_true")
     ap.add_argument("--nsamples", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0, help="quantize --seed (calibration windows and sketches)")
     ap.add_argument("--seqlen", type=int, default=512)
     ap.add_argument("--layer-recipe", action="append", default=[])
     ap.add_argument("--out", required=True)

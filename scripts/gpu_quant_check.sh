@@ -34,7 +34,7 @@ echo "quant_gpu_test ran in $(($(date +%s) - t0)) s"
 run_gtest backend_gpu_test 'BackendGpu.AccumulateAndDotMatchCpu:BackendGpu.PermuteColsF64IsAnExactGather' 120
 # Packed weights and quantized layers on the GPU; the whole pipeline with GPU-packed layers.
 run_gtest runtime_gpu_test 'RuntimeGpu.PackedMatmul*:RuntimeGpu.QuantLinearMatchesCpu' 120
-run_gtest quant_pipeline_gpu_test 'PipelineGpuRecipe.*' 180
+run_gtest quant_pipeline_gpu_test '*PipelineGpuRecipe*' 300
 
 if [ "$bench" = 1 ]; then
   echo "== bench_quant_gpu"

@@ -18,6 +18,7 @@
 
 #include "backend/memory.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/packed_cuda.h"
 #include "backend/ops.h"
 #include "eval/generate.h"
 #include "eval/perplexity.h"
@@ -116,6 +117,32 @@ TEST(RuntimeGpu, PackedMatmulMatchesCpu) {
           within("matmul+= " + tag + " T=" + std::to_string(T), rel_err(yga, ya), 1e-5);
         }
       }
+}
+
+TEST(RuntimeGpu, EverySingleTokenVariantMatchesCpu) {
+  REQUIRE_GPU();
+  // The per-width default picks among these variants; each must compute the same function.
+  struct V {
+    int rows, unroll;
+  };
+  uint64_t seed = 700;
+  for (const V v : {V{0, 0}, V{4, 1}, V{4, 2}, V{8, 1}, V{8, 2}})
+    for (int bits : {2, 3, 4, 8})
+      for (QuantFormat f : {QuantFormat::Affine, QuantFormat::Symmetric, QuantFormat::Codebook})
+        for (const Shape2 s : {Shape2{37, 256, 64}, Shape2{70, 1184, 32}}) {
+          const PackedWeight w = random_packed(s.rows, s.cols, bits, s.group, f, ++seed);
+          const Tensor x = randn({1, s.cols}, ++seed, 1.0, 0.3);
+          Tensor y = Tensor::empty({1, s.rows}), yg = poisoned_gpu({1, s.rows});
+          w.matmul(x, y);
+          cuda::set_packed_gemv_variant(v.rows, v.unroll);
+          w.to(Device::CUDA).matmul(gpu(x), yg);
+          cuda::set_packed_gemv_variant(0, 0);
+          within("gemv R" + std::to_string(v.rows) + " U" + std::to_string(v.unroll) + " " +
+                     fmt_name(f) + " w" + std::to_string(bits) + " " + std::to_string(s.rows) +
+                     "x" + std::to_string(s.cols),
+                 rel_err(yg, y), 1e-5);
+        }
+  EXPECT_THROW(cuda::set_packed_gemv_variant(3, 1), Error);
 }
 
 TEST(RuntimeGpu, PackedPrefillInBf16MatchesCpuOnRoundedOperands) {

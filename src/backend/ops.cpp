@@ -126,6 +126,17 @@ void xtx(const Tensor& X, const Tensor& G, bool accumulate) {
     fail("", "xtx: X {} G {}", X.str(), G.str());
   LRQ_DISPATCH(xtx, T_(&X, &G), X, G, accumulate);
 }
+Tensor to_bf16(const Tensor& x) {
+  if (x.dtype() != DType::F32) fail("", "to_bf16: x must be F32, got {}", x.str());
+  if (x.is_cpu()) return x.to(DType::BF16);
+#if defined(LRQ_WITH_CUDA)
+  Tensor out = Tensor::empty(x.shape(), DType::BF16, x.device());
+  cuda::to_bf16(x.data<float>(), static_cast<uint16_t*>(out.raw()), x.numel());
+  return out;
+#else
+  fail("", "to_bf16: this build has no CUDA backend");
+#endif
+}
 double dot(const Tensor& A, const Tensor& B) { LRQ_DISPATCH(dot, T_(&A, &B), A, B); }
 void fill_randn(const Tensor& X, uint64_t seed, double std) {
   LRQ_DISPATCH(fill_randn, T_(&X), X, seed, std);

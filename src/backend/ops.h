@@ -96,6 +96,8 @@ void add_abs_col_sums(const Tensor& x, const Tensor& acc);
 /// product of the calibration statistics. On the GPU it follows the matmul precision: TF32
 /// when set_allow_tf32 is on, BF16-rounded X when set_bf16_matmul is on.
 void xtx(const Tensor& X, const Tensor& G, bool accumulate);
+/// x (F32) rounded to BF16 (nearest even), a new tensor on x's device.
+Tensor to_bf16(const Tensor& x);
 /// sum_i a_i b_i over all entries of A and B (same element count, F64).
 double dot(const Tensor& A, const Tensor& B);
 /// Fills X (F32, F16 or BF16) with N(0, std^2) samples of a counter-based generator: entry i

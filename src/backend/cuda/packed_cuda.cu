@@ -31,7 +31,8 @@ constexpr int64_t kSlabElems = int64_t(1) << 22;  // F32 slab for the cuBLAS pat
 
 bool g_pdl = true;
 // Single-token variant: rows per CTA and unrolling of the chunk loop (set_packed_gemv_variant).
-int g_rows1 = 4, g_unroll1 = 2;
+// 0 = per width: the fastest measured on the H100 (RESULTS.md variant table).
+int g_rows1 = 0, g_unroll1 = 0;
 
 struct GemvParams {
   const uint8_t* codes;
@@ -422,10 +423,13 @@ void launch_gemv(const GemvParams& p) {
 template <int B, int F>
 void gemv_tokens(const GemvParams& p) {
   if (p.T <= 1) {
-    if (g_rows1 == 8)
-      g_unroll1 == 1 ? launch_gemv<B, F, 8, 1, 1>(p) : launch_gemv<B, F, 8, 1, 2>(p);
+    // w3: R8 U2 (-2..-6%), w2: R4 U1 (-12..-15%), w4/w8: R4 U2.
+    const int rows = g_rows1 ? g_rows1 : B == 3 ? 8 : 4;
+    const int unroll = g_unroll1 ? g_unroll1 : B == 2 ? 1 : 2;
+    if (rows == 8)
+      unroll == 1 ? launch_gemv<B, F, 8, 1, 1>(p) : launch_gemv<B, F, 8, 1, 2>(p);
     else
-      g_unroll1 == 1 ? launch_gemv<B, F, 4, 1, 1>(p) : launch_gemv<B, F, 4, 1, 2>(p);
+      unroll == 1 ? launch_gemv<B, F, 4, 1, 1>(p) : launch_gemv<B, F, 4, 1, 2>(p);
   } else if (p.T <= 2) launch_gemv<B, F, 4, 2>(p);
   else if (p.T <= 4) launch_gemv<B, F, 2, 4>(p);
   else launch_gemv<B, F, 2, 8>(p);
@@ -471,8 +475,8 @@ void dequant_rows(const PackedView& w, int64_t r0, int64_t n, float* out) {
 void set_packed_pdl(bool on) { g_pdl = on; }
 
 void set_packed_gemv_variant(int rows, int unroll) {
-  if ((rows != 4 && rows != 8) || (unroll != 1 && unroll != 2))
-    bad_args("set_packed_gemv_variant", "rows 4 or 8, unroll 1 or 2");
+  if (!(rows == 0 && unroll == 0) && ((rows != 4 && rows != 8) || (unroll != 1 && unroll != 2)))
+    bad_args("set_packed_gemv_variant", "rows 4 or 8, unroll 1 or 2 (or 0, 0: per width)");
   g_rows1 = rows;
   g_unroll1 = unroll;
 }

@@ -54,8 +54,9 @@ int64_t f16_first_nonfinite(const uint16_t* h, int64_t n);
 
 /// Whether packed_gemv overlaps its low-rank producer (default on; benchmarks compare).
 void set_packed_pdl(bool on);
-/// The single-token kernel's rows per CTA (4 or 8) and chunk-loop unrolling (1 or 2); default
-/// 4 and 2. Benchmarks compare.
+/// The single-token kernel's rows per CTA (4 or 8) and chunk-loop unrolling (1 or 2); 0, 0
+/// (the default) picks per width: R8 U2 at 3 bits, R4 U1 at 2, R4 U2 otherwise. Benchmarks
+/// compare; the GPU tests run every variant.
 void set_packed_gemv_variant(int rows, int unroll);
 
 }  // namespace lrq::cuda

@@ -197,9 +197,14 @@ constexpr int64_t kScoreBudget = int64_t(64) << 20;  // floats in S per chunk (2
 constexpr int64_t kQueryChunk = 256;
 
 // One CTA per (head, query row) of the chunk: row r of head h sees keys 0 .. visible0 + r.
-// The masked tail is written as 0 so that P V can run over the full width.
+// The masked tail is written as 0 so that P V can run over the full width. With ROW the row is
+// held in shared memory, so S is read once and written once.
+constexpr int64_t kSoftmaxSmemMax = 8192;  // floats of a row kept in shared memory (32 KiB)
+
+template <bool ROW>
 __global__ void causal_softmax_kernel(float* S, int64_t Tq, int64_t Tk, int64_t visible0) {
   __shared__ float red[32];
+  extern __shared__ float cached[];
   const int64_t row = blockIdx.x, r = row % Tq;
   float* s = S + row * Tk;
   const int64_t n = min(Tk, visible0 + r + 1);
@@ -219,17 +224,22 @@ __global__ void causal_softmax_kernel(float* S, int64_t Tq, int64_t Tk, int64_t 
     }
     return v;
   };
+  float* v = ROW ? cached : s;
   float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, s[j]);
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
+    const float x = s[j];
+    if (ROW) v[j] = x;
+    mx = fmaxf(mx, x);
+  }
   mx = block_reduce(mx, true);
   float sum = 0.0f;
-  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {
-    const float e = expf(s[j] - mx);
-    s[j] = e;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) {  // each thread reads what it wrote
+    const float e = expf(v[j] - mx);
+    v[j] = e;
     sum += e;
   }
   const float inv = 1.0f / block_reduce(sum, false);
-  for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) s[j] = j < n ? s[j] * inv : 0.0f;
+  for (int64_t j = threadIdx.x; j < Tk; j += blockDim.x) s[j] = j < n ? v[j] * inv : 0.0f;
 }
 
 void attention_gemm(const float* q, const float* K, const float* V, float* out, int64_t T,
@@ -259,7 +269,11 @@ void attention_gemm(const float* q, const float* K, const float* V, float* out, 
     }
     const int64_t rows = nh * Tq;
     if (rows > INT_MAX) bad_args(op, "too many score rows");
-    causal_softmax_kernel<<<unsigned(rows), 256, 0, stream()>>>(S, Tq, Tk, pos0 + t0);
+    if (Tk <= kSoftmaxSmemMax)
+      causal_softmax_kernel<true><<<unsigned(rows), 256, size_t(Tk) * sizeof(float), stream()>>>(
+          S, Tq, Tk, pos0 + t0);
+    else
+      causal_softmax_kernel<false><<<unsigned(rows), 256, 0, stream()>>>(S, Tq, Tk, pos0 + t0);
     LRQ_CUDA_LAUNCHED();
     for (int64_t i = 0; i < group; ++i) {
       // O_h^T (hd x Tq, ld qw) = V_g^T (hd x Tk, ld kw) P_h^T (Tk x Tq, ld Tk).
