@@ -34,7 +34,7 @@ def measure(a, recipe, idx):
         run([a.bin, *t, "quantize", "--model", a.model, "--calib", a.calib, "--nsamples",
              str(a.nsamples), "--seqlen", str(a.seqlen), "--recipe", recipe, "--out", qdir,
              "--force", "--quiet", "--report", qdir + ".report.json", "--seed", str(a.seed)] +
-            (["--device", a.quant_device] if a.quant_device else []) +
+            (["--device", a.quant_device] if a.quant_device else []) + a.quant_arg +
             sum([["--layer-recipe", lr] for lr in a.layer_recipe], []), log)
         row["quant_s"] = time.time() - t0
         rep = json.load(open(qdir + ".report.json"))
@@ -76,6 +76,8 @@ def main():
     ap.add_argument("--qdir", help="where quantized folders go (default: --out)")
     ap.add_argument("--kld", action="store_true", help="KL divergence against the model on valid")
     ap.add_argument("--quant-device", help="--device for quantize (cpu|cuda; default: the CLI's)")
+    ap.add_argument("--quant-arg", action="append", default=[],
+                    help="extra quantize argument (repeatable), e.g. --quant-arg=--bf16")
     ap.add_argument("--eval-device", help="--device for eval (cpu|cuda; default: the CLI's)")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
