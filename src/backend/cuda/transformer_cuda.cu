@@ -299,7 +299,9 @@ void attention_gemm(const float* q, const float* K, const float* V, float* out, 
 // output rescaled when the max grows). The score matrix never reaches global memory, which is
 // where attention_gemm spends most of its time (S written, read, rewritten and read again in
 // F32). Q, K, P and V are rounded to BF16 for mma.sync (m16n8k16, F32 accumulators); the
-// accumulators, the softmax and the output stay F32.
+// accumulators, the softmax and the output stay F32. K and V are converted to BF16 once per
+// call by a separate pass: every query tile reads them again (from L2, mostly), so that halves
+// the kernel's dominant traffic and takes the conversion out of its loop.
 //
 // Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4): A (16x16, row-major) a0 =
 // (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..); B (16x8, k-major)
@@ -331,13 +333,13 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* 
                : "r"(a));
 }
 
-// Q (T x nh*HD), K/V (>= pos0+T rows of nkv*HD), out like q; scale_log2 = log2(e)/sqrt(HD), so
+// Q (T x nh*HD), K/V (BF16, pos0+T rows of nkv*HD), out like q; scale_log2 = log2(e)/sqrt(HD), so
 // the softmax runs on exp2. Query tiles are taken longest first (the causal triangle makes the
 // last tiles the heaviest) so that the short ones fill the tail of the grid.
 template <int HD>
 __global__ void __launch_bounds__(kFlashThreads)
-    flash_attention_kernel(const float* __restrict__ q, const float* __restrict__ K,
-                           const float* __restrict__ V, float* __restrict__ out, int64_t T,
+    flash_attention_kernel(const float* __restrict__ q, const __nv_bfloat16* __restrict__ K,
+                           const __nv_bfloat16* __restrict__ V, float* __restrict__ out, int64_t T,
                            int64_t nh, int64_t nkv, int64_t pos0, float scale_log2) {
   constexpr int LD = HD + 8;  // BF16 row stride: rows start 4 banks apart, loads conflict-free
   constexpr int KSTEPS = HD / 16, DTILES = HD / 8;
@@ -385,22 +387,17 @@ __global__ void __launch_bounds__(kFlashThreads)
   const int64_t abs0 = pos0 + row0, abs1 = pos0 + row1;
   for (int64_t k0 = 0; k0 < n_keys; k0 += kFlashK) {
     __syncthreads();  // every warp is done with the previous K and V tiles
-    // F32 -> BF16 into shared memory, four columns per thread and step; keys past n_keys are
-    // zeros (the cache rows there may hold anything, and 0 * NaN would poison P V).
-    for (int i = threadIdx.x; i < kFlashK * HD / 4; i += kFlashThreads) {
-      const int key = i / (HD / 4), c = (i % (HD / 4)) * 4;
-      float4 kv = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vv = kv;
+    // Into shared memory, eight columns (16 bytes) per thread and step; keys past n_keys are
+    // zeros (they were not converted, and 0 * NaN would poison P V).
+    for (int i = threadIdx.x; i < kFlashK * HD / 8; i += kFlashThreads) {
+      const int key = i / (HD / 8), c = (i % (HD / 8)) * 8;
+      uint4 kv = make_uint4(0u, 0u, 0u, 0u), vv = kv;
       if (k0 + key < n_keys) {
-        kv = *reinterpret_cast<const float4*>(K + (k0 + key) * kw + kvh * HD + c);
-        vv = *reinterpret_cast<const float4*>(V + (k0 + key) * kw + kvh * HD + c);
+        kv = *reinterpret_cast<const uint4*>(K + (k0 + key) * kw + kvh * HD + c);
+        vv = *reinterpret_cast<const uint4*>(V + (k0 + key) * kw + kvh * HD + c);
       }
-      uint2 kb, vb;
-      kb.x = pack_bf16x2(kv.x, kv.y);
-      kb.y = pack_bf16x2(kv.z, kv.w);
-      vb.x = pack_bf16x2(vv.x, vv.y);
-      vb.y = pack_bf16x2(vv.z, vv.w);
-      *reinterpret_cast<uint2*>(Ks + key * LD + c) = kb;
-      *reinterpret_cast<uint2*>(Vs + key * LD + c) = vb;
+      *reinterpret_cast<uint4*>(Ks + key * LD + c) = kv;
+      *reinterpret_cast<uint4*>(Vs + key * LD + c) = vv;
     }
     __syncthreads();
     if (k0 > warp_last_abs) continue;  // the whole tile is in this warp's future
@@ -492,6 +489,17 @@ __global__ void __launch_bounds__(kFlashThreads)
   }
 }
 
+// The first n entries of K and V (F32, n % 4 == 0) as BF16, nearest even.
+__global__ void kv_to_bf16_kernel(const float4* __restrict__ K, const float4* __restrict__ V,
+                                  uint2* __restrict__ Kb, uint2* __restrict__ Vb, int64_t n4) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float4 k = K[i], v = V[i];
+    Kb[i] = make_uint2(pack_bf16x2(k.x, k.y), pack_bf16x2(k.z, k.w));
+    Vb[i] = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+  }
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // The fused path when it applies: TF32 allowed, head_dim 64 or 128, 16-byte aligned operands
@@ -502,12 +510,20 @@ bool flash_attention(const float* q, const float* K, const float* V, float* out,
   if (!aligned16(q) || !aligned16(K) || !aligned16(V) || !aligned16(out)) return false;
   const int64_t tiles = (T + kFlashQ - 1) / kFlashQ;
   if (tiles > INT_MAX || nh > 65535) return false;
+  // Only the pos0 + T rows this call can see; rows past them are never read.
+  const int64_t n = (pos0 + T) * nkv * hd;
+  DeviceScratch kv(2 * size_t(n) * sizeof(__nv_bfloat16));
+  __nv_bfloat16 *Kb = kv.as<__nv_bfloat16>(), *Vb = Kb + n;
+  kv_to_bf16_kernel<<<grid_for(n / 4, 256), 256, 0, stream()>>>(
+      reinterpret_cast<const float4*>(K), reinterpret_cast<const float4*>(V),
+      reinterpret_cast<uint2*>(Kb), reinterpret_cast<uint2*>(Vb), n / 4);
+  LRQ_CUDA_LAUNCHED();
   const dim3 grid{unsigned(tiles), unsigned(nh)};
   const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(hd)));
   if (hd == 64)
-    flash_attention_kernel<64><<<grid, kFlashThreads, 0, stream()>>>(q, K, V, out, T, nh, nkv, pos0, scale_log2);
+    flash_attention_kernel<64><<<grid, kFlashThreads, 0, stream()>>>(q, Kb, Vb, out, T, nh, nkv, pos0, scale_log2);
   else
-    flash_attention_kernel<128><<<grid, kFlashThreads, 0, stream()>>>(q, K, V, out, T, nh, nkv, pos0, scale_log2);
+    flash_attention_kernel<128><<<grid, kFlashThreads, 0, stream()>>>(q, Kb, Vb, out, T, nh, nkv, pos0, scale_log2);
   LRQ_CUDA_LAUNCHED();
   return true;
 }
