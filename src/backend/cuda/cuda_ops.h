@@ -46,7 +46,8 @@ void synchronize();
 
 /// Lets F32 gemm and linear round their inputs to TF32 on the tensor cores: several times
 /// faster, but about 3e-4 relative error instead of 1e-7 (256-long sums on an H100), so results
-/// stop matching the CPU.
+/// stop matching the CPU. It also sends long attention prefill (64+ queries, head_dim 64 or
+/// 128) to the fused kernel, which rounds Q, K, P and V to BF16 (about 3e-3 relative).
 /// Off unless switched on here or by LRQ_CUDA_TF32=1 in the environment.
 void set_allow_tf32(bool allow);
 bool allow_tf32();

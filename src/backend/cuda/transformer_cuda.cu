@@ -1,9 +1,14 @@
 // The transformer's own primitives on the GPU: RMSNorm, RoPE, causal GQA attention, SwiGLU,
 // residual adds and the embedding lookup. Activations are F32; weights may be F32/F16/BF16.
 // Each kernel computes what its CPU twin computes, in the same precision, so the two agree to
-// rounding (tests/backend_gpu_test.cpp holds them to that).
+// rounding (tests/backend_gpu_test.cpp holds them to that); the one exception is the fused BF16
+// attention prefill, taken only when TF32 is allowed.
+#include <cuda_bf16.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_ops.h"
@@ -287,6 +292,242 @@ void attention_gemm(const float* q, const float* K, const float* V, float* out, 
   }
 }
 
+// ------------------------------------------------------------------ attention, fused prefill
+// With TF32 allowed (the fast calibration modes) long prefill runs fused instead: one CTA per
+// (64-query tile, head), four warps of 16 query rows each, a loop over 64-key tiles up to the
+// causal limit with the softmax kept online in registers (running max and sum per row, the
+// output rescaled when the max grows). The score matrix never reaches global memory, which is
+// where attention_gemm spends most of its time (S written, read, rewritten and read again in
+// F32). Q, K, P and V are rounded to BF16 for mma.sync (m16n8k16, F32 accumulators); the
+// accumulators, the softmax and the output stay F32. K and V are converted to BF16 once per
+// call by a separate pass: every query tile reads them again (from L2, mostly), so that halves
+// the kernel's dominant traffic and takes the conversion out of its loop.
+//
+// Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4): A (16x16, row-major) a0 =
+// (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..); B (16x8, k-major)
+// b0 = (k 2t..2t+1, n g), b1 = (k 2t+8.., n g); C (16x8) c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8,
+// 2t..). Two adjacent C tiles of S are exactly one A fragment of P, so P never leaves registers.
+constexpr int kFlashQ = 64, kFlashK = 64, kFlashThreads = 128;
+
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
+  uint32_t r;
+  memcpy(&r, &v, sizeof r);
+  return r;
+}
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8x8 BF16 matrices, transposed on the way: lane l names row l % 8 of matrix l / 8.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
+  const unsigned a = unsigned(__cvta_generic_to_shared(p));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+}
+
+// Q (T x nh*HD), K/V (BF16, pos0+T rows of nkv*HD), out like q; scale_log2 = log2(e)/sqrt(HD), so
+// the softmax runs on exp2. Query tiles are taken longest first (the causal triangle makes the
+// last tiles the heaviest) so that the short ones fill the tail of the grid.
+template <int HD>
+__global__ void __launch_bounds__(kFlashThreads)
+    flash_attention_kernel(const float* __restrict__ q, const __nv_bfloat16* __restrict__ K,
+                           const __nv_bfloat16* __restrict__ V, float* __restrict__ out, int64_t T,
+                           int64_t nh, int64_t nkv, int64_t pos0, float scale_log2) {
+  constexpr int LD = HD + 8;  // BF16 row stride: rows start 4 banks apart, loads conflict-free
+  constexpr int KSTEPS = HD / 16, DTILES = HD / 8;
+  __shared__ __align__(16) __nv_bfloat16 Ks[kFlashK * LD];
+  __shared__ __align__(16) __nv_bfloat16 Vs[kFlashK * LD];
+
+  const int64_t tiles = (T + kFlashQ - 1) / kFlashQ;
+  const int64_t q0 = (tiles - 1 - blockIdx.x) * kFlashQ;
+  const int64_t h = blockIdx.y, kvh = h / (nh / nkv);
+  const int64_t qw = nh * HD, kw = nkv * HD;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t row0 = q0 + warp * 16 + g, row1 = row0 + 8;  // chunk rows of c0,c1 and c2,c3
+
+  // This thread's share of the warp's 16 Q rows as BF16 A fragments; rows past T are zeros
+  // (their scores stay finite and they are never written).
+  uint32_t qa[KSTEPS][4];
+  {
+    const float* q_r0 = q + row0 * qw + h * HD;
+    const float* q_r1 = q + row1 * qw + h * HD;
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; ++kk) {
+      const int c = kk * 16 + 2 * t;
+      const float2 z = make_float2(0.0f, 0.0f);
+      const float2 x0 = row0 < T ? *reinterpret_cast<const float2*>(q_r0 + c) : z;
+      const float2 x1 = row1 < T ? *reinterpret_cast<const float2*>(q_r1 + c) : z;
+      const float2 x2 = row0 < T ? *reinterpret_cast<const float2*>(q_r0 + c + 8) : z;
+      const float2 x3 = row1 < T ? *reinterpret_cast<const float2*>(q_r1 + c + 8) : z;
+      qa[kk][0] = pack_bf16x2(x0.x, x0.y);
+      qa[kk][1] = pack_bf16x2(x1.x, x1.y);
+      qa[kk][2] = pack_bf16x2(x2.x, x2.y);
+      qa[kk][3] = pack_bf16x2(x3.x, x3.y);
+    }
+  }
+
+  float o[DTILES][4];
+#pragma unroll
+  for (int d = 0; d < DTILES; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.0f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;
+
+  // Keys 0 .. n_keys-1 are visible to some valid row of the tile; every row sees key 0, so the
+  // running max is finite after the first tile.
+  const int64_t n_keys = pos0 + min(q0 + kFlashQ, T);
+  const int64_t first_abs = pos0 + q0;                  // absolute position of the tile's row 0
+  const int64_t warp_last_abs = first_abs + warp * 16 + 15;
+  const int64_t abs0 = pos0 + row0, abs1 = pos0 + row1;
+  for (int64_t k0 = 0; k0 < n_keys; k0 += kFlashK) {
+    __syncthreads();  // every warp is done with the previous K and V tiles
+    // Into shared memory, eight columns (16 bytes) per thread and step; keys past n_keys are
+    // zeros (they were not converted, and 0 * NaN would poison P V).
+    for (int i = threadIdx.x; i < kFlashK * HD / 8; i += kFlashThreads) {
+      const int key = i / (HD / 8), c = (i % (HD / 8)) * 8;
+      uint4 kv = make_uint4(0u, 0u, 0u, 0u), vv = kv;
+      if (k0 + key < n_keys) {
+        kv = *reinterpret_cast<const uint4*>(K + (k0 + key) * kw + kvh * HD + c);
+        vv = *reinterpret_cast<const uint4*>(V + (k0 + key) * kw + kvh * HD + c);
+      }
+      *reinterpret_cast<uint4*>(Ks + key * LD + c) = kv;
+      *reinterpret_cast<uint4*>(Vs + key * LD + c) = vv;
+    }
+    __syncthreads();
+    if (k0 > warp_last_abs) continue;  // the whole tile is in this warp's future
+
+    // S = Q K^T for 16 rows x 64 keys: eight C tiles of 8 keys.
+    float s[8][4];
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+      const __nv_bfloat16* kr = Ks + (n * 8 + g) * LD + 2 * t;
+#pragma unroll
+      for (int kk = 0; kk < KSTEPS; ++kk) {
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(kr + kk * 16);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(kr + kk * 16 + 8);
+        mma_bf16(s[n], qa[kk], b0, b1);
+      }
+    }
+    // Scale to the exp2 domain; mask keys after a row's position (only on tiles that reach
+    // past the tile's first row: the diagonal ones and the ragged end of the keys).
+    const bool diag = k0 + kFlashK - 1 > first_abs;
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      const int64_t key = k0 + n * 8 + 2 * t;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float v = s[n][e] * scale_log2;
+        if (diag && key + (e & 1) > (e < 2 ? abs0 : abs1)) v = -INFINITY;
+        s[n][e] = v;
+      }
+      mx0 = fmaxf(mx0, fmaxf(s[n][0], s[n][1]));
+      mx1 = fmaxf(mx1, fmaxf(s[n][2], s[n][3]));
+    }
+    // A row is spread over the four lanes of a quad.
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+    const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+    const float a0 = exp2f(m0 - mn0), a1 = exp2f(m1 - mn1);  // 0 on the first tile
+    m0 = mn0;
+    m1 = mn1;
+    float p0 = 0.0f, p1 = 0.0f;  // this lane's part of the row sums
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      s[n][0] = exp2f(s[n][0] - mn0);
+      s[n][1] = exp2f(s[n][1] - mn0);
+      s[n][2] = exp2f(s[n][2] - mn1);
+      s[n][3] = exp2f(s[n][3] - mn1);
+      p0 += s[n][0] + s[n][1];
+      p1 += s[n][2] + s[n][3];
+    }
+    l0 = l0 * a0 + p0;
+    l1 = l1 * a1 + p1;
+#pragma unroll
+    for (int d = 0; d < DTILES; ++d) {
+      o[d][0] *= a0;
+      o[d][1] *= a0;
+      o[d][2] *= a1;
+      o[d][3] *= a1;
+    }
+    // O += P V: 16 keys per step; V's B fragments come transposed out of the row-major tile.
+#pragma unroll
+    for (int kk = 0; kk < kFlashK / 16; ++kk) {
+      const uint32_t pa[4] = {pack_bf16x2(s[2 * kk][0], s[2 * kk][1]),
+                              pack_bf16x2(s[2 * kk][2], s[2 * kk][3]),
+                              pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      const __nv_bfloat16* vr = Vs + (kk * 16 + lane % 8 + (lane / 8 % 2) * 8) * LD + (lane / 16) * 8;
+#pragma unroll
+      for (int dn = 0; dn < HD / 16; ++dn) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, vr + dn * 16);
+        mma_bf16(o[2 * dn], pa, b[0], b[1]);
+        mma_bf16(o[2 * dn + 1], pa, b[2], b[3]);
+      }
+    }
+  }
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+  const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+#pragma unroll
+  for (int d = 0; d < DTILES; ++d) {
+    const int64_t c = h * HD + d * 8 + 2 * t;
+    if (row0 < T) *reinterpret_cast<float2*>(out + row0 * qw + c) = make_float2(o[d][0] * i0, o[d][1] * i0);
+    if (row1 < T) *reinterpret_cast<float2*>(out + row1 * qw + c) = make_float2(o[d][2] * i1, o[d][3] * i1);
+  }
+}
+
+// The first n entries of K and V (F32, n % 4 == 0) as BF16, nearest even.
+__global__ void kv_to_bf16_kernel(const float4* __restrict__ K, const float4* __restrict__ V,
+                                  uint2* __restrict__ Kb, uint2* __restrict__ Vb, int64_t n4) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float4 k = K[i], v = V[i];
+    Kb[i] = make_uint2(pack_bf16x2(k.x, k.y), pack_bf16x2(k.z, k.w));
+    Vb[i] = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The fused path when it applies: TF32 allowed, head_dim 64 or 128, 16-byte aligned operands
+// (float4 loads). Returns false to leave the call to attention_gemm.
+bool flash_attention(const float* q, const float* K, const float* V, float* out, int64_t T,
+                     int64_t nh, int64_t nkv, int64_t hd, int64_t pos0) {
+  if (!allow_tf32() || (hd != 64 && hd != 128)) return false;
+  if (!aligned16(q) || !aligned16(K) || !aligned16(V) || !aligned16(out)) return false;
+  const int64_t tiles = (T + kFlashQ - 1) / kFlashQ;
+  if (tiles > INT_MAX || nh > 65535) return false;
+  // Only the pos0 + T rows this call can see; rows past them are never read.
+  const int64_t n = (pos0 + T) * nkv * hd;
+  DeviceScratch kv(2 * size_t(n) * sizeof(__nv_bfloat16));
+  __nv_bfloat16 *Kb = kv.as<__nv_bfloat16>(), *Vb = Kb + n;
+  kv_to_bf16_kernel<<<grid_for(n / 4, 256), 256, 0, stream()>>>(
+      reinterpret_cast<const float4*>(K), reinterpret_cast<const float4*>(V),
+      reinterpret_cast<uint2*>(Kb), reinterpret_cast<uint2*>(Vb), n / 4);
+  LRQ_CUDA_LAUNCHED();
+  const dim3 grid{unsigned(tiles), unsigned(nh)};
+  const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(hd)));
+  if (hd == 64)
+    flash_attention_kernel<64><<<grid, kFlashThreads, 0, stream()>>>(q, Kb, Vb, out, T, nh, nkv, pos0, scale_log2);
+  else
+    flash_attention_kernel<128><<<grid, kFlashThreads, 0, stream()>>>(q, Kb, Vb, out, T, nh, nkv, pos0, scale_log2);
+  LRQ_CUDA_LAUNCHED();
+  return true;
+}
+
 int multiprocessors() {
   static const int n = [] {
     int dev = 0, count = 0;
@@ -379,6 +620,9 @@ void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, in
   if (T * nh > INT_MAX) bad_args("attention", "too many queries in " + q.str());
   const float scale = 1.0f / std::sqrt(float(hd));
   if (T >= kGemmAttentionMinT) {
+    if (flash_attention(q.data<float>(), K.data<float>(), V.data<float>(), out.data<float>(), T,
+                        nh, nkv, hd, pos0))
+      return;
     attention_gemm(q.data<float>(), K.data<float>(), V.data<float>(), out.data<float>(), T, nh,
                    nkv, hd, pos0, scale);
     return;
