@@ -2,7 +2,8 @@
 # What the fast calibration modes cost in quality: a few recipes quantized on the GPU in the
 # default mode (sites, F32), in block mode with TF32 and in block mode with BF16, evaluated on
 # the GPU (valid PPL + KLD, no WikiText). Needs .carry/{lab-m,lab-mx,data} (bench/NOTES.md).
-#   bench/gpu_fast_modes.sh [JOBS [MODEL...]]   (models: folders under .carry; default lab-m lab-mx)
+#   [MODES="f32 tf32 bf16"] bench/gpu_fast_modes.sh [JOBS [MODEL...]]   (models: folders under
+#   .carry; default lab-m lab-mx)
 # Prints one markdown table per model and mode; rows in $OUT/<model>-<mode>.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ OUTDIR=${OUT:-out/gpu_fast_modes}
 mkdir -p "$OUTDIR"
 RECIPES=('gptq:w3g128' 'gptq:w2g128' 'flrq:w2g128,residual=gptq' 'lopro:w2g128')
 for model in "${MODELS[@]}"; do
-  for mode in f32 tf32 bf16; do
+  for mode in ${MODES:-f32 tf32 bf16}; do
     extra=()
     [ "$mode" = tf32 ] && extra=(--quant-arg=--calib-mode=block --quant-arg=--tf32)
     [ "$mode" = bf16 ] && extra=(--quant-arg=--calib-mode=block --quant-arg=--bf16)

@@ -441,15 +441,15 @@ TEST(BackendGpu, AttentionMatchesCpu) {
                std::to_string(c.nh) + "/" + std::to_string(c.nkv) + " d=" + std::to_string(c.hd),
            rel_err(og, oc), 1e-5);
   }
-  // The cuBLAS prefill on TF32 tensor cores (as quantize --tf32/--bf16 runs it for a head_dim
-  // the fused kernel below does not take).
-  Tensor q = randn({600, 8 * 96}, 27), K = randn({600, 2 * 96}, 28), V = randn({600, 2 * 96}, 29);
-  Tensor oc = Tensor::empty({600, 8 * 96}), og = poisoned({600, 8 * 96});
-  ops::attention(q, K, V, 8, 2, 96, 0, oc);
+  // The cuBLAS prefill on TF32 tensor cores (quantize --tf32; --bf16 takes the fused kernel
+  // below for head_dim 64 and 128).
+  Tensor q = randn({600, 8 * 128}, 27), K = randn({600, 2 * 128}, 28), V = randn({600, 2 * 128}, 29);
+  Tensor oc = Tensor::empty({600, 8 * 128}), og = poisoned({600, 8 * 128});
+  ops::attention(q, K, V, 8, 2, 128, 0, oc);
   cuda::set_allow_tf32(true);
-  ops::attention(gpu(q), gpu(K), gpu(V), 8, 2, 96, 0, og);
+  ops::attention(gpu(q), gpu(K), gpu(V), 8, 2, 128, 0, og);
   cuda::set_allow_tf32(false);
-  within("attention T=600 heads 8/2 d=96 TF32 (cuBLAS)", rel_err(og, oc), 3e-3);
+  within("attention T=600 heads 8/2 d=128 TF32 (cuBLAS)", rel_err(og, oc), 3e-3);
 }
 
 TEST(BackendGpu, AttentionFusedBf16MatchesCpu) {
@@ -476,7 +476,7 @@ TEST(BackendGpu, AttentionFusedBf16MatchesCpu) {
       {2048, 37, 8, 2, 64},
       {2048, 300, 8, 2, 128},
   };
-  cuda::set_allow_tf32(true);
+  cuda::set_bf16_matmul(true);
   for (const Case& c : cases) {
     const int64_t rows = c.pos0 + c.T + 3;
     Tensor q = randn({c.T, c.nh * c.hd}, 31), K = randn({rows, c.nkv * c.hd}, 32),

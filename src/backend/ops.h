@@ -128,8 +128,9 @@ void rope(const Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, floa
           bool interleaved);
 /// Causal grouped-query attention. q: T x (Hq*d) for positions pos0..pos0+T-1; K, V: caches
 /// (>= pos0+T rows) x (Hkv*d) already holding positions 0..pos0+T-1. out: T x (Hq*d).
-/// On the GPU with set_allow_tf32 on, prefill (T >= 64) of head_dim 64 or 128 runs a fused
-/// kernel on BF16 tensor cores (about 3e-3 relative instead of F32 rounding).
+/// On the GPU with set_bf16_matmul on, prefill (T >= 64) of head_dim 64 or 128 runs a fused
+/// kernel on BF16 tensor cores (about 3e-3 relative instead of F32 rounding); with only
+/// set_allow_tf32, prefill runs as cuBLAS GEMMs in TF32.
 void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t n_heads,
                int64_t n_kv_heads, int64_t head_dim, int64_t pos0, const Tensor& out);
 /// out = silu(gate) * up, elementwise. out may alias gate.

@@ -199,8 +199,8 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
     slot += seconds_since(t0);
   };
   // TF32/BF16 cover the calibration products only; the methods and the error report keep
-  // F32/F64. BF16 leaves the F32 products it does not take to TF32; attention prefill runs the
-  // fused BF16 kernel under either (cuda::set_allow_tf32).
+  // F32/F64. BF16 leaves the F32 products it does not take to TF32 and runs attention prefill
+  // in the fused BF16 kernel; TF32 alone runs it as TF32 GEMMs.
   struct PrecisionScope {
     bool tf32, bf16, prev_tf32 = false, prev_bf16 = false;
     PrecisionScope(bool t, bool b) : tf32(t || b), bf16(b) {

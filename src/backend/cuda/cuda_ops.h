@@ -46,15 +46,16 @@ void synchronize();
 
 /// Lets F32 gemm and linear round their inputs to TF32 on the tensor cores: several times
 /// faster, but about 3e-4 relative error instead of 1e-7 (256-long sums on an H100), so results
-/// stop matching the CPU. It also sends long attention prefill (64+ queries, head_dim 64 or
-/// 128) to the fused kernel, which rounds Q, K, P and V to BF16 (about 3e-3 relative).
+/// stop matching the CPU. Long attention prefill then runs its GEMMs in TF32 too.
 /// Off unless switched on here or by LRQ_CUDA_TF32=1 in the environment.
 void set_allow_tf32(bool allow);
 bool allow_tf32();
 /// Lets the activation x weight products of a prefill (linear with a BF16 weight, packed_gemm)
 /// and the statistics' xtx round their F32 activations to BF16 and run on the BF16 tensor
 /// cores, accumulating in F32: about twice the TF32 rate, at BF16's 2^-9 rounding of each
-/// activation. Other F32 products are unaffected. Off unless switched on here.
+/// activation. Other F32 products are unaffected, except that long attention prefill (64+
+/// queries, head_dim 64 or 128) goes to the fused kernel, which rounds Q, K, P and V to BF16
+/// (about 3e-3 relative). Off unless switched on here.
 void set_bf16_matmul(bool on);
 bool bf16_matmul();
 /// out[i] = x[i] rounded to BF16 (nearest even), n values, queued on stream().

@@ -506,7 +506,7 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // (float4 loads). Returns false to leave the call to attention_gemm.
 bool flash_attention(const float* q, const float* K, const float* V, float* out, int64_t T,
                      int64_t nh, int64_t nkv, int64_t hd, int64_t pos0) {
-  if (!allow_tf32() || (hd != 64 && hd != 128)) return false;
+  if (!bf16_matmul() || (hd != 64 && hd != 128)) return false;
   if (!aligned16(q) || !aligned16(K) || !aligned16(V) || !aligned16(out)) return false;
   const int64_t tiles = (T + kFlashQ - 1) / kFlashQ;
   if (tiles > INT_MAX || nh > 65535) return false;
