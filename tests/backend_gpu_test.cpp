@@ -507,7 +507,7 @@ TEST(BackendGpu, AttentionFusedBf16MatchesCpu) {
     within("attention fused BF16 on BF16-exact inputs T=300 pos0=37 heads 8/2 d=128",
            rel_err(og, oc), 4e-3);
   }
-  cuda::set_allow_tf32(false);
+  cuda::set_bf16_matmul(false);
 }
 
 // X with every entry rounded to BF16 (as F32): the exact input the BF16 tensor-core path sees.
