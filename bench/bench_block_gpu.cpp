@@ -15,24 +15,11 @@
 
 #include "backend/memory.h"
 #include "backend/ops.h"
+#include "bench_util.h"
 
 using namespace lrq;
 
 namespace {
-
-double median_ms(int reps, const std::function<void()>& op) {
-  op();  // warm-up (cuBLAS heuristics, pool)
-  ops::synchronize();
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    op();
-    ops::synchronize();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 Tensor randn(Shape s, DType t, uint64_t seed, double std = 1.0) {
   Tensor x = Tensor::empty(std::move(s), t, Device::CUDA);
@@ -113,7 +100,7 @@ int main(int argc, char** argv) {
     for (int m = 0; m < 3; ++m) {
       ops::set_allow_tf32(modes[m].tf32);
       ops::set_bf16_matmul(modes[m].bf16);
-      ms[m] = median_ms(reps, op.run);
+      ms[m] = bench::wall_median_ms(reps, op.run);
       total[m] += ms[m] * op.per_model;
     }
     std::printf("| %s | %.3g | %.3f | %.3f | %.3f | %.2f |\n", op.name.c_str(), op.per_model, ms[0],

@@ -24,6 +24,7 @@
 
 #include "backend/memory.h"
 #include "backend/ops.h"
+#include "bench_util.h"
 #include "calib/stats.h"
 #include "quant/gptq.h"
 #include "quant/method.h"
@@ -38,21 +39,6 @@ using namespace lrq;
 
 #if defined(LRQ_WITH_CUDA)
 namespace {
-
-double median_ms(int reps, const std::function<void()>& op) {
-  op();  // warm-up: handles, kernel loads, the memory pool
-  std::vector<double> ms;
-  for (int i = 0; i < reps; ++i) {
-    LRQ_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
-    const auto t0 = std::chrono::steady_clock::now();
-    op();
-    LRQ_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                     .count());
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
 
 Tensor random_gpu(Shape s, uint64_t seed, float sd, DType t = DType::F32) {
   std::mt19937_64 g(seed);
@@ -140,11 +126,11 @@ int main(int argc, char** argv) {
     GptqOptions oa = o;
     oa.act_order = true;
     Row r{rows, cols, 0, 0, 0, 0};
-    r.factor_ms = median_ms(reps, [&] { (void)gptq_factor(H, o); });
+    r.factor_ms = bench::wall_median_ms(reps, [&] { (void)gptq_factor(H, o); });
     const GptqFactor f = gptq_factor(H, o), fa = gptq_factor(H, oa);
-    r.gptq_ms = median_ms(reps, [&] { (void)gptq_quantize(W, H, o, &f); });
-    r.gptq_act_ms = median_ms(reps, [&] { (void)gptq_quantize(W, H, oa, &fa); });
-    r.rtn_ms = median_ms(reps, [&] { (void)rtn_quantize(W, o.grid); });
+    r.gptq_ms = bench::wall_median_ms(reps, [&] { (void)gptq_quantize(W, H, o, &f); });
+    r.gptq_act_ms = bench::wall_median_ms(reps, [&] { (void)gptq_quantize(W, H, oa, &fa); });
+    r.rtn_ms = bench::wall_median_ms(reps, [&] { (void)rtn_quantize(W, o.grid); });
     out.push_back(r);
   }
   std::printf("\n### GPU quantization, w%dg%lld, median of %d (ms, wall clock, packed on the GPU)\n\n",
@@ -164,10 +150,10 @@ int main(int argc, char** argv) {
     const Tensor cd = codes.to(Device::CUDA);
     const Tensor sd = random_gpu({rows, cols / group}, 3, 0.01f, DType::F16);
     const Tensor od = random_gpu({rows, cols / group}, 4, 0.01f, DType::F16);
-    const double dev_ms = median_ms(reps, [&] {
+    const double dev_ms = bench::wall_median_ms(reps, [&] {
       (void)PackedWeight::pack(cd, sd, od, Tensor(), bits, group, QuantFormat::Affine);
     });
-    const double host_ms = median_ms(reps, [&] {
+    const double host_ms = bench::wall_median_ms(reps, [&] {
       (void)PackedWeight::pack(cd.to(Device::CPU), sd.to(Device::CPU), od.to(Device::CPU), Tensor(),
                                bits, group, QuantFormat::Affine);
     });
@@ -184,7 +170,7 @@ int main(int argc, char** argv) {
       const Recipe r = parse_recipe(rs);
       auto m = make_method(r);
       int rank = 0;
-      const double ms = median_ms(reps, [&] {
+      const double ms = bench::wall_median_ms(reps, [&] {
         Quantized q = m->quantize(W, st, QuantJob{"bench", &r, 1});
         rank = q.extra.value("rank", 0);
       });

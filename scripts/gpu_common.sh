@@ -4,6 +4,22 @@
 
 export PATH=/usr/local/cuda/bin:$PATH
 
+# gpu_args SCRIPT ARG...: the options every test script takes, [--no-bench] [-jN], into $bench
+# (1 or 0) and $jobs; anything else is a usage error naming the script.
+gpu_args() {
+  local name=$1 a
+  shift
+  bench=1
+  jobs=-j$(nproc)
+  for a in "$@"; do
+    case $a in
+      --no-bench) bench=0 ;;
+      -j*) jobs=$a ;;
+      *) echo "$name: unknown argument $a" >&2; exit 2 ;;
+    esac
+  done
+}
+
 gpu_machine() {
   echo "== machine"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || exit 1

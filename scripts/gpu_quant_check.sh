@@ -9,18 +9,10 @@
 #   scripts/gpu_quant_check.sh [--no-bench] [-jN]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bench=1
-jobs=-j$(nproc)
-for a in "$@"; do
-  case $a in
-    --no-bench) bench=0 ;;
-    -j*) jobs=$a ;;
-    *) echo "gpu_quant_check.sh: unknown argument $a" >&2; exit 2 ;;
-  esac
-done
+. scripts/gpu_common.sh
+gpu_args gpu_quant_check.sh "$@"
 logs=${OUT:-build/cuda/gpu_quant}
 mkdir -p "$logs"
-. scripts/gpu_common.sh
 gpu_machine
 cuda_build "$jobs" quant_gpu_test backend_gpu_test runtime_gpu_test quant_pipeline_gpu_test \
   bench_quant_gpu

@@ -5,18 +5,10 @@
 #   scripts/gpu_test.sh [--no-bench] [-jN]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bench=1
-jobs=-j$(nproc)
-for a in "$@"; do
-  case $a in
-    --no-bench) bench=0 ;;
-    -j*) jobs=$a ;;
-    *) echo "gpu_test.sh: unknown argument $a" >&2; exit 2 ;;
-  esac
-done
+. scripts/gpu_common.sh
+gpu_args gpu_test.sh "$@"
 logs=${OUT:-build/cuda/gpu_test}
 mkdir -p "$logs"
-. scripts/gpu_common.sh
 gpu_machine
 cuda_build "$jobs"
 

@@ -142,27 +142,13 @@ void fill_randn(const Tensor& X, uint64_t seed, double std) {
   LRQ_DISPATCH(fill_randn, T_(&X), X, seed, std);
 }
 
-bool set_allow_tf32(bool allow) {
 #if defined(LRQ_WITH_CUDA)
-  const bool prev = cuda::allow_tf32();
-  cuda::set_allow_tf32(allow);
-  return prev;
+bool set_allow_tf32(bool allow) { return cuda::set_allow_tf32(allow); }
+bool set_bf16_matmul(bool on) { return cuda::set_bf16_matmul(on); }
 #else
-  (void)allow;
-  return false;
+bool set_allow_tf32(bool) { return false; }
+bool set_bf16_matmul(bool) { return false; }
 #endif
-}
-
-bool set_bf16_matmul(bool on) {
-#if defined(LRQ_WITH_CUDA)
-  const bool prev = cuda::bf16_matmul();
-  cuda::set_bf16_matmul(on);
-  return prev;
-#else
-  (void)on;
-  return false;
-#endif
-}
 
 void synchronize() {
 #if defined(LRQ_WITH_CUDA)

@@ -38,7 +38,7 @@ void SiteStats::add(const Tensor& x) {
     return;
   }
   Tensor xc = x.to(Device::CPU);
-  ops::gemm(xc, true, xc, false, scratch_);
+  ops::xtx(xc, scratch_, false);
   double* H = H_.data<double>();
   const float* S = scratch_.data<float>();
   const int64_t n = in_ * in_;

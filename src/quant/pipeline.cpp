@@ -294,8 +294,10 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
         timed(st.method, [&] { q = method->quantize(Wm, *S, job); });
         if (q.layer->device() != bdev)
           timed(st.transfer, [&] { q.layer = q.layer->to(bdev); });
-        if (auto* d = dynamic_cast<const DenseLinear*>(&model.linear(name)); d && d->bias().defined())
-          q.layer = std::make_unique<BiasedLinear>(std::move(q.layer), d->bias());
+        // The projection's bias (Qwen2 q/k/v) stays outside the quantized weight.
+        const auto* dense = dynamic_cast<const DenseLinear*>(&model.linear(name));
+        const Tensor bias = dense ? dense->bias() : Tensor();
+        if (bias.defined()) q.layer = std::make_unique<BiasedLinear>(std::move(q.layer), bias);
         LayerReport lr;
         lr.name = name;
         lr.recipe = r.str();
@@ -313,11 +315,8 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
           const LayerErrors e = layer_errors(W, Wq, stats[size_t(s)]->H());
           lr.weight_err = e.weight;
           lr.output_err = e.output;
-          if (gpu && !o.fp_inputs) {
-            const auto* d = dynamic_cast<const DenseLinear*>(&model.linear(name));
-            stand_in = std::make_unique<DenseLinear>(bf16 ? ops::to_bf16(Wq) : Wq,
-                                                     d ? d->bias() : Tensor());
-          }
+          if (gpu && !o.fp_inputs)
+            stand_in = std::make_unique<DenseLinear>(bf16 ? ops::to_bf16(Wq) : Wq, bias);
         });
         lr.seconds = seconds_since(t0);
         lr.extra = std::move(q.extra);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
+#include <utility>
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_ops.h"
@@ -177,9 +178,9 @@ void linear16(const float* x, const uint16_t* w, float* y, int64_t T, int64_t in
 
 }  // namespace
 
-void set_allow_tf32(bool allow) { g_tf32 = allow; }
+bool set_allow_tf32(bool allow) { return std::exchange(g_tf32, allow); }
 bool allow_tf32() { return g_tf32; }
-void set_bf16_matmul(bool on) { g_bf16 = on; }
+bool set_bf16_matmul(bool on) { return std::exchange(g_bf16, on); }
 bool bf16_matmul() { return g_bf16; }
 
 void to_bf16(const float* x, uint16_t* out, int64_t n) {

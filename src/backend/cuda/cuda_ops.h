@@ -48,7 +48,8 @@ void synchronize();
 /// faster, but about 3e-4 relative error instead of 1e-7 (256-long sums on an H100), so results
 /// stop matching the CPU. Long attention prefill then runs its GEMMs in TF32 too.
 /// Off unless switched on here or by LRQ_CUDA_TF32=1 in the environment.
-void set_allow_tf32(bool allow);
+/// Returns the previous setting.
+bool set_allow_tf32(bool allow);
 bool allow_tf32();
 /// Lets the activation x weight products of a prefill (linear with a BF16 weight, packed_gemm)
 /// and the statistics' xtx round their F32 activations to BF16 and run on the BF16 tensor
@@ -56,7 +57,8 @@ bool allow_tf32();
 /// activation. Other F32 products are unaffected, except that long attention prefill (64+
 /// queries, head_dim 64 or 128) goes to the fused kernel, which rounds Q, K, P and V to BF16
 /// (about 3e-3 relative). Off unless switched on here.
-void set_bf16_matmul(bool on);
+/// Returns the previous setting.
+bool set_bf16_matmul(bool on);
 bool bf16_matmul();
 /// out[i] = x[i] rounded to BF16 (nearest even), n values, queued on stream().
 void to_bf16(const float* x, uint16_t* out, int64_t n);
