@@ -159,7 +159,7 @@ void gemv_section(int reps, double copy, const std::string& only) {
           lr.push_back(LowRankPart::from_f32(randn({sh.out, rank}, 6, 0.05f),
                                              randn({rank, sh.in}, 7, 0.05f), false));
         const QuantLinear q(rtn_quantize(Wf, o), InputTransform{}, lr);
-        for (int64_t T : {1, 4, 8}) {
+        for (int64_t T : {1, 2, 4, 8}) {
           if (T > 1 && (rank || sh.out != 11008 || bits == 2)) continue;
           const double bytes = double(q.storage_bytes()) + 4.0 * T * (sh.in + sh.out);
           const int n = copies_for(bytes);
@@ -169,20 +169,22 @@ void gemv_section(int reps, double copy, const std::string& only) {
           Tensor y = Tensor::empty({T, sh.out}, DType::F32, Device::CUDA);
           const std::string name =
               q.describe() + " " + shape + (T > 1 ? " T=" + std::to_string(T) : "");
-          // Variants: the default first; without PDL (low-rank rows); other single-token
-          // kernel shapes (rows per CTA, unrolling).
+          // Variants: the default first (tensor cores at T <= 2); without PDL (low-rank rows);
+          // two 16-row tiles per CTA; the CUDA-core kernel.
           struct V {
-            bool pdl;
-            int rows, unroll;
+            bool pdl, mma;
+            int tiles, depth;
             const char* tag;
           };
-          for (const V v : {V{true, 0, 0, ""}, V{false, 0, 0, " (no PDL)"},
-                            V{true, 4, 2, " (R4 U2)"}, V{true, 4, 1, " (R4 U1)"},
-                            V{true, 8, 1, " (R8 U1)"}, V{true, 8, 2, " (R8 U2)"}}) {
+          for (const V v : {V{true, true, 0, 0, ""}, V{false, true, 0, 0, " (no PDL)"},
+                            V{true, true, 0, 4, " (mma depth 4)"},
+                            V{true, true, 1, 0, " (mma 1 tile)"},
+                            V{true, true, 2, 0, " (mma 2 tiles)"},
+                            V{true, false, 0, 0, " (CUDA cores)"}}) {
             if (!v.pdl && !rank) continue;  // the overlap only exists with a low-rank branch
-            if (v.rows != 0 && (rank || T > 1)) continue;
+            if ((v.tiles || v.depth || !v.mma) && T > 2) continue;
             cuda::set_packed_pdl(v.pdl);
-            cuda::set_packed_gemv_variant(v.rows, v.unroll);
+            cuda::set_packed_gemv_mma(v.mma, v.tiles, v.depth);
             try {
               const double ms =
                   per_call_ms(n, reps, [&](int i) { qs[size_t(i % n)]->forward(x, y); });
@@ -192,7 +194,7 @@ void gemv_section(int reps, double copy, const std::string& only) {
             }
           }
           cuda::set_packed_pdl(true);
-          cuda::set_packed_gemv_variant(0, 0);
+          cuda::set_packed_gemv_mma(true);
         }
       }
   }

@@ -342,19 +342,23 @@ TEST(BackendGpu, GramMatchesCpu) {
 
 TEST(BackendGpu, CholeskyQrMatchesCpu) {
   REQUIRE_GPU();
-  for (DType t : {DType::F32, DType::F64}) {
-    const int64_t m = 2000, k = 40;
-    Tensor A = randn({m, k}, 37, DType::F64);
-    for (int64_t r = 0; r < m; ++r)  // column 7 depends on columns 0 and 5
-      A.at<double>(r * k + 7) = 0.5 * A.at<double>(r * k) + A.at<double>(r * k + 5);
-    Tensor Qc = A.to(t), Qg = gpu(Qc);
-    Qc = Qc.clone();
-    ops::cholesky_qr(Qc, 2);
-    ops::cholesky_qr(Qg, 2);
-    within("cholesky_qr " + dt(t) + " vs CPU", rel_err(Qg, Qc), budget(t, 1e-5, 1e-12));
-    Tensor I = identity(k);
-    I.at<double>(7 * k + 7) = 0;  // the dependent column is zero
-    within("cholesky_qr " + dt(t) + " Q^T Q vs I", rel_err(atb(Qg, Qg), I), budget(t, 1e-5, 1e-13));
+  // k = 40 and 72: the k x k factorization on the device; 100: through the host.
+  for (int64_t k : {40, 72, 100}) {
+    for (DType t : {DType::F32, DType::F64}) {
+      const int64_t m = 2000;
+      Tensor A = randn({m, k}, 37, DType::F64);
+      for (int64_t r = 0; r < m; ++r)  // column 7 depends on columns 0 and 5
+        A.at<double>(r * k + 7) = 0.5 * A.at<double>(r * k) + A.at<double>(r * k + 5);
+      Tensor Qc = A.to(t), Qg = gpu(Qc);
+      Qc = Qc.clone();
+      ops::cholesky_qr(Qc, 2);
+      ops::cholesky_qr(Qg, 2);
+      const std::string tag = "cholesky_qr k=" + std::to_string(k) + " " + dt(t);
+      within(tag + " vs CPU", rel_err(Qg, Qc), budget(t, 1e-5, 1e-12));
+      Tensor I = identity(k);
+      I.at<double>(7 * k + 7) = 0;  // the dependent column is zero
+      within(tag + " Q^T Q vs I", rel_err(atb(Qg, Qg), I), budget(t, 1e-5, 1e-13));
+    }
   }
 }
 

@@ -145,6 +145,60 @@ TEST(RuntimeGpu, EverySingleTokenVariantMatchesCpu) {
   EXPECT_THROW(cuda::set_packed_gemv_variant(3, 1), Error);
 }
 
+TEST(RuntimeGpu, TensorCoreGemvMatchesCpu) {
+  REQUIRE_GPU();
+  // The tensor-core kernel (T <= 2; cols and group multiples of 128) against the CPU, and the
+  // CUDA-core kernel on the same inputs. Shapes: one step (fewer than the CTA's warps); 9 steps
+  // (a ragged last pass, 300 rows: a partial tile); groups of two steps; one group per row.
+  // Each case also picks the kernel's tiles per CTA and steps in flight (more than the warp has,
+  // in the first).
+  struct Case {
+    Shape2 s;
+    int tiles, depth;
+  };
+  uint64_t seed = 900;
+  for (const Case c : {Case{{37, 128, 128}, 1, 4}, Case{{300, 1152, 128}, 1, 2},
+                       Case{{300, 1152, 128}, 2, 4}, Case{{70, 2048, 256}, 2, 1},
+                       Case{{50, 640, 640}, 1, 1}})
+    for (int bits : {2, 3, 4})
+      for (QuantFormat f : {QuantFormat::Affine, QuantFormat::Symmetric}) {
+        const Shape2 s = c.s;
+        const PackedWeight w = random_packed(s.rows, s.cols, bits, s.group, f, ++seed);
+        const PackedWeight wg = w.to(Device::CUDA);
+        for (int64_t T : {1, 2}) {
+          const std::string tag = std::string(fmt_name(f)) + " w" + std::to_string(bits) + "g" +
+                                  std::to_string(s.group) + " " + std::to_string(s.rows) + "x" +
+                                  std::to_string(s.cols) + " T=" + std::to_string(T) +
+                                  " tiles " + std::to_string(c.tiles) + " depth " +
+                                  std::to_string(c.depth);
+          // Activations spanning 2^-20 .. 2^20: the BF16 split must carry all 24 bits.
+          Tensor x = randn({T, s.cols}, ++seed, 1.0, 0.3);
+          for (int64_t i = 0; i < x.numel(); i += 7) x.at<float>(i) *= std::ldexp(1.f, int(i % 41) - 20);
+          const Tensor y0 = randn({T, s.rows}, ++seed);
+          Tensor y = y0.clone();
+          w.matmul(x, y, true);
+          for (bool mma : {true, false}) {
+            cuda::set_packed_gemv_mma(mma, c.tiles, c.depth);
+            const int64_t calls = cuda::packed_gemv_mma_calls();
+            Tensor yg = gpu(y0);
+            wg.matmul(gpu(x), yg, true);
+            Tensor yp = poisoned_gpu({T, s.rows});
+            wg.matmul(gpu(x), yp);
+            cuda::set_packed_gemv_mma(true);
+            EXPECT_EQ(cuda::packed_gemv_mma_calls() - calls, mma ? 2 : 0) << tag;
+            within(std::string(mma ? "mma " : "cuda cores ") + "matmul+= " + tag, rel_err(yg, y),
+                   1e-5);
+            Tensor yr = Tensor::empty({T, s.rows});
+            w.matmul(x, yr);
+            within(std::string(mma ? "mma " : "cuda cores ") + "matmul " + tag, rel_err(yp, yr),
+                   1e-5);
+          }
+        }
+      }
+  EXPECT_THROW(cuda::set_packed_gemv_mma(true, 3), Error);
+  EXPECT_THROW(cuda::set_packed_gemv_mma(true, 1, 3), Error);
+}
+
 TEST(RuntimeGpu, PackedPrefillInBf16MatchesCpuOnRoundedOperands) {
   REQUIRE_GPU();
   // With set_bf16_matmul the prefill path rounds both the dequantized weight and x to BF16
@@ -172,7 +226,8 @@ TEST(RuntimeGpu, PackedMatmulLowRankTermsMatchCpu) {
   REQUIRE_GPU();
   const PackedWeight w = random_packed(333, 1024, 3, 128, QuantFormat::Affine, 7);
   const PackedWeight wg = w.to(Device::CUDA);
-  for (int64_t T : {1, 3, 8, 64}) {
+  // T = 1, 2: the tensor-core kernel's epilogue; 3, 8: the CUDA-core kernel's; 64: cuBLAS.
+  for (int64_t T : {1, 2, 3, 8, 64}) {
     const Tensor x = randn({T, 1024}, 100 + T);
     // Two terms: F16 L of rank 40 and F32 L of rank 300 (more than one pass of the CTA).
     std::vector<LowRankTerm> cpu = {

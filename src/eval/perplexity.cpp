@@ -1,6 +1,7 @@
 #include "eval/perplexity.h"
 
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 #include "core/progress.h"
@@ -78,17 +79,22 @@ EvalResult evaluate(const Model& model, std::span<const int32_t> stream, const E
     }
     const float* zq = logits.data<float>();
     const float* zp = reference ? ref_logits.data<float>() : nullptr;
-    double w_nll = 0, w_ref = 0, w_kld = 0, w_dp = 0;
-    int64_t w_top1 = 0;
-#pragma omp parallel for schedule(static) reduction(+ : w_nll, w_ref, w_kld, w_dp, w_top1)
-    for (int64_t t = win.first_scored; t < o.ctx - 1; ++t) {
+    // Per-position terms summed in order afterwards: an OpenMP reduction adds the threads'
+    // sums in the order they finish, which made the last digits depend on the machine.
+    const int64_t t0 = win.first_scored, nt = o.ctx - 1 - t0;
+    std::vector<double> t_nll(size_t(nt), 0.0), t_ref(size_t(nt), 0.0), t_kld(size_t(nt), 0.0),
+        t_dp(size_t(nt), 0.0);
+    std::vector<int64_t> t_top1(size_t(nt), 0);
+#pragma omp parallel for schedule(static)
+    for (int64_t t = t0; t < o.ctx - 1; ++t) {
+      const size_t k = size_t(t - t0);
       std::vector<double> lp, lq;
       const int32_t target = ids[t + 1];
       log_softmax(zq + t * V, V, lq);
-      w_nll -= lq[target];
+      t_nll[k] = -lq[target];
       if (zp) {
         log_softmax(zp + t * V, V, lp);
-        w_ref -= lp[target];
+        t_ref[k] = -lp[target];
         double kl = 0;
         int64_t am = 0, bm = 0;
         for (int64_t i = 0; i < V; ++i) {
@@ -96,10 +102,19 @@ EvalResult evaluate(const Model& model, std::span<const int32_t> stream, const E
           if (lq[i] > lq[am]) am = i;
           if (lp[i] > lp[bm]) bm = i;
         }
-        w_kld += kl;
-        w_top1 += am == bm;
-        w_dp += std::exp(lq[target]) - std::exp(lp[target]);
+        t_kld[k] = kl;
+        t_top1[k] = am == bm;
+        t_dp[k] = std::exp(lq[target]) - std::exp(lp[target]);
       }
+    }
+    double w_nll = 0, w_ref = 0, w_kld = 0, w_dp = 0;
+    int64_t w_top1 = 0;
+    for (size_t k = 0; k < size_t(nt); ++k) {
+      w_nll += t_nll[k];
+      w_ref += t_ref[k];
+      w_kld += t_kld[k];
+      w_dp += t_dp[k];
+      w_top1 += t_top1[k];
     }
     nll += w_nll;
     ref_nll += w_ref;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 #include <numeric>
 
 #include "backend/ops.h"
@@ -200,11 +201,14 @@ GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& op
   Tensor E = Tensor::empty({B, rows});  // scaled errors (w - q) / U_ii of the current block
   float* e = E.data<float>();
   const int64_t tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
-  double loss = 0;
+  // Per-task losses summed in task order at the end (an OpenMP reduction would add them in the
+  // order the threads finish: not reproducible with more than two threads).
+  std::vector<double> task_loss(static_cast<size_t>(tasks), 0.0);
   for (int64_t b0 = 0; b0 < n; b0 += B) {
     const int64_t b1 = std::min(n, b0 + B);
-#pragma omp parallel for schedule(static) reduction(+ : loss)
+#pragma omp parallel for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
+      double& loss = task_loss[size_t(task)];
       const int64_t r0 = task * kRowsPerTask, r1 = std::min(rows, r0 + kRowsPerTask);
       for (int64_t i = b0; i < b1; ++i) {
         float* wi = wt + i * rows;
@@ -241,7 +245,8 @@ GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& op
       ops::gemm(Ublk, true, E.rows(0, b1 - b0), false, Wt.rows(b1, n), -1.0, 1.0);
     }
   }
-  res.loss = loss;
+  res.loss = 0;
+  for (const double l : task_loss) res.loss += l;
 
   // Back to row-major [rows, n] in the stored column order.
   const bool unpermute = opt.act_order && opt.static_groups;

@@ -54,15 +54,31 @@ template <class T>
 ops::NormStats norm_stats_impl(const Tensor& X) {
   const int64_t n = X.numel();
   const T* x = X.data<T>();
+  // Fixed slices summed in order: an OpenMP reduction combines the threads' sums in the order
+  // they finish, so with more than two threads the last bits changed from run to run.
+  constexpr int64_t kSlice = int64_t(1) << 15;
+  const int64_t slices = (n + kSlice - 1) / kSlice;
+  std::vector<double> part(static_cast<size_t>(slices));
+  std::vector<T> pmax(static_cast<size_t>(slices));
+#pragma omp parallel for schedule(static) if (slices > 1)
+  for (int64_t sl = 0; sl < slices; ++sl) {
+    double sumsq = 0;
+    T amax = 0;
+    // `simd` lets the compiler reassociate the reductions, which plain C++ forbids for floats.
+#pragma omp simd reduction(+ : sumsq) reduction(max : amax)
+    for (int64_t i = sl * kSlice; i < std::min(n, (sl + 1) * kSlice); ++i) {
+      const T a = std::fabs(x[i]);
+      sumsq += double(a) * double(a);
+      amax = a > amax ? a : amax;  // a NaN compares false and is skipped
+    }
+    part[size_t(sl)] = sumsq;
+    pmax[size_t(sl)] = amax;
+  }
   double sumsq = 0;
   T amax = 0;
-  // `simd` lets the compiler reassociate the reductions, which plain C++ forbids for floats.
-#pragma omp parallel for simd schedule(static) reduction(+ : sumsq) reduction(max : amax) \
-    if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) {
-    const T a = std::fabs(x[i]);
-    sumsq += double(a) * double(a);
-    amax = a > amax ? a : amax;  // a NaN compares false and is skipped
+  for (int64_t sl = 0; sl < slices; ++sl) {
+    sumsq += part[size_t(sl)];
+    amax = std::max(amax, pmax[size_t(sl)]);
   }
   return {sumsq, double(amax)};
 }

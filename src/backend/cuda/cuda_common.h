@@ -7,6 +7,7 @@
 
 #include <climits>
 #include <string>
+#include <utility>
 
 #include "core/error.h"
 
@@ -90,6 +91,24 @@ __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+
+/// Launches kernel<<<grid, block, smem>>> on stream(), with programmatic stream serialization
+/// when `pdl` (the kernel may then start before the one before it ends; see above).
+template <class... Params, class... Args>
+void launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem, bool pdl,
+                   Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(block);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream();
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  LRQ_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 #endif
 

@@ -20,6 +20,7 @@
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/packed_cuda.h"
+#include "backend/cuda/packed_mma_cuda.h"
 
 namespace lrq::cuda {
 namespace {
@@ -239,17 +240,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_kernel(const GemvParams 
       if (lane == 0) red[warp][r][t] = v;
     }
   __syncthreads();
-  if (threadIdx.x < R * TT) {
-    const int r = threadIdx.x / TT, t = threadIdx.x % TT;
-    const int64_t o = row0 + r;
-    if (t < p.T && o < p.rows) {
-      float v = 0.f;
-#pragma unroll
-      for (int k = 0; k < kWarps; ++k) v += red[k][r][t];
-      float* dst = p.y + int64_t(t) * p.rows + o;
-      *dst = p.accumulate ? *dst + v : v;
-    }
-  }
+  store_row_sums(red, p.y, p.rows, row0, p.T, p.accumulate);
 }
 
 // One thread per (row, chunk, sub): eight F32 values, stored as two float4.
@@ -401,22 +392,8 @@ class FirstReport {
 template <int B, int F, int R, int TT, int U = 2>
 void launch_gemv(const GemvParams& p) {
   const unsigned blocks = unsigned((p.rows + R - 1) / R);
-  auto kernel = packed_gemv_kernel<B, F, R, TT, U>;
-  if (p.n_terms > 0 && g_pdl) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(blocks);
-    cfg.blockDim = dim3(kThreads);
-    cfg.stream = stream();
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    LRQ_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
-  } else {
-    kernel<<<blocks, kThreads, 0, stream()>>>(p);
-    LRQ_CUDA_LAUNCHED();
-  }
+  launch_kernel(packed_gemv_kernel<B, F, R, TT, U>, blocks, kThreads, 0, p.n_terms > 0 && g_pdl,
+                p);
 }
 
 // Rows per CTA: more rows share each x load; fewer keep registers (x is TT x 8 floats) in check.
@@ -487,6 +464,12 @@ void packed_gemv(const PackedView& w, const float* x, float* y, int64_t T, bool 
     bad_args("packed_gemv", std::to_string(T) + " tokens, " + std::to_string(n_terms) + " terms");
   if (w.cols > INT32_MAX / int64_t(kPackedGemvMaxT))
     bad_args("packed_gemv", std::to_string(w.cols) + " columns exceed the kernel's index range");
+  // With a low-rank branch the CUDA-core kernel overlaps the h = R x kernel better (RESULTS.md:
+  // 1-3 us less at 2 and 4 bits); at 3 bits its decode is slow enough that the MMA kernel wins.
+  if (packed_gemv_mma_fits(w, T) && (n_terms == 0 || w.bits == 3)) {
+    packed_gemv_mma(w, x, y, T, accumulate, terms, n_terms, g_pdl);
+    return;
+  }
   GemvParams p = {};
   p.codes = w.codes;
   p.scales = w.scales;

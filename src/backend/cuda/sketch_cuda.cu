@@ -1,8 +1,10 @@
 // Sketching primitives on the GPU: the counter-based Gaussian drawn on the device, the Gram
 // matrix and Cholesky QR through double-precision GEMMs. Same algorithms as
-// backend/cpu/sketch_cpu.cpp; the k x k Cholesky step is the CPU's own routine (one round trip
-// of k x k doubles per pass: a pivot-dropping factorization of a matrix this small would be a
-// single-CTA kernel of k dependent steps, not faster than the copy).
+// backend/cpu/sketch_cpu.cpp. The k x k pivot-dropping Cholesky and inverse run as one CTA on
+// the device for k <= kDeviceCholMax (the sketches' 40-72 columns): the kernel itself is k
+// dependent steps of ~10 us in all, but a host round trip per pass also drained the stream
+// and stopped the host from queueing ahead, which cost more (bench/NOTES.md). Larger k goes
+// through the CPU's routine.
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
@@ -57,6 +59,53 @@ void gram64(const double* a, int m, int k, double* g) {
                                &zero, g, k));
 }
 
+constexpr int kDeviceCholMax = 72;  // R in shared memory: 72^2 doubles = 41.5 KB
+
+// One CTA: upper R with R^T R = G (k x k, row-major, double), dropping a pivot whose remaining
+// diagonal is below tol^2 times the original (its row of R is zero), then X = R^-1 on the kept
+// indices, 0 elsewhere: backend/cpu/sketch_cpu.cpp's cholesky_drop_inverse, step for step.
+__global__ void __launch_bounds__(256) cholesky_drop_inverse_kernel(const double* __restrict__ G,
+                                                                    int k, double tol,
+                                                                    double* __restrict__ X) {
+  __shared__ double R[kDeviceCholMax * kDeviceCholMax];
+  __shared__ double v[kDeviceCholMax], diag[kDeviceCholMax];
+  __shared__ bool keep[kDeviceCholMax];
+  const int tid = threadIdx.x, nt = blockDim.x;
+  for (int i = tid; i < k * k; i += nt) R[i] = G[i];
+  for (int j = tid; j < k; j += nt) diag[j] = G[j * k + j];
+  __syncthreads();
+  for (int j = 0; j < k; ++j) {
+    // Row j of R (columns l >= j) still holds G's; subtract the kept rows above.
+    for (int l = j + tid; l < k; l += nt) {
+      double a = R[j * k + l];
+      for (int i = 0; i < j; ++i) a -= R[i * k + j] * R[i * k + l];
+      v[l] = a;
+    }
+    __syncthreads();
+    const double d = v[j];
+    const bool kept = diag[j] > 0 && d > tol * tol * diag[j] && isfinite(d);
+    const double r = kept ? sqrt(d) : 0.0;
+    for (int l = j + 1 + tid; l < k; l += nt) R[j * k + l] = kept ? v[l] / r : 0.0;
+    if (tid == 0) {
+      R[j * k + j] = r;
+      keep[j] = kept;
+    }
+    __syncthreads();
+  }
+  // Column c of X by back substitution, one thread per column.
+  for (int c = tid; c < k; c += nt) {
+    for (int i = 0; i < k; ++i) X[i * k + c] = 0;
+    if (!keep[c]) continue;
+    X[c * k + c] = 1 / R[c * k + c];
+    for (int i = c - 1; i >= 0; --i) {
+      if (!keep[i]) continue;
+      double a = 0;
+      for (int l = i + 1; l <= c; ++l) a += R[i * k + l] * X[l * k + c];
+      X[i * k + c] = -a / R[i * k + i];
+    }
+  }
+}
+
 }  // namespace
 
 void fill_gaussian(const Tensor& X, uint64_t key) {
@@ -93,17 +142,23 @@ void cholesky_qr(const Tensor& A, int passes) {
   const double tol = sketch_rng::cholesky_qr_drop_tol(f32);
   DeviceScratch a64(f32 ? size_t(m * k) * sizeof(double) : 1), q64(size_t(m * k) * sizeof(double)),
       g(size_t(k * k) * sizeof(double)), x(size_t(k * k) * sizeof(double));
-  std::vector<double> gh(static_cast<size_t>(k * k)), xh(static_cast<size_t>(k * k));
+  std::vector<double> gh(K > kDeviceCholMax ? size_t(k * k) : 0), xh(gh.size());
   for (int p = 0; p < passes; ++p) {
     const double* a = as_f64(A, a64);
     gram64(a, M, K, g.as<double>());
-    LRQ_CUDA_CHECK(cudaMemcpyAsync(gh.data(), g.as<double>(), gh.size() * sizeof(double),
-                                   cudaMemcpyDeviceToHost, stream()));
-    LRQ_CUDA_CHECK(cudaStreamSynchronize(stream()));
-    cpu::cholesky_drop_inverse(gh.data(), k, tol, xh.data());
-    // From pageable memory the copy is staged before the call returns, so xh may be reused.
-    LRQ_CUDA_CHECK(cudaMemcpyAsync(x.as<double>(), xh.data(), xh.size() * sizeof(double),
-                                   cudaMemcpyHostToDevice, stream()));
+    if (K <= kDeviceCholMax) {
+      cholesky_drop_inverse_kernel<<<1, 256, 0, stream()>>>(g.as<double>(), K, tol,
+                                                             x.as<double>());
+      LRQ_CUDA_LAUNCHED();
+    } else {
+      LRQ_CUDA_CHECK(cudaMemcpyAsync(gh.data(), g.as<double>(), gh.size() * sizeof(double),
+                                     cudaMemcpyDeviceToHost, stream()));
+      LRQ_CUDA_CHECK(cudaStreamSynchronize(stream()));
+      cpu::cholesky_drop_inverse(gh.data(), k, tol, xh.data());
+      // From pageable memory the copy is staged before the call returns, so xh may be reused.
+      LRQ_CUDA_CHECK(cudaMemcpyAsync(x.as<double>(), xh.data(), xh.size() * sizeof(double),
+                                     cudaMemcpyHostToDevice, stream()));
+    }
     // Row-major Q = A X is column-major Q^T = X^T A^T: X's buffer reads as X^T, A's as A^T.
     const double one = 1, zero = 0;
     LRQ_CUBLAS_CHECK(cublasDgemm(cublas(), CUBLAS_OP_N, CUBLAS_OP_N, K, M, K, &one,

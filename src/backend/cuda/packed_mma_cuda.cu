@@ -1,0 +1,492 @@
+// Decode GEMV on the tensor cores (T <= 2 tokens; packed_cuda.cu's CUDA-core kernel does the
+// rest). Why: that kernel spends ~10 instructions per weight (decode, int->float, FMA, per-group
+// bookkeeping) and so stays instruction-bound at 25-55% of the memory bandwidth. Here a warp
+// multiplies a 16-row tile of the weight by x with mma.m16n8k16 (BF16 in, F32 accumulate), and a
+// weight costs about one and a half instructions: a LOP3 that puts two codes under the exponent
+// of 128 (bf16 128 + c 2^k, exact), one BF16 FMA per two codes that removes 128 and 2^k
+// (exact: the result is the small integer c), and 1/16 of an MMA.
+//
+// Precision: x is split into three BF16 parts (hi + mid + lo == x exactly for normal floats:
+// 3 x 8 significant bits), which fill three of the eight MMA columns. Codes are exact in BF16,
+// so every product is exact and only the F32 accumulation rounds: results match the F32 CUDA-core
+// kernel and the CPU to ~1e-6 (runtime_gpu_test holds both to the same 1e-5 budget). Two tokens
+// use six columns.
+//
+// Layout: no repacking. A quad of lanes (t = lane & 3) owns four consecutive 32-value chunks of
+// rows g and g + 8 (g = lane >> 2), a 128-value "step"; the lane decodes its whole chunk into 16
+// bf16x2 registers whose value pairs are fixed by the bit layout (pair_first below). The MMA's k
+// order is free as long as A and B agree, so per step the warp writes x's three parts in exactly
+// that order into shared memory (6 bytes per value per token) and sums x for the offsets. (A
+// separate kernel writing them once per call did no better: the extra link in the launch chain
+// cost what the recomputation saves.) Steps never straddle groups: group % 128 == 0.
+//
+// Where it stands (H100, bench/NOTES.md): 1.2-1.6x the CUDA-core kernel, 45-62% of the copy
+// bandwidth on the 7B shapes; Nsight Compute finds it latency-bound (long-scoreboard stalls,
+// ~50% issue) with ~350 warp instructions per 16x128 step, two thirds of them outside the
+// decode-and-MMA core (x's split, scales, addressing): the next lever.
+#include <cstdint>
+#include <utility>
+
+#include <cuda_bf16.h>
+
+#include "backend/cuda/cuda_common.h"
+#include "backend/cuda/packed_cuda.h"
+#include "backend/cuda/packed_mma_cuda.h"
+
+namespace lrq::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kStep = 128;  // values per step: four chunks
+constexpr int kMmas = 8;    // m16n8k16 per step (k = 16 each)
+
+bool g_mma = true;
+int g_tiles = 0;  // 16-row tiles per CTA; 0 = default
+int g_depth = 0;  // steps in flight per warp; 0 = default
+int64_t g_calls = 0;
+
+// Register j (0..15) of a decoded chunk holds values (first, first + gap) of the chunk in its
+// low and high halves. The pairs are the fields 16 bits apart in the layout's words (b = 2, 4)
+// or 12 bits apart after a funnel shift (b = 3); see decode_reg.
+template <int B>
+__host__ __device__ constexpr int pair_first(int j) {
+  if constexpr (B == 4) {
+    return 4 * (j >> 2) + 16 * (j & 1) + ((j >> 1) & 1);
+  } else if constexpr (B == 2) {
+    return 8 * ((j & 7) % 4) + 4 * (j >> 3) + ((j & 7) >= 4 ? 1 : 0);
+  } else {
+    return 8 * (j & 3) + 2 * (j >> 2);
+  }
+}
+template <int B>
+constexpr int kPairGap = B == 3 ? 1 : 2;
+
+__host__ __device__ constexpr uint32_t bf16_pow2(int e) { return uint32_t(127 + e) << 7; }
+
+__device__ __forceinline__ uint32_t fma_bf16x2(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
+// Masked code bits at bit KLO (low half) and 16 + KHI (high half), inside the 7 mantissa bits
+// -> the two codes as exact bf16: (128 + c 2^k) * 2^-k - 128 * 2^-k.
+template <int KLO, int KHI>
+__device__ __forceinline__ uint32_t codes_to_bf16x2(uint32_t masked) {
+  constexpr uint32_t mul = bf16_pow2(-KLO) | bf16_pow2(-KHI) << 16;
+  constexpr uint32_t add = (0x8000u | bf16_pow2(7 - KLO)) | (0x8000u | bf16_pow2(7 - KHI)) << 16;
+  return fma_bf16x2(masked | 0x43004300u, mul, add);
+}
+
+// Register J of a chunk whose words are w[0..] (w[3] = 0 at b = 3). J is a constant after
+// unrolling, so every branch below folds away.
+template <int B, int J>
+__device__ __forceinline__ uint32_t decode_reg(const uint32_t (&w)[4]) {
+  if constexpr (B == 4) {
+    // Word q: byte 4q+u holds values 4q+u (low nibble) and 4q+u+16 (high nibble). A high
+    // nibble moves down one bit: at bits 4-7 its top bit would land in the exponent.
+    constexpr int q = J >> 2, hi = J & 1, shift = 8 * ((J >> 1) & 1) + hi;
+    return codes_to_bf16x2<3 * hi, 3 * hi>((w[q] >> shift) & (0x000F000Fu << (3 * hi)));
+  } else if constexpr (B == 2) {
+    // Word q: byte 4q+u holds value 8p+4q+u at bits 2p.
+    constexpr int q = J >> 3, e = J & 7;
+    constexpr int shift = e < 3 ? 0 : e < 6 ? 6 : 12;
+    constexpr int pos = (e % 3) * 2;
+    return codes_to_bf16x2<pos, pos>((w[q] >> shift) & (0x00030003u << pos));
+  } else {
+    // Field i (value 8(i%4) + i/4) sits at bit 3i of the 96-bit chunk; fields i and i+4 are 12
+    // bits apart, so one window puts them at bits 4 and 16.
+    constexpr int i = 8 * (J >> 2) + (J & 3), s = 3 * i - 4;
+    uint32_t win;
+    if constexpr (s < 0) {
+      win = w[0] << (-s);
+    } else {
+      win = __funnelshift_r(w[s >> 5], w[(s >> 5) + 1], s & 31);
+    }
+    return codes_to_bf16x2<4, 0>(win & 0x00070070u);
+  }
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                         uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// MMA M of a step: registers 2M and 2M + 1 of rows g and g + 8 against the fragment of x.
+template <int B, int R, int FSTRIDE, int M>
+__device__ __forceinline__ void mma_step(float (&d)[R][4], const uint32_t (&cur)[R][2][4],
+                                         const uint2* fp) {
+  const uint2 b = fp[M * FSTRIDE];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+    mma_bf16(d[r], decode_reg<B, 2 * M>(cur[r][0]), decode_reg<B, 2 * M>(cur[r][1]),
+             decode_reg<B, 2 * M + 1>(cur[r][0]), decode_reg<B, 2 * M + 1>(cur[r][1]), b.x, b.y);
+}
+template <int B, int R, int FSTRIDE, int... M>
+__device__ __forceinline__ void mma_step_all(float (&d)[R][4], const uint32_t (&cur)[R][2][4],
+                                             const uint2* fp,
+                                             std::integer_sequence<int, M...>) {
+  (mma_step<B, R, FSTRIDE, M>(d, cur, fp), ...);
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// One lane's chunk of codes -> its 16-byte slot in shared memory, asynchronously. Codes are
+// read once: the 16-byte copies bypass L1; the 3-bit chunk (12 bytes, 4-byte aligned) goes as
+// three words.
+template <int B>
+__device__ __forceinline__ void copy_codes(uint4* slot, const uint8_t* src) {
+  const unsigned dst = unsigned(__cvta_generic_to_shared(slot));
+  if constexpr (B == 4) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+  } else if constexpr (B == 2) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src) : "memory");
+  } else {
+#pragma unroll
+    for (int k = 0; k < 3; ++k)
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst + 4 * k), "l"(src + 4 * k)
+                   : "memory");
+  }
+}
+template <int B>
+__device__ __forceinline__ void read_codes(const uint4* slot, uint32_t (&w)[4]) {
+  if constexpr (B == 2) {
+    const uint2 v = *reinterpret_cast<const uint2*>(slot);
+    w[0] = v.x;
+    w[1] = v.y;
+    w[2] = w[3] = 0;
+  } else {
+    const uint4 v = *slot;
+    w[0] = v.x;
+    w[1] = v.y;
+    w[2] = v.z;
+    w[3] = B == 3 ? 0u : v.w;
+  }
+}
+
+__device__ __forceinline__ float half_to_float(uint16_t h) {
+  return __half2float(__ushort_as_half(h));
+}
+// a -> low half, b -> high half, each rounded to nearest BF16.
+__device__ __forceinline__ uint32_t bf16x2_rn(float a, float b) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+struct MmaParams {
+  const uint8_t* codes;
+  const uint16_t* scales;
+  const uint16_t* offsets;
+  const float* x;
+  float* y;
+  int64_t rows, row_bytes;
+  int cols, nsteps, ngroups, steps_per_group, T;
+  bool accumulate;
+  int n_terms;
+  GemvTerm terms[kPackedMaxTerms];
+};
+
+// A CTA of 8 warps owns R 16-row tiles; warp w takes steps w, w + 8, ... of every tile, with
+// D steps of codes, scales and x in flight. Each step the warp first writes x's parts for that
+// step into its slice of shared memory in fragment order (lane l: registers 2l % 16 and the next
+// of chunk l / 8, one 8-byte entry per part), then runs the 8 MMAs per tile.
+template <int B, int F, int TT, int R, int D>
+__global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaParams p) {
+  constexpr int kCols = 3 * TT;  // MMA columns in use: three parts per token
+  __shared__ uint2 frag[kWarps][kMmas * kCols * 4];
+  __shared__ float red[kWarps][16 * R][TT];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t row0 = int64_t(blockIdx.x) * 16 * R;
+  constexpr int kChunkBytes = 4 * B;
+  const uint8_t* crow[R][2];
+  const uint16_t* srow[R][2];
+  const uint16_t* orow[R][2];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = min(row0 + 16 * r + 8 * h + g, p.rows - 1);  // tail rows not stored
+      crow[r][h] = p.codes + row * p.row_bytes + t * kChunkBytes;
+      srow[r][h] = p.scales + row * p.ngroups;
+      orow[r][h] = F == 0 ? p.offsets + row * p.ngroups : srow[r][h];
+    }
+  // The x values whose parts this lane writes: registers j0, j0 + 1 of chunk xc of the step.
+  const int xc = lane >> 3, j0 = (2 * lane) & 15;
+  const float* xlane = p.x + 32 * xc;
+  const int xoff[4] = {pair_first<B>(j0), pair_first<B>(j0) + kPairGap<B>, pair_first<B>(j0 + 1),
+                       pair_first<B>(j0 + 1) + kPairGap<B>};
+  uint2* my_frag = frag[warp] + (j0 >> 1) * kCols * 4 + xc;  // + column * 4
+  // Accumulator columns 2t and 2t+1 belong to token (column / 3); the offset term of a token is
+  // added once, by the lane holding its first column.
+  float wcol[2][TT], wsx[TT];
+#pragma unroll
+  for (int tok = 0; tok < TT; ++tok) {
+    wcol[0][tok] = (2 * t) / 3 == tok ? 1.f : 0.f;
+    wcol[1][tok] = (2 * t + 1) / 3 == tok ? 1.f : 0.f;
+    wsx[tok] = (3 * tok) / 2 == t ? 1.f : 0.f;
+  }
+  // Lanes of the unused MMA columns read a used one: their accumulator columns get weight 0.
+  const int bcol = g % kCols;
+  const float centre = float(1 << (B - 1));
+
+  float acc[R][2][TT];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int tok = 0; tok < TT; ++tok) acc[r][h][tok] = 0.f;
+
+  // Codes stream through a ring of D + 1 per-lane slots in shared memory filled by cp.async, so
+  // D steps per warp are in flight without holding registers (a register ring of the same depth
+  // cost occupancy: RESULTS.md). Each lane reads back only what it copied itself, so waiting on
+  // its own copy groups is enough. Scales (2-byte, too small for cp.async) ride a register ring
+  // of the same depth; x, an L1/L2 hit, is fetched one step ahead.
+  extern __shared__ uint4 ring[];  // [D + 1][R][2][kThreads]
+  auto slot_ptr = [&](int slot, int r, int h) {
+    return ring + ((slot * R + r) * 2 + h) * kThreads + threadIdx.x;
+  };
+  uint32_t so[D + 1][R][2];  // fp16 scale | fp16 offset << 16
+  float xnext[TT][4];
+  auto issue_step = [&](int step, int slot) {
+    const int gi = p.steps_per_group == 1 ? step : step / p.steps_per_group;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        copy_codes<B>(slot_ptr(slot, r, h), crow[r][h] + step * (4 * kChunkBytes));
+        so[slot][r][h] = uint32_t(__ldg(srow[r][h] + gi)) |
+                         (F == 0 ? uint32_t(__ldg(orow[r][h] + gi)) << 16 : 0u);
+      }
+  };
+  auto load_x = [&](int step) {
+#pragma unroll
+    for (int tok = 0; tok < TT; ++tok)
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        xnext[tok][k] = __ldg(xlane + (tok * p.cols + step * kStep + xoff[k]));
+  };
+#pragma unroll
+  for (int k = 0; k < D; ++k) {
+    if (warp + kWarps * k < p.nsteps) issue_step(warp + kWarps * k, k);
+    cp_async_commit();
+  }
+  if (warp < p.nsteps) load_x(warp);
+
+  for (int base = warp; base < p.nsteps; base += kWarps * (D + 1)) {
+#pragma unroll
+    for (int u = 0; u <= D; ++u) {
+      const int s = base + kWarps * u;
+      if (s >= p.nsteps) break;
+      cp_async_wait<D - 1>();  // this step's group (the oldest of D) has landed
+      uint32_t cur[R][2][4];
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) read_codes<B>(slot_ptr(u, r, h), cur[r][h]);
+      if (s + kWarps * D < p.nsteps) issue_step(s + kWarps * D, (u + D) % (D + 1));
+      cp_async_commit();  // possibly empty: keeps one group per step
+      float xcur[TT][4];
+#pragma unroll
+      for (int tok = 0; tok < TT; ++tok)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) xcur[tok][k] = xnext[tok][k];
+      if (s + kWarps < p.nsteps) load_x(s + kWarps);
+      // x's three parts for this step; hi + mid + lo == x exactly.
+      float sxv[TT];
+      __syncwarp();  // the previous step's fragments have been read
+#pragma unroll
+      for (int tok = 0; tok < TT; ++tok) {
+        float v[4] = {xcur[tok][0], xcur[tok][1], xcur[tok][2], xcur[tok][3]};
+        float sum = (v[0] + v[1]) + (v[2] + v[3]);
+#pragma unroll
+        for (int part = 0; part < 3; ++part) {
+          const uint32_t lo = bf16x2_rn(v[0], v[1]), hi = bf16x2_rn(v[2], v[3]);
+          my_frag[(3 * tok + part) * 4] = make_uint2(lo, hi);
+          v[0] -= __uint_as_float(lo << 16);  // exact
+          v[1] -= __uint_as_float(lo & 0xFFFF0000u);
+          v[2] -= __uint_as_float(hi << 16);
+          v[3] -= __uint_as_float(hi & 0xFFFF0000u);
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+        sxv[tok] = wsx[tok] * sum;
+      }
+      __syncwarp();
+      float sc[R][2], of[R][2];
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          sc[r][h] = half_to_float(uint16_t(so[u][r][h] & 0xFFFFu));
+          of[r][h] = F == 0 ? half_to_float(uint16_t(so[u][r][h] >> 16)) : -centre * sc[r][h];
+        }
+      float d[R][4];
+#pragma unroll
+      for (int r = 0; r < R; ++r) d[r][0] = d[r][1] = d[r][2] = d[r][3] = 0.f;
+      mma_step_all<B, R, kCols * 4>(d, cur, frag[warp] + bcol * 4 + t,
+                                    std::make_integer_sequence<int, kMmas>{});
+#pragma unroll
+      for (int tok = 0; tok < TT; ++tok)
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const float dot = d[r][2 * h] * wcol[0][tok] + d[r][2 * h + 1] * wcol[1][tok];
+            acc[r][h][tok] = fmaf(sc[r][h], dot, fmaf(of[r][h], sxv[tok], acc[r][h][tok]));
+          }
+    }
+  }
+
+  // The quad's four lanes hold a row's columns: add them, then across the warps.
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int tok = 0; tok < TT; ++tok) {
+        float v = acc[r][h][tok];
+        v += __shfl_xor_sync(0xffffffffu, v, 1);
+        v += __shfl_xor_sync(0xffffffffu, v, 2);
+        if (t == 0) red[warp][16 * r + 8 * h + g][tok] = v;
+      }
+  if (p.n_terms > 0) {
+    pdl_wait();  // the h of the terms come from the kernel this one may overlap
+    // Low-rank terms: warp w adds L[row, :] h for rows w, w + 8, ... into its own partials.
+    __syncwarp();
+    for (int rr = warp; rr < 16 * R; rr += kWarps) {
+      const int64_t row = min(row0 + rr, p.rows - 1);
+#pragma unroll
+      for (int tok = 0; tok < TT; ++tok) {
+        float v = 0.f;
+        for (int k = 0; k < p.n_terms; ++k) {
+          const GemvTerm& tm = p.terms[k];
+          for (int64_t j = lane; j < tm.rank; j += 32) {
+            const int64_t li = row * tm.rank + j;
+            const float l = tm.L_f16 ? half_to_float(static_cast<const uint16_t*>(tm.L)[li])
+                                     : static_cast<const float*>(tm.L)[li];
+            v = fmaf(l, tm.h[tok * tm.rank + j], v);
+          }
+        }
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+        if (lane == 0) red[warp][rr][tok] += v;
+      }
+    }
+  }
+  __syncthreads();
+  store_row_sums(red, p.y, p.rows, row0, p.T, p.accumulate);
+}
+
+template <int B, int F, int TT, int R, int D>
+void run(const PackedView& w, const float* x, float* y, int T, bool accumulate,
+         const GemvTerm* terms, int n_terms, bool pdl) {
+  MmaParams p = {};
+  p.codes = w.codes;
+  p.scales = w.scales;
+  p.offsets = w.offsets;
+  p.x = x;
+  p.y = y;
+  p.rows = w.rows;
+  p.row_bytes = w.cols / 32 * 4 * B;
+  p.cols = int(w.cols);
+  p.nsteps = int(w.cols / kStep);
+  p.ngroups = int(w.cols / w.group);
+  p.steps_per_group = int(w.group / kStep);
+  p.T = T;
+  p.accumulate = accumulate;
+  p.n_terms = n_terms;
+  for (int k = 0; k < n_terms; ++k) p.terms[k] = terms[k];
+  auto kernel = packed_gemv_mma_kernel<B, F, TT, R, D>;
+  const size_t smem = size_t(D + 1) * R * 2 * kThreads * sizeof(uint4);
+  static const bool sized = [&] {
+    LRQ_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    return true;
+  }();
+  (void)sized;
+  // With terms the kernel before is the one computing h, which only reads x: start while it runs.
+  launch_kernel(kernel, unsigned((w.rows + 16 * R - 1) / (16 * R)), kThreads, smem,
+                pdl && n_terms > 0, p);
+}
+
+template <int B, int F, int TT, int R>
+void run_depth(const PackedView& w, const float* x, float* y, int T, bool accumulate,
+               const GemvTerm* terms, int n_terms, bool pdl) {
+  switch (g_depth ? g_depth : 1) {
+    case 1: run<B, F, TT, R, 1>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
+    case 2: run<B, F, TT, R, 2>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
+    default: run<B, F, TT, R, 4>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
+  }
+}
+
+template <int B, int F, int TT>
+void run_tiles(const PackedView& w, const float* x, float* y, int T, bool accumulate,
+               const GemvTerm* terms, int n_terms, bool pdl) {
+  // Two tiles per CTA share each step's work on x; they pay once there are enough rows to keep
+  // the GPU full (H100: 11008 rows 7-12% faster, 4096 rows up to 13% slower).
+  if (g_tiles == 2 || (g_tiles == 0 && w.rows >= 8192))
+    run_depth<B, F, TT, 2>(w, x, y, T, accumulate, terms, n_terms, pdl);
+  else
+    run_depth<B, F, TT, 1>(w, x, y, T, accumulate, terms, n_terms, pdl);
+}
+
+template <int B, int F>
+void run_tokens(const PackedView& w, const float* x, float* y, int T, bool accumulate,
+                const GemvTerm* terms, int n_terms, bool pdl) {
+  if (T == 1)
+    run_tiles<B, F, 1>(w, x, y, T, accumulate, terms, n_terms, pdl);
+  else
+    run_tiles<B, F, 2>(w, x, y, T, accumulate, terms, n_terms, pdl);
+}
+
+template <int B>
+void run_format(const PackedView& w, const float* x, float* y, int T, bool accumulate,
+                const GemvTerm* terms, int n_terms, bool pdl) {
+  if (w.format == 0)
+    run_tokens<B, 0>(w, x, y, T, accumulate, terms, n_terms, pdl);
+  else
+    run_tokens<B, 1>(w, x, y, T, accumulate, terms, n_terms, pdl);
+}
+
+}  // namespace
+
+bool packed_gemv_mma_fits(const PackedView& w, int64_t T) {
+  return g_mma && T >= 1 && T <= 2 && (w.bits == 2 || w.bits == 3 || w.bits == 4) &&
+         (w.format == 0 || w.format == 1) && w.cols % kStep == 0 && w.group % kStep == 0 &&
+         w.cols / kStep <= INT32_MAX / (kMmas * 3 * 2 * 8) &&
+         reinterpret_cast<uintptr_t>(w.codes) % 16 == 0;
+}
+
+void packed_gemv_mma(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate,
+                     const GemvTerm* terms, int n_terms, bool pdl) {
+  if (!packed_gemv_mma_fits(w, T)) bad_args("packed_gemv_mma", "weight or token count unsupported");
+  ++g_calls;
+  switch (w.bits) {
+    case 2: run_format<2>(w, x, y, int(T), accumulate, terms, n_terms, pdl); break;
+    case 3: run_format<3>(w, x, y, int(T), accumulate, terms, n_terms, pdl); break;
+    default: run_format<4>(w, x, y, int(T), accumulate, terms, n_terms, pdl); break;
+  }
+}
+
+int64_t packed_gemv_mma_calls() { return g_calls; }
+
+void set_packed_gemv_mma(bool on, int tiles, int depth) {
+  if ((tiles != 0 && tiles != 1 && tiles != 2) ||
+      (depth != 0 && depth != 1 && depth != 2 && depth != 4))
+    bad_args("set_packed_gemv_mma", "tiles per CTA 1 or 2, steps in flight 1, 2 or 4 (0: default)");
+  g_mma = on;
+  g_tiles = tiles;
+  g_depth = depth;
+}
+
+}  // namespace lrq::cuda
