@@ -171,20 +171,25 @@ void gemv_section(int reps, double copy, const std::string& only) {
               q.describe() + " " + shape + (T > 1 ? " T=" + std::to_string(T) : "");
           // Variants: the default first (tensor cores at T <= 2); without PDL (low-rank rows);
           // two 16-row tiles per CTA; the CUDA-core kernel.
+          // "(mma with +lr)": the tensor-core kernel where the default keeps the CUDA-core one.
+          using cuda::MmaUse;
           struct V {
-            bool pdl, mma;
+            bool pdl;
+            MmaUse use;
             int tiles, depth;
             const char* tag;
           };
-          for (const V v : {V{true, true, 0, 0, ""}, V{false, true, 0, 0, " (no PDL)"},
-                            V{true, true, 0, 4, " (mma depth 4)"},
-                            V{true, true, 1, 0, " (mma 1 tile)"},
-                            V{true, true, 2, 0, " (mma 2 tiles)"},
-                            V{true, false, 0, 0, " (CUDA cores)"}}) {
+          for (const V v : {V{true, MmaUse::Auto, 0, 0, ""}, V{false, MmaUse::Auto, 0, 0, " (no PDL)"},
+                            V{true, MmaUse::Always, 0, 0, " (mma with +lr)"},
+                            V{true, MmaUse::Auto, 0, 4, " (mma depth 4)"},
+                            V{true, MmaUse::Auto, 1, 0, " (mma 1 tile)"},
+                            V{true, MmaUse::Auto, 2, 0, " (mma 2 tiles)"},
+                            V{true, MmaUse::Off, 0, 0, " (CUDA cores)"}}) {
             if (!v.pdl && !rank) continue;  // the overlap only exists with a low-rank branch
-            if ((v.tiles || v.depth || !v.mma) && T > 2) continue;
+            if (v.use == MmaUse::Always && (!rank || bits == 3)) continue;  // same as the default
+            if ((v.tiles || v.depth || v.use == MmaUse::Off) && T > 2) continue;
             cuda::set_packed_pdl(v.pdl);
-            cuda::set_packed_gemv_mma(v.mma, v.tiles, v.depth);
+            cuda::set_packed_gemv_mma(v.use, v.tiles, v.depth);
             try {
               const double ms =
                   per_call_ms(n, reps, [&](int i) { qs[size_t(i % n)]->forward(x, y); });
@@ -194,7 +199,7 @@ void gemv_section(int reps, double copy, const std::string& only) {
             }
           }
           cuda::set_packed_pdl(true);
-          cuda::set_packed_gemv_mma(true);
+          cuda::set_packed_gemv_mma(cuda::MmaUse::Auto);
         }
       }
   }

@@ -178,13 +178,14 @@ TEST(RuntimeGpu, TensorCoreGemvMatchesCpu) {
           Tensor y = y0.clone();
           w.matmul(x, y, true);
           for (bool mma : {true, false}) {
-            cuda::set_packed_gemv_mma(mma, c.tiles, c.depth);
+            cuda::set_packed_gemv_mma(mma ? cuda::MmaUse::Auto : cuda::MmaUse::Off, c.tiles,
+                                      c.depth);
             const int64_t calls = cuda::packed_gemv_mma_calls();
             Tensor yg = gpu(y0);
             wg.matmul(gpu(x), yg, true);
             Tensor yp = poisoned_gpu({T, s.rows});
             wg.matmul(gpu(x), yp);
-            cuda::set_packed_gemv_mma(true);
+            cuda::set_packed_gemv_mma(cuda::MmaUse::Auto);
             EXPECT_EQ(cuda::packed_gemv_mma_calls() - calls, mma ? 2 : 0) << tag;
             within(std::string(mma ? "mma " : "cuda cores ") + "matmul+= " + tag, rel_err(yg, y),
                    1e-5);
@@ -195,8 +196,8 @@ TEST(RuntimeGpu, TensorCoreGemvMatchesCpu) {
           }
         }
       }
-  EXPECT_THROW(cuda::set_packed_gemv_mma(true, 3), Error);
-  EXPECT_THROW(cuda::set_packed_gemv_mma(true, 1, 3), Error);
+  EXPECT_THROW(cuda::set_packed_gemv_mma(cuda::MmaUse::Auto, 3), Error);
+  EXPECT_THROW(cuda::set_packed_gemv_mma(cuda::MmaUse::Auto, 1, 3), Error);
 }
 
 TEST(RuntimeGpu, PackedPrefillInBf16MatchesCpuOnRoundedOperands) {

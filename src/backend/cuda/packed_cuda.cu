@@ -21,6 +21,7 @@
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/packed_cuda.h"
 #include "backend/cuda/packed_mma_cuda.h"
+#include "backend/cuda/widen.cuh"
 
 namespace lrq::cuda {
 namespace {
@@ -64,8 +65,6 @@ __device__ __forceinline__ uint32_t ld_stream_u32(const uint8_t* p) {
   asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
   return v;
 }
-
-__device__ __forceinline__ float half_bits(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 
 // Byte offset, within a chunk, of the words lane `sub` reads (see the file comment).
 template <int B>
@@ -198,8 +197,8 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_kernel(const GemvParams 
     }
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const float sr = half_bits(sh[r]);
-      const float orr = F == 0 ? half_bits(oh[r]) : -centre * sr;
+      const float sr = f16_bits_to_f32(sh[r]);
+      const float orr = F == 0 ? f16_bits_to_f32(oh[r]) : -centre * sr;
       float v[8];
       decode8<B, LUT>(w[r], sub, book, v);
 #pragma unroll
@@ -220,7 +219,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_kernel(const GemvParams 
 #pragma unroll
         for (int r = 0; r < R; ++r) {
           const int64_t li = row[r] * tm.rank + j;
-          const float l = tm.L_f16 ? half_bits(static_cast<const uint16_t*>(tm.L)[li])
+          const float l = tm.L_f16 ? f16_bits_to_f32(static_cast<const uint16_t*>(tm.L)[li])
                                    : static_cast<const float*>(tm.L)[li];
 #pragma unroll
           for (int t = 0; t < TT; ++t)
@@ -262,8 +261,8 @@ __global__ void packed_dequant_kernel(PackedView w, int64_t row_begin, int64_t n
     float v[8];
     decode8<B, LUT>(wd, sub, w.codebook, v);
     const int64_t g = c / cpg;
-    const float s = half_bits(w.scales[r * ngroups + g]);
-    const float o = F == 0 ? half_bits(w.offsets[r * ngroups + g]) : 0.f;
+    const float s = f16_bits_to_f32(w.scales[r * ngroups + g]);
+    const float o = F == 0 ? f16_bits_to_f32(w.offsets[r * ngroups + g]) : 0.f;
 #pragma unroll
     for (int k = 0; k < 8; ++k)
       v[k] = F == 0 ? fmaf(v[k], s, o) : F == 1 ? (v[k] - centre) * s : v[k] * s;
@@ -464,9 +463,7 @@ void packed_gemv(const PackedView& w, const float* x, float* y, int64_t T, bool 
     bad_args("packed_gemv", std::to_string(T) + " tokens, " + std::to_string(n_terms) + " terms");
   if (w.cols > INT32_MAX / int64_t(kPackedGemvMaxT))
     bad_args("packed_gemv", std::to_string(w.cols) + " columns exceed the kernel's index range");
-  // With a low-rank branch the CUDA-core kernel overlaps the h = R x kernel better (RESULTS.md:
-  // 1-3 us less at 2 and 4 bits); at 3 bits its decode is slow enough that the MMA kernel wins.
-  if (packed_gemv_mma_fits(w, T) && (n_terms == 0 || w.bits == 3)) {
+  if (packed_gemv_mma_takes(w, T, n_terms)) {
     packed_gemv_mma(w, x, y, T, accumulate, terms, n_terms, g_pdl);
     return;
   }

@@ -58,11 +58,15 @@ void set_packed_pdl(bool on);
 /// (the default) picks per width: R8 U2 at 3 bits, R4 U1 at 2, R4 U2 otherwise. Benchmarks
 /// compare; the GPU tests run every variant.
 void set_packed_gemv_variant(int rows, int unroll);
-/// Whether T <= 2 decoding of 2/3/4-bit affine or symmetric weights with cols and group
-/// multiples of 128 runs on the tensor cores (default on; packed_mma_cuda.cu), that kernel's
-/// 16-row tiles per CTA (1 or 2; default 2 from 8192 rows) and steps in flight per warp (1, 2
-/// or 4; default 1). Off: the CUDA-core kernel above. Benchmarks compare; the GPU tests run both.
-void set_packed_gemv_mma(bool on, int tiles = 0, int depth = 0);
+/// When T <= 2 decoding of 2/3/4-bit affine or symmetric weights with cols and group multiples
+/// of 128 runs on the tensor cores (packed_mma_cuda.cu): Auto (the default) except with
+/// low-rank terms at 2 and 4 bits, where the CUDA-core kernel above overlaps the terms' kernel
+/// better; Always; Off.
+enum class MmaUse { Off, Auto, Always };
+/// The tensor-core kernel's use, its 16-row tiles per CTA (1 or 2; default 2 from 8192 rows)
+/// and steps in flight per warp (1, 2 or 4; default 1). Benchmarks compare; the GPU tests run
+/// both kernels.
+void set_packed_gemv_mma(MmaUse use, int tiles = 0, int depth = 0);
 /// How many multiplications the tensor-core kernel has done (tests check the dispatch).
 int64_t packed_gemv_mma_calls();
 

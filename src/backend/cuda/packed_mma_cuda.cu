@@ -20,18 +20,19 @@
 // separate kernel writing them once per call did no better: the extra link in the launch chain
 // cost what the recomputation saves.) Steps never straddle groups: group % 128 == 0.
 //
-// Where it stands (H100, bench/NOTES.md): 1.2-1.6x the CUDA-core kernel, 45-62% of the copy
-// bandwidth on the 7B shapes; Nsight Compute finds it latency-bound (long-scoreboard stalls,
-// ~50% issue) with ~350 warp instructions per 16x128 step, two thirds of them outside the
-// decode-and-MMA core (x's split, scales, addressing): the next lever.
+// Where it stands (H100, bench/RESULTS.md, bench/NOTES.md): 1.2-1.6x the CUDA-core kernel,
+// 36-69% of the copy bandwidth on the 7B shapes; Nsight Compute (bench/profile_decode_gpu.sh)
+// finds it latency-bound (long-scoreboard stalls, ~50% issue) with ~350 warp instructions per
+// 16x128 step, two thirds of them outside the decode-and-MMA core (x's split, scales,
+// addressing): the next lever.
 #include <cstdint>
 #include <utility>
 
-#include <cuda_bf16.h>
-
 #include "backend/cuda/cuda_common.h"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/packed_cuda.h"
 #include "backend/cuda/packed_mma_cuda.h"
+#include "backend/cuda/widen.cuh"
 
 namespace lrq::cuda {
 namespace {
@@ -41,7 +42,7 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kStep = 128;  // values per step: four chunks
 constexpr int kMmas = 8;    // m16n8k16 per step (k = 16 each)
 
-bool g_mma = true;
+MmaUse g_use = MmaUse::Auto;
 int g_tiles = 0;  // 16-row tiles per CTA; 0 = default
 int g_depth = 0;  // steps in flight per warp; 0 = default
 int64_t g_calls = 0;
@@ -108,24 +109,17 @@ __device__ __forceinline__ uint32_t decode_reg(const uint32_t (&w)[4]) {
   }
 }
 
-__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 // MMA M of a step: registers 2M and 2M + 1 of rows g and g + 8 against the fragment of x.
 template <int B, int R, int FSTRIDE, int M>
 __device__ __forceinline__ void mma_step(float (&d)[R][4], const uint32_t (&cur)[R][2][4],
                                          const uint2* fp) {
   const uint2 b = fp[M * FSTRIDE];
 #pragma unroll
-  for (int r = 0; r < R; ++r)
-    mma_bf16(d[r], decode_reg<B, 2 * M>(cur[r][0]), decode_reg<B, 2 * M>(cur[r][1]),
-             decode_reg<B, 2 * M + 1>(cur[r][0]), decode_reg<B, 2 * M + 1>(cur[r][1]), b.x, b.y);
+  for (int r = 0; r < R; ++r) {
+    const uint32_t a[4] = {decode_reg<B, 2 * M>(cur[r][0]), decode_reg<B, 2 * M>(cur[r][1]),
+                           decode_reg<B, 2 * M + 1>(cur[r][0]), decode_reg<B, 2 * M + 1>(cur[r][1])};
+    mma_bf16(d[r], a, b.x, b.y);
+  }
 }
 template <int B, int R, int FSTRIDE, int... M>
 __device__ __forceinline__ void mma_step_all(float (&d)[R][4], const uint32_t (&cur)[R][2][4],
@@ -173,15 +167,6 @@ __device__ __forceinline__ void read_codes(const uint4* slot, uint32_t (&w)[4]) 
   }
 }
 
-__device__ __forceinline__ float half_to_float(uint16_t h) {
-  return __half2float(__ushort_as_half(h));
-}
-// a -> low half, b -> high half, each rounded to nearest BF16.
-__device__ __forceinline__ uint32_t bf16x2_rn(float a, float b) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
 struct MmaParams {
   const uint8_t* codes;
   const uint16_t* scales;
@@ -196,7 +181,7 @@ struct MmaParams {
 };
 
 // A CTA of 8 warps owns R 16-row tiles; warp w takes steps w, w + 8, ... of every tile, with
-// D steps of codes, scales and x in flight. Each step the warp first writes x's parts for that
+// D steps of codes and scales in flight and x one step ahead. Each step the warp first writes x's parts for that
 // step into its slice of shared memory in fragment order (lane l: registers 2l % 16 and the next
 // of chunk l / 8, one 8-byte entry per part), then runs the 8 MMAs per tile.
 template <int B, int F, int TT, int R, int D>
@@ -248,7 +233,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
 
   // Codes stream through a ring of D + 1 per-lane slots in shared memory filled by cp.async, so
   // D steps per warp are in flight without holding registers (a register ring of the same depth
-  // cost occupancy: RESULTS.md). Each lane reads back only what it copied itself, so waiting on
+  // cost occupancy: bench/NOTES.md). Each lane reads back only what it copied itself, so waiting on
   // its own copy groups is enough. Scales (2-byte, too small for cp.async) ride a register ring
   // of the same depth; x, an L1/L2 hit, is fetched one step ahead.
   extern __shared__ uint4 ring[];  // [D + 1][R][2][kThreads]
@@ -310,7 +295,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
         float sum = (v[0] + v[1]) + (v[2] + v[3]);
 #pragma unroll
         for (int part = 0; part < 3; ++part) {
-          const uint32_t lo = bf16x2_rn(v[0], v[1]), hi = bf16x2_rn(v[2], v[3]);
+          const uint32_t lo = pack_bf16x2(v[0], v[1]), hi = pack_bf16x2(v[2], v[3]);
           my_frag[(3 * tok + part) * 4] = make_uint2(lo, hi);
           v[0] -= __uint_as_float(lo << 16);  // exact
           v[1] -= __uint_as_float(lo & 0xFFFF0000u);
@@ -327,8 +312,8 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
       for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          sc[r][h] = half_to_float(uint16_t(so[u][r][h] & 0xFFFFu));
-          of[r][h] = F == 0 ? half_to_float(uint16_t(so[u][r][h] >> 16)) : -centre * sc[r][h];
+          sc[r][h] = f16_bits_to_f32(uint16_t(so[u][r][h] & 0xFFFFu));
+          of[r][h] = F == 0 ? f16_bits_to_f32(uint16_t(so[u][r][h] >> 16)) : -centre * sc[r][h];
         }
       float d[R][4];
 #pragma unroll
@@ -372,7 +357,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
           const GemvTerm& tm = p.terms[k];
           for (int64_t j = lane; j < tm.rank; j += 32) {
             const int64_t li = row * tm.rank + j;
-            const float l = tm.L_f16 ? half_to_float(static_cast<const uint16_t*>(tm.L)[li])
+            const float l = tm.L_f16 ? f16_bits_to_f32(static_cast<const uint16_t*>(tm.L)[li])
                                      : static_cast<const float*>(tm.L)[li];
             v = fmaf(l, tm.h[tok * tm.rank + j], v);
           }
@@ -460,16 +445,22 @@ void run_format(const PackedView& w, const float* x, float* y, int T, bool accum
 
 }  // namespace
 
-bool packed_gemv_mma_fits(const PackedView& w, int64_t T) {
-  return g_mma && T >= 1 && T <= 2 && (w.bits == 2 || w.bits == 3 || w.bits == 4) &&
-         (w.format == 0 || w.format == 1) && w.cols % kStep == 0 && w.group % kStep == 0 &&
-         w.cols / kStep <= INT32_MAX / (kMmas * 3 * 2 * 8) &&
-         reinterpret_cast<uintptr_t>(w.codes) % 16 == 0;
+bool packed_gemv_mma_takes(const PackedView& w, int64_t T, int n_terms) {
+  const bool fits = T >= 1 && T <= 2 && (w.bits == 2 || w.bits == 3 || w.bits == 4) &&
+                    (w.format == 0 || w.format == 1) && w.cols % kStep == 0 &&
+                    w.group % kStep == 0 && reinterpret_cast<uintptr_t>(w.codes) % 16 == 0;
+  // With a low-rank branch the CUDA-core kernel overlaps the h = R x kernel better (1-3 us less
+  // at 2 and 4 bits: bench_decode_gpu's "(mma with +lr)" rows); at 3 bits its decode is slow
+  // enough that this kernel wins anyway.
+  switch (g_use) {
+    case MmaUse::Off: return false;
+    case MmaUse::Always: return fits;
+    default: return fits && (n_terms == 0 || w.bits == 3);
+  }
 }
 
 void packed_gemv_mma(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate,
                      const GemvTerm* terms, int n_terms, bool pdl) {
-  if (!packed_gemv_mma_fits(w, T)) bad_args("packed_gemv_mma", "weight or token count unsupported");
   ++g_calls;
   switch (w.bits) {
     case 2: run_format<2>(w, x, y, int(T), accumulate, terms, n_terms, pdl); break;
@@ -480,11 +471,11 @@ void packed_gemv_mma(const PackedView& w, const float* x, float* y, int64_t T, b
 
 int64_t packed_gemv_mma_calls() { return g_calls; }
 
-void set_packed_gemv_mma(bool on, int tiles, int depth) {
+void set_packed_gemv_mma(MmaUse use, int tiles, int depth) {
   if ((tiles != 0 && tiles != 1 && tiles != 2) ||
       (depth != 0 && depth != 1 && depth != 2 && depth != 4))
     bad_args("set_packed_gemv_mma", "tiles per CTA 1 or 2, steps in flight 1, 2 or 4 (0: default)");
-  g_mma = on;
+  g_use = use;
   g_tiles = tiles;
   g_depth = depth;
 }

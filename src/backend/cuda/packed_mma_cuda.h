@@ -7,10 +7,12 @@
 
 namespace lrq::cuda {
 
-/// Whether packed_gemv_mma takes this weight and token count: 2, 3 or 4 bits, affine or
-/// symmetric, cols and group multiples of 128, T <= 2, and the tensor-core kernel switched on.
-bool packed_gemv_mma_fits(const PackedView& w, int64_t T);
-/// packed_gemv's contract, on the tensor cores; `pdl`: overlap the kernels before it.
+/// Whether packed_gemv runs this product on the tensor cores: 2, 3 or 4 bits, affine or
+/// symmetric, cols and group multiples of 128, T <= 2, as set_packed_gemv_mma allows (the one
+/// place that decides).
+bool packed_gemv_mma_takes(const PackedView& w, int64_t T, int n_terms);
+/// packed_gemv's contract, on the tensor cores, for what packed_gemv_mma_takes accepts;
+/// `pdl`: overlap the kernel before it when there are terms.
 void packed_gemv_mma(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate,
                      const GemvTerm* terms, int n_terms, bool pdl);
 

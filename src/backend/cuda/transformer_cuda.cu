@@ -12,6 +12,7 @@
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/widen.cuh"
 
 namespace lrq::cuda {
@@ -302,28 +303,9 @@ void attention_gemm(const float* q, const float* K, const float* V, float* out, 
 // accumulators, the softmax and the output stay F32. K and V are converted to BF16 once per
 // call by a separate pass: every query tile reads them again (from L2, mostly), so that halves
 // the kernel's dominant traffic and takes the conversion out of its loop.
-//
-// Fragment layouts of mma.m16n8k16 (g = lane / 4, t = lane % 4): A (16x16, row-major) a0 =
-// (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..); B (16x8, k-major)
-// b0 = (k 2t..2t+1, n g), b1 = (k 2t+8.., n g); C (16x8) c0,c1 = (g, 2t..2t+1), c2,c3 = (g+8,
-// 2t..). Two adjacent C tiles of S are exactly one A fragment of P, so P never leaves registers.
+// Two adjacent C tiles of S are exactly one A fragment of P (layouts in mma.cuh), so P never
+// leaves registers.
 constexpr int kFlashQ = 64, kFlashK = 64, kFlashThreads = 128;
-
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low half
-  uint32_t r;
-  memcpy(&r, &v, sizeof r);
-  return r;
-}
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // Four 8x8 BF16 matrices, transposed on the way: lane l names row l % 8 of matrix l / 8.
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) {
