@@ -196,18 +196,19 @@ int main(int argc, char** argv) {
                 a.weights.c_str(), a.weights == "host" ? "streamed per block" : "resident",
                 build_s);
     std::printf("| recipe | wall s | s/block | forward | stats | method | report | transfer | "
-                "peak GPU GiB | bpw | mean out err | note |\n");
-    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+                "offload | peak GPU GiB | bpw | mean out err | note |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for (const auto& r : rows) {
       if (r.wall == 0) {
-        std::printf("| %s | | | | | | | | | | | %s |\n", r.recipe.c_str(), r.note.c_str());
+        std::printf("| %s | | | | | | | | | | | | %s |\n", r.recipe.c_str(), r.note.c_str());
         continue;
       }
       const StageTimes& s = r.rep.stages;
       auto j = r.rep.to_json()["total"];
-      std::printf("| %s | %.1f | %.2f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.3f | %.4f | %s |\n",
+      std::printf("| %s | %.1f | %.2f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f | %.3f | %.4f | %s |\n",
                   r.recipe.c_str(), r.wall, r.wall / double(a.layers), s.forward, s.stats,
-                  s.method, s.report, s.transfer, double(r.rep.peak_gpu_bytes) / 1073741824.0,
+                  s.method, s.report, s.transfer, s.offload,
+                  double(r.rep.peak_gpu_bytes) / 1073741824.0,
                   j["bpw"].get<double>(), j["mean_output_err"].get<double>(), r.note.c_str());
     }
     std::fflush(stdout);

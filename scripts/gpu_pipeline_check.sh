@@ -2,7 +2,8 @@
 # The quantization pipeline on the GPU in one call, for a machine with an NVIDIA GPU: build what
 # it needs (cuda preset), run the GPU tests of the calibration path (quant_pipeline_gpu_test:
 # CPU vs CUDA statistics and perplexity on lab-s, reads ../shared or $LRQ_SHARED; the backend
-# tests of attention, BF16 prefill and the statistics products; the packed BF16 prefill), then
+# tests (all: attention, BF16 prefill, statistics products, the elementwise kernels, the
+# copy queue, the factors); GPTQ's factor and layers; the packed BF16 prefill), then
 # bench_quant_synth at LLaMA-2-7B shapes (32 blocks, 128 windows x 2048 tokens, block mode,
 # weights streamed from the host) for each run below while the time budget lasts. Tables last.
 # Logs go to $OUT (or build/cuda/gpu_pipeline).
@@ -31,12 +32,14 @@ start=$(date +%s)
 left() { echo $((budget - ($(date +%s) - start))); }
 . scripts/gpu_common.sh
 gpu_machine
-cuda_build "$jobs" lrquant quant_pipeline_gpu_test backend_gpu_test runtime_gpu_test bench_quant_synth
+cuda_build "$jobs" lrquant quant_pipeline_gpu_test quant_gpu_test backend_gpu_test runtime_gpu_test \
+  bench_quant_synth bench_block_gpu
 
 echo "== tests"
 rc=0
 [ "$tests" != "-" ] && run_gtest quant_pipeline_gpu_test "$tests" 600
-run_gtest backend_gpu_test 'BackendGpu.Attention*:BackendGpu.Bf16*:BackendGpu.Statistics*:BackendGpu.Tf32*:BackendGpu.Linear*' 120
+run_gtest backend_gpu_test '*' 240
+run_gtest quant_gpu_test 'QuantGpu.Gptq*:QuantGpu.Factor*:QuantGpu.Damping*:QuantGpu.HessianError*' 300
 run_gtest runtime_gpu_test 'RuntimeGpu.Packed*' 120
 grep -h -E "^\[ppl\]" "$logs"/*.log
 budget_table 12 "$logs"/*.log

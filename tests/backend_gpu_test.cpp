@@ -538,6 +538,47 @@ TEST(BackendGpu, Bf16PrefillMatchesCpuOnRoundedActivations) {
   within("linear BF16 weight, decode unaffected", rel_err(y1g, y1c), 1e-5);
 }
 
+// Captured Tensor::to() calls between the host and the GPU return before their bytes move;
+// after the fences each side sees exactly the other's bytes: uploads larger than the staging
+// ring (4 x 16 MiB, reused), a view (its offset counts), a source dropped before the fence,
+// and a download of a tensor that a kernel queued just before it writes.
+TEST(BackendGpu, CopyQueueMovesExactBytes) {
+  REQUIRE_GPU();
+  const Tensor big = randn({3, 7'000'000}, 48);  // 84 MB: 6 chunks, two laps of the ring
+  const Tensor want = randn({1000, 33}, 49, DType::F64);
+  Tensor g_big, g_view, g_dropped, h_scaled, h_dropped;
+  {
+    backend::CopyQueue q;
+    {
+      backend::CopyQueue::Capture c(q);
+      g_big = big.to(Device::CUDA);
+      g_view = want.rows(10, 20).to(Device::CUDA);
+      Tensor dropped = want.clone();
+      g_dropped = dropped.to(Device::CUDA);
+    }  // `dropped` is gone; the queue holds its buffer until it is copied
+    EXPECT_EQ(backend::CopyQueue::capturing(), nullptr);
+    const Tensor plain = big.rows(0, 1).to(Device::CUDA);  // outside a capture: synchronous
+    q.fence_uploads();
+    EXPECT_EQ(rel_err(host(plain), big.rows(0, 1).clone()), 0.0);
+    Tensor y = gpu(want);
+    ops::scale(y, 2.0);  // queued on the compute stream right before the download
+    {
+      backend::CopyQueue::Capture c(q);
+      h_scaled = y.to(Device::CPU);
+      h_dropped = gpu(want).to(Device::CPU);  // the device source dies at once
+    }
+    y = Tensor();
+    q.fence();
+  }
+  EXPECT_EQ(rel_err(host(g_big), big), 0.0);
+  EXPECT_EQ(rel_err(host(g_view), want.rows(10, 20).clone()), 0.0);
+  EXPECT_EQ(rel_err(host(g_dropped), want), 0.0);
+  Tensor twice = want.clone();
+  ops::scale(twice, 2.0);
+  EXPECT_EQ(rel_err(h_scaled, twice), 0.0);
+  EXPECT_EQ(rel_err(h_dropped, want), 0.0);
+}
+
 TEST(BackendGpu, StatisticsProductsMatchCpu) {
   REQUIRE_GPU();
   const Tensor X = randn({300, 613}, 42), X2 = randn({200, 613}, 43);
@@ -556,6 +597,30 @@ TEST(BackendGpu, StatisticsProductsMatchCpu) {
   ops::xtx(gpu(X2), Gg, true);
   cuda::set_bf16_matmul(false);
   within("xtx BF16 vs CPU on rounded X", rel_err(Gg, Gb), 1e-5);
+  // Wide enough for the BF16 path's tiles (2 x 2 of 576, the last 524): only the upper
+  // triangle is promised; accumulate_symmetric reads it into an exactly symmetric F64 sum.
+  {
+    const Tensor W = randn({96, 1100}, 45), W2 = randn({64, 1100}, 46);
+    Tensor Gc = Tensor::empty({1100, 1100}), Gt = poisoned({1100, 1100});
+    ops::xtx(bf16_rounded(W), Gc, false);
+    ops::xtx(bf16_rounded(W2), Gc, true);
+    cuda::set_bf16_matmul(true);
+    ops::xtx(gpu(W), Gt, false);
+    ops::xtx(gpu(W2), Gt, true);
+    cuda::set_bf16_matmul(false);
+    Tensor Hc = randn({1100, 1100}, 47, DType::F64), Hg = gpu(Hc);
+    ops::accumulate_symmetric(Hc, Gc);
+    ops::accumulate_symmetric(Hg, Gt);
+    within("xtx BF16 tiled, upper triangle, accumulated", rel_err(host(Hg), Hc), 1e-6);
+    // What it adds is exactly symmetric (the poisoned lower tiles, NaN, are never read).
+    Tensor Z = Tensor::zeros({1100, 1100}, DType::F64), Zg = gpu(Z);
+    ops::accumulate_symmetric(Zg, Gt);
+    const Tensor Zh = host(Zg);
+    for (int64_t i = 0; i < 1100; i += 7)
+      for (int64_t j = 0; j < 1100; j += 5)
+        ASSERT_EQ(Zh.at<double>(i * 1100 + j), Zh.at<double>(j * 1100 + i));
+    EXPECT_THROW(ops::accumulate_symmetric(Zg, gpu(Tensor::empty({1100, 1099}))), Error);
+  }
   EXPECT_THROW(ops::xtx(gpu(X), gpu(Tensor::empty({612, 612})), false), Error);
   // Column sums of |x| in fixed 64-row slices: 300 rows are 5 slices, the last one ragged.
   Tensor acc = randn({613}, 44, DType::F64), accg = gpu(acc);

@@ -53,6 +53,13 @@ void gemm(const Tensor& A, bool ta, const Tensor& B, bool tb, const Tensor& C, d
 void gemv(const Tensor& A, bool ta, const Tensor& x, const Tensor& y, double alpha, double beta) {
   LRQ_DISPATCH(gemv, T_(&A, &x, &y), A, ta, x, y, alpha, beta);
 }
+void linear_many(const Tensor& x, std::span<const Tensor> W, std::span<const Tensor> y) {
+  if (W.size() != y.size()) fail("", "linear_many: {} weights for {} outputs", W.size(), y.size());
+#if defined(LRQ_WITH_CUDA)
+  if (x.device() != Device::CPU) return cuda::linear_many(x, W, y);
+#endif
+  for (size_t i = 0; i < W.size(); ++i) linear(x, W[i], y[i]);
+}
 void linear(const Tensor& x, const Tensor& W, const Tensor& y) {
   LRQ_DISPATCH(linear, T_(&x, &W, &y), x, W, y);
 }
@@ -119,6 +126,12 @@ void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
 }
 void add_abs_col_sums(const Tensor& x, const Tensor& acc) {
   LRQ_DISPATCH(add_abs_col_sums, T_(&x, &acc), x, acc);
+}
+void accumulate_symmetric(const Tensor& acc, const Tensor& x) {
+  if (acc.ndim() != 2 || acc.dim(0) != acc.dim(1) || acc.dtype() != DType::F64 ||
+      x.dtype() != DType::F32 || x.shape() != acc.shape())
+    fail("", "accumulate_symmetric: {} += {}", acc.str(), x.str());
+  LRQ_DISPATCH(accumulate_symmetric, T_(&acc, &x), acc, x);
 }
 void xtx(const Tensor& X, const Tensor& G, bool accumulate) {
   if (X.ndim() != 2 || X.dtype() != DType::F32 || G.dtype() != DType::F32 ||

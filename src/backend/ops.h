@@ -29,6 +29,9 @@ void gemv(const Tensor& A, bool transA, const Tensor& x, const Tensor& y, double
 /// y[T x out] = x[T x in] * W^T where W is out x in in F32, F16 or BF16 (a checkpoint weight,
 /// possibly memory-mapped); accumulates in F32. The model's dense projections use this.
 void linear(const Tensor& x, const Tensor& W, const Tensor& y);
+/// linear(x, W[i], y[i]) for every i: projections that read one input (q/k/v, gate/up). On
+/// the GPU's BF16 prefill path x is rounded to BF16 once for all of them.
+void linear_many(const Tensor& x, std::span<const Tensor> W, std::span<const Tensor> y);
 
 /// In place: A (n x n, symmetric positive definite) <- its lower Cholesky factor L (A = L L^T);
 /// the strict upper triangle is zeroed. Returns false (A unspecified) if A is not positive
@@ -94,8 +97,14 @@ void accumulate(const Tensor& acc, const Tensor& x, double alpha = 1.0);
 void add_abs_col_sums(const Tensor& x, const Tensor& acc);
 /// G (n x n, F32) <- X^T X, plus the old G when `accumulate`, for X (T x n, F32): the window
 /// product of the calibration statistics. On the GPU it follows the matmul precision: TF32
-/// when set_allow_tf32 is on, BF16-rounded X when set_bf16_matmul is on.
+/// when set_allow_tf32 is on, BF16-rounded X when set_bf16_matmul is on. Only G's upper
+/// triangle (row-major, j >= i) is promised: the BF16 path skips most tiles below the diagonal
+/// (the product is symmetric; about half the FLOPs), the others fill all of G. Read it with
+/// accumulate_symmetric.
 void xtx(const Tensor& X, const Tensor& G, bool accumulate);
+/// acc (n x n, F64) += the symmetric matrix whose upper triangle (row-major, j >= i) is x's
+/// (n x n, F32): acc[i][j] += x[min(i, j)][max(i, j)]. The result is exactly symmetric.
+void accumulate_symmetric(const Tensor& acc, const Tensor& x);
 /// x (F32) rounded to BF16 (nearest even), a new tensor on x's device.
 Tensor to_bf16(const Tensor& x);
 /// sum_i a_i b_i over all entries of A and B (same element count, F64).

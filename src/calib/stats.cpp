@@ -39,11 +39,7 @@ void SiteStats::add(const Tensor& x) {
   }
   Tensor xc = x.to(Device::CPU);
   ops::xtx(xc, scratch_, false);
-  double* H = H_.data<double>();
-  const float* S = scratch_.data<float>();
-  const int64_t n = in_ * in_;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) H[i] += S[i];
+  ops::accumulate_symmetric(H_, scratch_);
   double* m = mean_abs_.data<double>();
   const float* X = xc.data<float>();
   for (int64_t t = 0; t < xc.dim(0); ++t)
@@ -53,7 +49,7 @@ void SiteStats::add(const Tensor& x) {
 
 void SiteStats::flush() {
   if (pending_ == 0) return;
-  ops::accumulate(H_, scratch_);
+  ops::accumulate_symmetric(H_, scratch_);
   pending_ = 0;
 }
 

@@ -43,9 +43,9 @@ void print_table(const QuantizeReport& r) {
 void print_stages(const QuantizeReport& r) {
   const StageTimes& s = r.stages;
   std::printf("stages (%s%s): forward %.1f s, statistics %.1f s, method %.1f s, report %.1f s, "
-              "transfers %.1f s\n",
+              "transfers %.1f s in, %.1f s out\n",
               std::string(device_name(r.device)).c_str(), r.streamed ? ", streamed" : "",
-              s.forward, s.stats, s.method, s.report, s.transfer);
+              s.forward, s.stats, s.method, s.report, s.transfer, s.offload);
   if (r.device != Device::CPU)
     std::printf("peak GPU memory %.1f MiB (allocator high-water mark; device in use at the end "
                 "%.1f MiB)\n",

@@ -111,6 +111,10 @@ Tensor Tensor::to(DType dtype) const {
 Tensor Tensor::to(Device device) const {
   if (!defined() || device == this->device()) return *this;
   Tensor t = empty(shape_, dtype_, device);
+  if (backend::CopyQueue* q = backend::CopyQueue::capturing()) {
+    q->enqueue(t.raw(), device, raw(), this->device(), nbytes(), buf_);
+    return t;
+  }
   t.copy_from(*this);
   return t;
 }

@@ -1,5 +1,8 @@
 #include "model/linear.h"
 
+#include <span>
+#include <vector>
+
 #include "backend/ops.h"
 
 namespace lrq {
@@ -22,6 +25,23 @@ Tensor DenseLinear::dequantize() const {
 
 std::unique_ptr<Linear> DenseLinear::to(Device device) const {
   return std::make_unique<DenseLinear>(W_.to(device), bias_.to(device));
+}
+
+void forward_shared_input(const Tensor& x, std::initializer_list<const Linear*> layers,
+                          std::initializer_list<Tensor> y) {
+  LRQ_ASSERT(layers.size() == y.size());
+  std::vector<Tensor> W;
+  for (const Linear* l : layers) {
+    const auto* d = dynamic_cast<const DenseLinear*>(l);
+    if (!d || d->bias().defined()) break;
+    W.push_back(d->weight());
+  }
+  if (W.size() == layers.size()) {
+    ops::linear_many(x, W, std::span<const Tensor>(y.begin(), y.size()));
+    return;
+  }
+  auto out = y.begin();
+  for (const Linear* l : layers) l->forward(x, *out++);
 }
 
 std::string DenseLinear::describe() const {

@@ -6,6 +6,7 @@
 // quantized checkpoint unchanged.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -53,6 +54,11 @@ class DenseLinear final : public Linear {
  private:
   Tensor W_, bias_;
 };
+
+/// y[i] = layers[i](x) for projections that read one input (q/k/v, gate/up): when all are dense
+/// and unbiased they go through ops::linear_many (on the GPU's BF16 path x is rounded once).
+void forward_shared_input(const Tensor& x, std::initializer_list<const Linear*> layers,
+                          std::initializer_list<Tensor> y);
 
 /// Adds a dense bias to another layer's output (Qwen2's q/k/v biases beside a quantized weight).
 class BiasedLinear final : public Linear {

@@ -163,12 +163,25 @@ KVCache Model::make_cache(int64_t capacity) const {
   return c;
 }
 
-Tensor Model::embed(std::span<const int32_t> ids) const {
+namespace {
+Tensor embed_with(const Tensor& table, std::span<const int32_t> ids, const ModelConfig& cfg) {
   for (int32_t id : ids)
-    if (id < 0 || id >= cfg_.vocab)
-      fail("input", "token id {} is outside the vocabulary [0, {})", id, cfg_.vocab);
-  Tensor out = Tensor::empty({int64_t(ids.size()), cfg_.hidden}, DType::F32, embed_.device());
-  ops::embedding(embed_, ids, out);
+    if (id < 0 || id >= cfg.vocab)
+      fail("input", "token id {} is outside the vocabulary [0, {})", id, cfg.vocab);
+  Tensor out = Tensor::empty({int64_t(ids.size()), cfg.hidden}, DType::F32, table.device());
+  ops::embedding(table, ids, out);
+  return out;
+}
+}  // namespace
+
+Tensor Model::embed(std::span<const int32_t> ids) const { return embed_with(embed_, ids, cfg_); }
+
+std::vector<Tensor> Model::embed_all(const std::vector<std::vector<int32_t>>& seqs,
+                                     Device device) const {
+  const Tensor table = embed_.to(device);
+  std::vector<Tensor> out;
+  out.reserve(seqs.size());
+  for (const auto& ids : seqs) out.push_back(embed_with(table, ids, cfg_));
   return out;
 }
 
@@ -189,9 +202,7 @@ void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache&
   if (observe) observe(layer, Site::AttnIn, h);
   if (stop_after == Site::AttnIn) return;
   Tensor q = buf(cfg_.q_width()), k = buf(cfg_.kv_width()), v = buf(cfg_.kv_width());
-  b.q->forward(h, q);
-  b.k->forward(h, k);
-  b.v->forward(h, v);
+  forward_shared_input(h, {b.q.get(), b.k.get(), b.v.get()}, {q, k, v});
   if (cfg_.qk_norm) {
     Tensor qh = q.reshape({T * cfg_.n_heads, cfg_.head_dim});
     Tensor kh = k.reshape({T * cfg_.n_kv_heads, cfg_.head_dim});
@@ -225,8 +236,7 @@ void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache&
   if (observe) observe(layer, Site::MlpIn, m);
   if (stop_after == Site::MlpIn) return;
   Tensor g = buf(cfg_.intermediate), u = buf(cfg_.intermediate);
-  b.gate->forward(m, g);
-  b.up->forward(m, u);
+  forward_shared_input(m, {b.gate.get(), b.up.get()}, {g, u});
   Tensor a = save ? buf(cfg_.intermediate) : g;
   ops::silu_mul(g, u, a);
   if (observe) observe(layer, Site::DownIn, a);

@@ -89,6 +89,9 @@ class Model {
 
   /// Token embeddings of `ids` (T x hidden, F32). Ids must be < vocab (checked: Error).
   Tensor embed(std::span<const int32_t> ids) const;
+  /// embed() of every sequence, on `device`. From a host model to the GPU the table crosses
+  /// once instead of every sequence's F32 activations (7B calibration: 262 MB, not 4.3 GB).
+  std::vector<Tensor> embed_all(const std::vector<std::vector<int32_t>>& seqs, Device device) const;
   /// One decoder block, in place on x (T x hidden) at positions pos0.. using the cache's
   /// layer slot (which must hold pos0 earlier positions). With `stop_after`, returns right
   /// after observing that site (x is then left unspecified): the calibration runner collects

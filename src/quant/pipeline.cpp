@@ -125,7 +125,7 @@ std::string_view calib_mode_name(CalibMode m) {
 
 nlohmann::json StageTimes::to_json() const {
   return {{"forward", forward}, {"stats", stats},      {"method", method},
-          {"report", report},   {"transfer", transfer}};
+          {"report", report},   {"transfer", transfer}, {"offload", offload}};
 }
 
 size_t QuantizeReport::total_bytes() const {
@@ -216,9 +216,11 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
 
   // One block's activations at a time: X holds the inputs of the current block, on `dev`.
   std::vector<Tensor> X;
-  timed(st.transfer, [&] {
-    for (const auto& w : windows) X.push_back(model.embed(w).to(dev));
-  });
+  timed(st.transfer, [&] { X = model.embed_all(windows, dev); });
+  // Streaming: block l + 1's weights cross while block l computes and block l - 1's quantized
+  // layers go back meanwhile; the transfer stages hold only what the work had to wait for.
+  std::unique_ptr<backend::CopyQueue> copies;
+  if (streamed) copies = std::make_unique<backend::CopyQueue>();
   // Every window starts at position 0 and writes its K/V before attention reads them, and
   // blocks run one at a time, so one K/V pair serves every layer.
   KVCache cache;
@@ -236,7 +238,19 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
   Progress prog("quantize", cfg.n_layers, o.progress);
 
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    if (streamed) timed(st.transfer, [&] { model.block_to(l, dev); });
+    if (streamed) {
+      timed(st.transfer, [&] {
+        if (l == 0) {
+          backend::CopyQueue::Capture c(*copies);
+          model.block_to(0, dev);
+        }
+        copies->fence_uploads();
+      });
+      if (l + 1 < cfg.n_layers) {
+        backend::CopyQueue::Capture c(*copies);
+        model.block_to(l + 1, dev);
+      }
+    }
     // Statistics: per site, from the block with the projections before it already quantized
     // (sites mode), or all four sites from one pass of the block as it enters (block mode,
     // fp_inputs).
@@ -339,9 +353,13 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
       for (Tensor& x : X) model.block_forward(l, x, 0, cache);
     });
     for (auto& [name, layer] : pending) model.set_linear(name, std::move(layer));
-    if (streamed) timed(st.transfer, [&] { model.block_to(l, Device::CPU); });
+    if (streamed) timed(st.offload, [&] {
+        backend::CopyQueue::Capture c(*copies);
+        model.block_to(l, Device::CPU);  // Linear::to only copies: nothing reads the bytes yet
+      });
     prog.update(l + 1, "block " + std::to_string(l));
   }
+  if (streamed) timed(st.offload, [&] { copies->fence(); });  // the last blocks' bytes
   if (gpu) {
     X.clear();
     cache = KVCache();

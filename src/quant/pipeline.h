@@ -56,7 +56,9 @@ struct StageTimes {
   double stats = 0;     // X^T X and mean |x| accumulation, finalize
   double method = 0;    // the methods' quantize() (dequantizing W included)
   double report = 0;    // weight and output errors of every layer
-  double transfer = 0;  // embeddings to the device, blocks in and out, CPU copies for methods
+  double transfer = 0;  // embeddings to the device, blocks in (what the GPU waited for), CPU
+                        // copies for methods
+  double offload = 0;   // quantized blocks back to the host (streaming)
   nlohmann::json to_json() const;
 };
 

@@ -38,6 +38,7 @@ void add_inplace(const Tensor& x, const Tensor& y);
 void add_row_vector(const Tensor& x, const Tensor& b);
 void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out);
 void accumulate(const Tensor& acc, const Tensor& x, double alpha);
+void accumulate_symmetric(const Tensor& acc, const Tensor& x);
 void add_abs_col_sums(const Tensor& x, const Tensor& acc);
 void xtx(const Tensor& X, const Tensor& G, bool accumulate);
 double dot(const Tensor& A, const Tensor& B);

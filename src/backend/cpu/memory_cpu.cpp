@@ -86,6 +86,26 @@ GpuMemory gpu_memory() {
   return {};
 }
 
+namespace {
+thread_local CopyQueue* g_capturing = nullptr;
+}
+
+CopyQueue::Capture::Capture(CopyQueue& q) : prev_(g_capturing) { g_capturing = &q; }
+CopyQueue::Capture::~Capture() { g_capturing = prev_; }
+CopyQueue* CopyQueue::capturing() { return g_capturing; }
+
+#if !defined(LRQ_WITH_CUDA)
+// Without CUDA no tensor lives on the GPU, so nothing is ever queued.
+struct CopyQueue::Impl {};
+CopyQueue::CopyQueue() = default;
+CopyQueue::~CopyQueue() = default;
+void CopyQueue::fence_uploads() {}
+void CopyQueue::fence() {}
+void CopyQueue::enqueue(void*, Device, const void*, Device, size_t, std::shared_ptr<const void>) {
+  no_cuda();
+}
+#endif
+
 void reset_gpu_peak() {
 #if defined(LRQ_WITH_CUDA)
   if (cuda_device_present()) cuda_reset_peak();

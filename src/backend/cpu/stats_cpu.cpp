@@ -30,6 +30,16 @@ void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
   }
 }
 
+void accumulate_symmetric(const Tensor& acc, const Tensor& x) {
+  const int64_t n = acc.dim(0);
+  double* a = acc.data<double>();
+  const float* p = x.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      a[i * n + j] += double(j >= i ? p[i * n + j] : p[j * n + i]);
+}
+
 void xtx(const Tensor& X, const Tensor& G, bool accumulate) {
   gemm(X, true, X, false, G, 1.0, accumulate ? 1.0 : 0.0);
 }

@@ -248,6 +248,27 @@ void gemv(const Tensor& A, bool ta, const Tensor& x, const Tensor& y, double alp
   }
 }
 
+void linear_many(const Tensor& x, std::span<const Tensor> W, std::span<const Tensor> y) {
+  const int64_t in = x.ndim() ? x.dim(-1) : 0, T = in ? x.numel() / in : 0;
+  bool shared = g_bf16 && T > kDecodeMaxT && x.dtype() == DType::F32;
+  for (size_t i = 0; shared && i < W.size(); ++i)
+    shared = W[i].dtype() == DType::BF16 && W[i].ndim() == 2 && W[i].dim(1) == in &&
+             y[i].dtype() == DType::F32 && y[i].numel() == T * W[i].dim(0) &&
+             !W[i].is_cpu() && !y[i].is_cpu();
+  if (!shared || x.is_cpu()) {
+    for (size_t i = 0; i < W.size(); ++i) linear(x, W[i], y[i]);
+    return;
+  }
+  DeviceScratch xs(size_t(T * in) * sizeof(uint16_t));
+  to_bf16(x.data<float>(), xs.as<uint16_t>(), T * in);
+  for (size_t i = 0; i < W.size(); ++i) {
+    const int64_t out = W[i].dim(0);
+    if (out == 0) continue;
+    gemm_bf16(true, false, out, T, in, static_cast<const uint16_t*>(W[i].raw()), in,
+              xs.as<uint16_t>(), in, 0.0f, y[i].data<float>(), out);
+  }
+}
+
 void linear(const Tensor& x, const Tensor& W, const Tensor& y) {
   if (x.dtype() != DType::F32) bad_args("linear", "x must be F32, got " + x.str());
   if (y.dtype() != DType::F32) bad_args("linear", "y must be F32, got " + y.str());

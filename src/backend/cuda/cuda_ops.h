@@ -13,6 +13,7 @@ void gemm(const Tensor& A, bool transA, const Tensor& B, bool transB, const Tens
 void gemv(const Tensor& A, bool transA, const Tensor& x, const Tensor& y, double alpha,
           double beta);
 void linear(const Tensor& x, const Tensor& W, const Tensor& y);
+void linear_many(const Tensor& x, std::span<const Tensor> W, std::span<const Tensor> y);
 bool cholesky(const Tensor& A);
 bool spd_inverse(const Tensor& A);
 void trsm_lower(const Tensor& L, bool transL, const Tensor& B);
@@ -38,6 +39,7 @@ void add_inplace(const Tensor& x, const Tensor& y);
 void add_row_vector(const Tensor& x, const Tensor& b);
 void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out);
 void accumulate(const Tensor& acc, const Tensor& x, double alpha);
+void accumulate_symmetric(const Tensor& acc, const Tensor& x);
 void add_abs_col_sums(const Tensor& x, const Tensor& acc);
 double dot(const Tensor& A, const Tensor& B);
 void fill_randn(const Tensor& X, uint64_t seed, double std);

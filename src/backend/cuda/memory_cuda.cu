@@ -1,3 +1,11 @@
+#include <array>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
+
 #include "backend/cuda/cuda_common.h"
 #include "backend/memory.h"
 
@@ -139,6 +147,180 @@ void cuda_reset_peak() {
   LRQ_CUDA_CHECK(cudaStreamSynchronize(lrq::cuda::stream()));
   uint64_t zero = 0;  // the only value the attribute accepts: resets to the current use
   LRQ_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
+}
+
+}  // namespace lrq::backend
+
+namespace lrq::backend {
+
+// One worker, a ring of pinned chunks and a copy stream of its own. Uploads reuse a chunk only
+// after its previous copy left it (its event), so staging (host memcpy) and the DMA overlap;
+// a download waits for each chunk's DMA before copying it out.
+struct CopyQueue::Impl {
+  static constexpr size_t kChunk = size_t(16) << 20;
+  static constexpr int kSlots = 4;
+  struct Job {
+    char* dst = nullptr;
+    const char* src = nullptr;
+    size_t bytes = 0;
+    bool upload = true;
+    std::shared_ptr<const void> keep;
+  };
+
+  int device = 0;
+  cudaStream_t copy = nullptr;
+  cudaEvent_t queued = nullptr, uploaded = nullptr, done = nullptr;
+  std::array<void*, kSlots> pinned{};
+  std::array<cudaEvent_t, kSlots> free_at{};
+  unsigned next = 0;
+
+  std::mutex m;
+  std::condition_variable wake, idle;
+  std::deque<Job> queue;
+  int64_t uploads_pending = 0;
+  bool busy = false, stop = false;
+  std::exception_ptr error;
+  std::thread worker;
+
+  void run_job(const Job& j) {
+    for (size_t off = 0; off < j.bytes; off += kChunk) {
+      const size_t n = std::min(kChunk, j.bytes - off);
+      const unsigned s = next++ % kSlots;
+      LRQ_CUDA_CHECK(cudaEventSynchronize(free_at[s]));
+      if (j.upload) {
+        std::memcpy(pinned[s], j.src + off, n);
+        LRQ_CUDA_CHECK(cudaMemcpyAsync(j.dst + off, pinned[s], n, cudaMemcpyHostToDevice, copy));
+        LRQ_CUDA_CHECK(cudaEventRecord(free_at[s], copy));
+      } else {
+        LRQ_CUDA_CHECK(cudaMemcpyAsync(pinned[s], j.src + off, n, cudaMemcpyDeviceToHost, copy));
+        LRQ_CUDA_CHECK(cudaEventRecord(free_at[s], copy));
+        LRQ_CUDA_CHECK(cudaEventSynchronize(free_at[s]));
+        std::memcpy(j.dst + off, pinned[s], n);
+      }
+    }
+    if (j.upload) LRQ_CUDA_CHECK(cudaEventRecord(uploaded, copy));
+  }
+
+  void run() {
+    try {
+      LRQ_CUDA_CHECK(cudaSetDevice(device));
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(m);
+      error = std::current_exception();
+    }
+    for (;;) {
+      Job j;
+      {
+        std::unique_lock<std::mutex> lk(m);
+        wake.wait(lk, [&] { return stop || !queue.empty(); });
+        if (queue.empty()) return;
+        j = std::move(queue.front());
+        queue.pop_front();
+        busy = true;
+      }
+      std::exception_ptr e;
+      bool skip;
+      {
+        std::lock_guard<std::mutex> lk(m);
+        skip = bool(error);  // after a failure the tensors are lost anyway: drain the queue
+      }
+      if (!skip) try {
+          run_job(j);
+        } catch (...) {
+          e = std::current_exception();
+        }
+      j.keep.reset();  // a device source is freed in the compute stream's order, after its copy
+      {
+        std::lock_guard<std::mutex> lk(m);
+        if (e && !error) error = e;
+        if (j.upload) --uploads_pending;
+        busy = false;
+      }
+      idle.notify_all();
+    }
+  }
+
+  // The host side of a fence: waits for `ready`, then hands back a stored error.
+  template <class Ready>
+  std::exception_ptr wait(Ready ready) {
+    std::unique_lock<std::mutex> lk(m);
+    idle.wait(lk, ready);
+    return std::exchange(error, nullptr);
+  }
+};
+
+CopyQueue::CopyQueue() : impl_(std::make_unique<Impl>()) {
+  Impl& q = *impl_;
+  (void)lrq::cuda::stream();  // the compute stream (and its pool) exist before the copies
+  LRQ_CUDA_CHECK(cudaGetDevice(&q.device));
+  LRQ_CUDA_CHECK(cudaStreamCreateWithFlags(&q.copy, cudaStreamNonBlocking));
+  for (cudaEvent_t* e : {&q.queued, &q.uploaded, &q.done})
+    LRQ_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+  for (int s = 0; s < Impl::kSlots; ++s) {
+    LRQ_CUDA_CHECK(cudaHostAlloc(&q.pinned[size_t(s)], Impl::kChunk, cudaHostAllocDefault));
+    LRQ_CUDA_CHECK(cudaEventCreateWithFlags(&q.free_at[size_t(s)], cudaEventDisableTiming));
+  }
+  q.worker = std::thread([&q] { q.run(); });
+}
+
+CopyQueue::~CopyQueue() {
+  if (!impl_) return;
+  Impl& q = *impl_;
+  try {
+    fence();
+  } catch (...) {
+    // The caller is unwinding from an earlier error or dropped this one; the tensors are lost.
+  }
+  {
+    std::lock_guard<std::mutex> lk(q.m);
+    q.stop = true;
+  }
+  q.wake.notify_all();
+  if (q.worker.joinable()) q.worker.join();
+  cudaStreamSynchronize(q.copy);
+  for (int s = 0; s < Impl::kSlots; ++s) {
+    if (q.pinned[size_t(s)]) cudaFreeHost(q.pinned[size_t(s)]);
+    if (q.free_at[size_t(s)]) cudaEventDestroy(q.free_at[size_t(s)]);
+  }
+  for (cudaEvent_t e : {q.queued, q.uploaded, q.done}) cudaEventDestroy(e);
+  cudaStreamDestroy(q.copy);
+}
+
+void CopyQueue::enqueue(void* dst, Device dd, const void* src, Device sd, size_t bytes,
+                        std::shared_ptr<const void> keepalive) {
+  if (bytes == 0) return;
+  if ((dd == Device::CPU) == (sd == Device::CPU))
+    fail_msg("", "CopyQueue: a copy between the host and the GPU expected");
+  Impl& q = *impl_;
+  // An upload's destination came from the compute stream's pool and a download's source is
+  // written by kernels queued there: the copy starts once that stream has reached this point.
+  LRQ_CUDA_CHECK(cudaEventRecord(q.queued, lrq::cuda::stream()));
+  LRQ_CUDA_CHECK(cudaStreamWaitEvent(q.copy, q.queued, 0));
+  const bool up = dd != Device::CPU;
+  {
+    std::lock_guard<std::mutex> lk(q.m);
+    q.queue.push_back({static_cast<char*>(dst), static_cast<const char*>(src), bytes, up,
+                       std::move(keepalive)});
+    if (up) ++q.uploads_pending;
+  }
+  q.wake.notify_one();
+}
+
+void CopyQueue::fence_uploads() {
+  Impl& q = *impl_;
+  const std::exception_ptr e = q.wait([&] { return q.uploads_pending == 0; });
+  // Even after a failure: copies already on the stream must finish before their destinations
+  // can be freed in the compute stream's order.
+  LRQ_CUDA_CHECK(cudaStreamWaitEvent(lrq::cuda::stream(), q.uploaded, 0));
+  if (e) std::rethrow_exception(e);
+}
+
+void CopyQueue::fence() {
+  Impl& q = *impl_;
+  const std::exception_ptr e = q.wait([&] { return q.queue.empty() && !q.busy; });
+  LRQ_CUDA_CHECK(cudaEventRecord(q.done, q.copy));
+  LRQ_CUDA_CHECK(cudaStreamWaitEvent(lrq::cuda::stream(), q.done, 0));
+  if (e) std::rethrow_exception(e);
 }
 
 }  // namespace lrq::backend
