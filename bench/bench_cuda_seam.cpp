@@ -153,6 +153,40 @@ int main(int argc, char** argv) {
           median_ms(reps, [&] { ops::orthonormalize_columns(Q); }, [&] { Q.copy_from(Q0); }));
     }
   }
+  {  // GPTQ's factor at 7B sizes: potrf, then L^-1 by a triangular solve against I (what
+     // quant_cuda does) or by cuSOLVER's trtri (n^3/3 instead of n^3, measured slower: not used)
+    for (int64_t n : {4096, 11008}) {
+      const std::string sz = std::to_string(n);
+      Tensor X = rand_gpu({n + n / 2, n}, 28, DType::F64), H = rand_gpu({n, n}, 29, DType::F64),
+             L = rand_gpu({n, n}, 30, DType::F64), B = rand_gpu({n, n}, 31, DType::F64);
+      ops::gemm(X, true, X, false, H);
+      X = Tensor();
+      bool ok = true;
+      const double chol_ms =
+          median_ms(3, [&] { ok = ops::cholesky(L) && ok; }, [&] { L.copy_from(H); });
+      row("cholesky F64" + std::string(ok ? "" : " (NOT SPD)"), sz, chol_ms,
+          double(n) * n * n / 3, "TFLOP/s");
+      row("trsm_lower F64 n x n", sz, median_ms(3, [&] { ops::trsm_lower(L, false, B); }),
+          double(n) * n * n, "TFLOP/s");
+      // Row-major lower L is column-major upper.
+      size_t dev_bytes = 0, host_bytes = 0;
+      LRQ_CUSOLVER_CHECK(cusolverDnXtrtri_bufferSize(cuda::cusolver(), CUBLAS_FILL_MODE_UPPER,
+                                                     CUBLAS_DIAG_NON_UNIT, n, CUDA_R_64F,
+                                                     B.raw(), n, &dev_bytes, &host_bytes));
+      cuda::DeviceScratch work(std::max<size_t>(dev_bytes, 1)), info(sizeof(int));
+      std::vector<char> host(std::max<size_t>(host_bytes, 1));
+      row("cuSOLVER trtri F64", sz,
+          median_ms(3,
+                    [&] {
+                      LRQ_CUSOLVER_CHECK(cusolverDnXtrtri(
+                          cuda::cusolver(), CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, n,
+                          CUDA_R_64F, B.raw(), n, work.as<void>(), dev_bytes, host.data(),
+                          host_bytes, info.as<int>()));
+                    },
+                    [&] { B.copy_from(L); }),
+          double(n) * n * n / 3, "TFLOP/s");
+    }
+  }
   return 0;
 }
 #else

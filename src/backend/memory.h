@@ -44,8 +44,8 @@ class CopyQueue {
   CopyQueue& operator=(const CopyQueue&) = delete;
 
   /// The GPU's stream waits for every upload queued so far; the host waits only until the
-  /// worker has handed their last bytes to the copy engine (downloads queued before them
-  /// may still be running). Rethrows a copy's error.
+  /// worker has handed their last bytes to the copy engine (downloads queued after them may
+  /// still be running). Rethrows a copy's error.
   void fence_uploads();
   /// Everything queued so far is done: downloads are on the host, and the GPU's stream waits
   /// for the uploads. Rethrows a copy's error.

@@ -220,7 +220,11 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
   // Streaming: block l + 1's weights cross while block l computes and block l - 1's quantized
   // layers go back meanwhile; the transfer stages hold only what the work had to wait for.
   std::unique_ptr<backend::CopyQueue> copies;
-  if (streamed) copies = std::make_unique<backend::CopyQueue>();
+  if (streamed) {
+    copies = std::make_unique<backend::CopyQueue>();
+    backend::CopyQueue::Capture c(*copies);
+    model.block_to(0, dev);
+  }
   // Every window starts at position 0 and writes its K/V before attention reads them, and
   // blocks run one at a time, so one K/V pair serves every layer.
   KVCache cache;
@@ -239,13 +243,7 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
 
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
     if (streamed) {
-      timed(st.transfer, [&] {
-        if (l == 0) {
-          backend::CopyQueue::Capture c(*copies);
-          model.block_to(0, dev);
-        }
-        copies->fence_uploads();
-      });
+      timed(st.transfer, [&] { copies->fence_uploads(); });
       if (l + 1 < cfg.n_layers) {
         backend::CopyQueue::Capture c(*copies);
         model.block_to(l + 1, dev);

@@ -138,6 +138,16 @@ __global__ void to_bf16_kernel(const float* __restrict__ x, uint16_t* __restrict
     out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x[i]));
 }
 
+// Prefill with a BF16 weight under set_bf16_matmul: x rounded to BF16 (xs), one tensor-core
+// GEMM. linear16 and linear_many decide it by this one rule, so a shared rounding gives the
+// same bits as separate calls.
+bool bf16_prefill(int64_t T, bool bf16_weight) { return bf16_weight && g_bf16 && T > kDecodeMaxT; }
+
+void bf16_prefill_gemm(const uint16_t* xs, const uint16_t* w, float* y, int64_t T, int64_t in,
+                       int64_t out) {
+  gemm_bf16(true, false, out, T, in, w, in, xs, in, 0.0f, y, out);
+}
+
 template <bool BF>
 void linear16(const float* x, const uint16_t* w, float* y, int64_t T, int64_t in, int64_t out) {
   if (T <= kDecodeMaxT) {
@@ -158,11 +168,11 @@ void linear16(const float* x, const uint16_t* w, float* y, int64_t T, int64_t in
     LRQ_CUDA_LAUNCHED();
     return;
   }
-  if (BF && g_bf16) {
+  if (bf16_prefill(T, BF)) {
     // The weight is already BF16: only the activations are rounded, no widened copy.
     DeviceScratch xs(size_t(T * in) * sizeof(uint16_t));
     to_bf16(x, xs.as<uint16_t>(), T * in);
-    gemm_bf16(true, false, out, T, in, w, in, xs.as<uint16_t>(), in, 0.0f, y, out);
+    bf16_prefill_gemm(xs.as<uint16_t>(), w, y, T, in, out);
     return;
   }
   const int64_t slab = std::clamp<int64_t>(kSlabElems / std::max<int64_t>(in, 1), 1, out);
@@ -250,7 +260,7 @@ void gemv(const Tensor& A, bool ta, const Tensor& x, const Tensor& y, double alp
 
 void linear_many(const Tensor& x, std::span<const Tensor> W, std::span<const Tensor> y) {
   const int64_t in = x.ndim() ? x.dim(-1) : 0, T = in ? x.numel() / in : 0;
-  bool shared = g_bf16 && T > kDecodeMaxT && x.dtype() == DType::F32;
+  bool shared = bf16_prefill(T, true) && x.dtype() == DType::F32;
   for (size_t i = 0; shared && i < W.size(); ++i)
     shared = W[i].dtype() == DType::BF16 && W[i].ndim() == 2 && W[i].dim(1) == in &&
              y[i].dtype() == DType::F32 && y[i].numel() == T * W[i].dim(0) &&
@@ -262,10 +272,9 @@ void linear_many(const Tensor& x, std::span<const Tensor> W, std::span<const Ten
   DeviceScratch xs(size_t(T * in) * sizeof(uint16_t));
   to_bf16(x.data<float>(), xs.as<uint16_t>(), T * in);
   for (size_t i = 0; i < W.size(); ++i) {
-    const int64_t out = W[i].dim(0);
-    if (out == 0) continue;
-    gemm_bf16(true, false, out, T, in, static_cast<const uint16_t*>(W[i].raw()), in,
-              xs.as<uint16_t>(), in, 0.0f, y[i].data<float>(), out);
+    if (W[i].dim(0) == 0) continue;
+    bf16_prefill_gemm(xs.as<uint16_t>(), static_cast<const uint16_t*>(W[i].raw()),
+                      y[i].data<float>(), T, in, W[i].dim(0));
   }
 }
 

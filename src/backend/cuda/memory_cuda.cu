@@ -149,9 +149,6 @@ void cuda_reset_peak() {
   LRQ_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
 }
 
-}  // namespace lrq::backend
-
-namespace lrq::backend {
 
 // One worker, a ring of pinned chunks and a copy stream of its own. Uploads reuse a chunk only
 // after its previous copy left it (its event), so staging (host memcpy) and the DMA overlap;
@@ -210,6 +207,7 @@ struct CopyQueue::Impl {
     }
     for (;;) {
       Job j;
+      bool skip;
       {
         std::unique_lock<std::mutex> lk(m);
         wake.wait(lk, [&] { return stop || !queue.empty(); });
@@ -217,13 +215,9 @@ struct CopyQueue::Impl {
         j = std::move(queue.front());
         queue.pop_front();
         busy = true;
-      }
-      std::exception_ptr e;
-      bool skip;
-      {
-        std::lock_guard<std::mutex> lk(m);
         skip = bool(error);  // after a failure the tensors are lost anyway: drain the queue
       }
+      std::exception_ptr e;
       if (!skip) try {
           run_job(j);
         } catch (...) {
