@@ -72,7 +72,8 @@ int main(int argc, char** argv) {
       {"linear 4096->11008 (gate,up)", 4, [&] { ops::linear(h, Wf, yf); }},
       {"linear 11008->4096 (down)", 1, [&] { ops::linear(a, Wdn, yd); }},
       {"rope q or k", 4, [&] { ops::rope(xc, nh, hd, 0, 10000.f, false); }},
-      {"kv append (2 copies)", 2, [&] { yd.copy_from(K); yd.copy_from(V); }},
+      // Calibration runs without a KV cache (attention reads the call's k, v): not in the run.
+      {"kv append (2 copies; eval/generation only)", 0, [&] { yd.copy_from(K); yd.copy_from(V); }},
       {"attention prefill 32 heads d128 (BF16: fused)", 2, [&] { ops::attention(q, K, V, nh, nh, hd, 0, yd); }},
       // Not in the 7B run: a GQA model's prefill (Llama-3-8B heads, 32/8) and head_dim 64.
       {"attention prefill 32/8 heads d128 (GQA)", 0, [&] { ops::attention(q, Kg, Vg, nh, 8, hd, 0, yd); }},

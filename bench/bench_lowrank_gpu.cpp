@@ -6,9 +6,12 @@
 // cuSOLVER's gesvd and gesvdj compute the full SVD whatever r (timed once per matrix);
 // gesvda (Gram-based, approximate) takes r. Prints a markdown table last.
 //   bench_lowrank_gpu [--reps 7] [--peer-reps 2] [--no-peers] [--sizes 4096x4096,11008x4096]
+//                     [--ranks 16,64,128] [--only SPEC] (--only: that spec in TF32, no peers;
+//                     for profiling one configuration)
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -18,6 +21,8 @@
 #include "backend/ops.h"
 #include "lowrank/lowrank.h"
 #if defined(LRQ_WITH_CUDA)
+#include <cuda_profiler_api.h>
+
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_ops.h"
 #endif
@@ -237,10 +242,23 @@ int main(int argc, char** argv) {
   int reps = 7, peer_reps = 2;
   bool peers = true;
   std::vector<std::pair<int64_t, int64_t>> sizes{{4096, 4096}, {11008, 4096}};
+  std::vector<int> ranks{16, 64, 128};
+  std::string only;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--peer-reps") && i + 1 < argc) peer_reps = std::max(1, std::atoi(argv[++i]));
     else if (!std::strcmp(argv[i], "--no-peers")) peers = false;
+    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i], peers = false;
+    else if (!std::strcmp(argv[i], "--ranks") && i + 1 < argc) {
+      ranks.clear();
+      for (const char* c = argv[++i]; *c;) {
+        char* end = nullptr;
+        const long r = std::strtol(c, &end, 10);
+        if (end == c || r < 1) break;
+        ranks.push_back(int(r));
+        c = *end == ',' ? end + 1 : end;
+      }
+    }
     else if (!std::strcmp(argv[i], "--sizes") && i + 1 < argc) {
       sizes.clear();
       std::string s = argv[++i];
@@ -251,7 +269,8 @@ int main(int argc, char** argv) {
         at = c + 1;
       }
     } else {
-      std::fprintf(stderr, "usage: bench_lowrank_gpu [--reps N] [--peer-reps N] [--no-peers] [--sizes MxN,...]\n");
+      std::fprintf(stderr, "usage: bench_lowrank_gpu [--reps N] [--peer-reps N] [--no-peers] [--sizes MxN,...] "
+                           "[--ranks R,...] [--only SPEC]\n");
       return 2;
     }
   }
@@ -259,13 +278,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_lowrank_gpu: no CUDA device visible\n");
     return 1;
   }
-  const std::vector<int> ranks{16, 64, 128};
+  if (ranks.empty()) {
+    std::fprintf(stderr, "bench_lowrank_gpu: --ranks needs positive integers\n");
+    return 2;
+  }
   // Our methods: spec, TF32 for the products with A (Gram matrices and Cholesky QR stay F64).
-  const std::vector<std::pair<std::string, bool>> ours{
+  std::vector<std::pair<std::string, bool>> ours{
       {"rsvd:p=10,q=2", false}, {"rsvd:p=10,q=2", true},   {"r1:it=2", false},
       {"block:b=16,p=8,it=2", false}, {"block:b=16,p=8,it=2", true},
       {"block:b=32,p=8,it=2", false}, {"block:b=32,p=8,it=2", true},
       {"block:b=64,p=8,it=1", true}};
+  if (!only.empty()) ours = {{only, true}};
   bool peers_warm = false;
   for (auto [m, n] : sizes) {
     cuda::set_allow_tf32(false);
@@ -281,6 +304,14 @@ int main(int argc, char** argv) {
           lr = low_rank(p.A, r, ls);
         });
         add(p, r, spec, tf32 ? "TF32" : "F32", ms, residual(p, lr.L, lr.R));
+        if (!only.empty()) {  // one more run inside the profiler's window (ncu --profile-from-start off)
+          cuda::set_allow_tf32(tf32);  // residual() turned it off
+          LRQ_CUDA_CHECK(cudaDeviceSynchronize());
+          LRQ_CUDA_CHECK(cudaProfilerStart());
+          lr = low_rank(p.A, r, ls);
+          LRQ_CUDA_CHECK(cudaDeviceSynchronize());
+          LRQ_CUDA_CHECK(cudaProfilerStop());
+        }
       }
     // Ours first: if the slow full-SVD drivers hit the script's time limit, these are logged.
     // Full-SVD drivers are slow at these sizes: one warm-up on the first matrix only.

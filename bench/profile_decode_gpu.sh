@@ -26,9 +26,7 @@ kernels=("$@")
 logs=${OUT:-build/cuda/profile_decode}
 mkdir -p "$logs"
 . scripts/gpu_common.sh
-gpu_machine
-command -v ncu >/dev/null || { echo "profile_decode_gpu.sh: ncu not found" >&2; exit 1; }
-cuda_build "$jobs" bench_decode_gpu
+ncu_setup profile_decode_gpu.sh bench_decode_gpu
 for k in "${kernels[@]}"; do
   echo "== $k ($shape)"
   timeout 300 ncu --clock-control none --kernel-name-base mangled --kernel-name "regex:$k" \

@@ -27,6 +27,14 @@ gpu_machine() {
   cmake --version | head -n 1
 }
 
+# ncu_setup SCRIPT TARGET: for the profiling scripts: the machine line, ncu present (else exit 1
+# naming SCRIPT), TARGET built with $jobs.
+ncu_setup() {
+  gpu_machine
+  command -v ncu >/dev/null || { echo "$1: ncu not found" >&2; exit 1; }
+  cuda_build "$jobs" "$2"
+}
+
 # cuda_build JOBS [TARGET...]: configure the cuda preset and build the targets (everything when
 # none is named); on failure print the first errors and exit 1. Tests and benchmarks are switched
 # on explicitly because bench/gpu_tables.sh configures the same build folder without them.

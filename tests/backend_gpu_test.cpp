@@ -330,14 +330,20 @@ TEST(BackendGpu, FillGaussianMatchesCpu) {
 
 TEST(BackendGpu, GramMatchesCpu) {
   REQUIRE_GPU();
-  for (DType t : {DType::F32, DType::F64}) {
-    Tensor A = randn({3001, 70}, 31, t), Gc = Tensor::empty({70, 70}, DType::F64);
-    Tensor Gg = poisoned({70, 70}, DType::F64);
-    ops::gram(A, Gc);
-    ops::gram(gpu(A), Gg);
-    // Products of F32 values are exact in double: both sides differ only in summation order.
-    within("gram " + dt(t), rel_err(Gg, Gc), 1e-13);
-  }
+  // k 70: our chunked kernels (k <= 72); 100: cuBLAS DGEMM. m 5: one partial chunk; 3001: a
+  // ragged last chunk; 40000: more chunks than CTAs, so CTAs sum several.
+  for (DType t : {DType::F32, DType::F64})
+    for (int64_t k : {70, 100})
+      for (int64_t m : {5, 3001, 40000}) {
+        if (k == 100 && m == 40000) continue;
+        Tensor A = randn({m, k}, 31, t), Gc = Tensor::empty({k, k}, DType::F64);
+        Tensor Gg = poisoned({k, k}, DType::F64);
+        ops::gram(A, Gc);
+        ops::gram(gpu(A), Gg);
+        // Products of F32 values are exact in double: both sides differ only in summation order.
+        within("gram " + dt(t) + " " + std::to_string(m) + "x" + std::to_string(k),
+               rel_err(Gg, Gc), 1e-13);
+      }
 }
 
 TEST(BackendGpu, CholeskyQrMatchesCpu) {

@@ -108,6 +108,22 @@ TEST(Model, CachedDecodeEqualsFullForward) {
   }
 }
 
+TEST(Model, UncachedBlockForwardEqualsCachedOne) {
+  // Calibration runs blocks with KVCache{} (no cache: attention reads the call's own k, v).
+  // The result must be the same bits as through a cache; a later position without a cache
+  // is an error, not a silent attention over nothing.
+  auto model = load_model(model_dir("lab-s"));
+  const std::vector<int32_t> ids = {1, 1287, 322, 489, 261, 661, 327, 4012, 277, 262};
+  KVCache cache = model->make_cache(16), none;
+  Tensor a = model->embed(ids), b = a.clone();
+  for (int64_t l = 0; l < model->config().n_layers; ++l) {
+    model->block_forward(l, a, 0, cache);
+    model->block_forward(l, b, 0, none);
+  }
+  for (int64_t i = 0; i < a.numel(); ++i) ASSERT_EQ(a.data<float>()[i], b.data<float>()[i]) << i;
+  EXPECT_THROW(model->block_forward(0, b, 3, none), Error);
+}
+
 TEST(Model, ContextLongerThanModelIsAnError) {
   auto model = load_model(model_dir("lab-s"));
   std::vector<int32_t> ids(5000, 5);

@@ -191,7 +191,12 @@ void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache&
   const Block& b = blocks_.at(layer);
   const int64_t T = x.dim(0);
   const Device dev = x.device();
-  if (pos0 + T > cache.capacity)
+  // A cache of capacity 0 means a one-shot forward from position 0 (calibration): attention
+  // reads this call's k and v directly instead of copies in a cache nobody reads again.
+  const bool cached = cache.capacity > 0;
+  if (!cached && pos0 != 0)
+    fail("model", "a forward from position {} needs a KV cache", pos0);
+  if (cached && pos0 + T > cache.capacity)
     fail("model", "sequence of {} positions exceeds the cache capacity {}", pos0 + T,
          cache.capacity);
   auto buf = [&](int64_t n) { return Tensor::empty({T, n}, DType::F32, dev); };
@@ -211,11 +216,13 @@ void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache&
   }
   ops::rope(q, cfg_.n_heads, cfg_.head_dim, pos0, cfg_.rope_theta, cfg_.rope_interleaved);
   ops::rope(k, cfg_.n_kv_heads, cfg_.head_dim, pos0, cfg_.rope_theta, cfg_.rope_interleaved);
-  cache.K[layer].rows(pos0, pos0 + T).copy_from(k);
-  cache.V[layer].rows(pos0, pos0 + T).copy_from(v);
+  if (cached) {
+    cache.K[layer].rows(pos0, pos0 + T).copy_from(k);
+    cache.V[layer].rows(pos0, pos0 + T).copy_from(v);
+  }
   Tensor att = buf(cfg_.q_width());
-  ops::attention(q, cache.K[layer], cache.V[layer], cfg_.n_heads, cfg_.n_kv_heads,
-                 cfg_.head_dim, pos0, att);
+  ops::attention(q, cached ? cache.K[layer] : k, cached ? cache.V[layer] : v, cfg_.n_heads,
+                 cfg_.n_kv_heads, cfg_.head_dim, pos0, att);
   if (observe) observe(layer, Site::OIn, att);
   if (stop_after == Site::OIn) return;
   Tensor o = buf(cfg_.hidden);

@@ -34,8 +34,8 @@ using SiteObserver = std::function<void(int64_t layer, Site site, const Tensor& 
 /// Per-layer K/V storage for positions 0..capacity-1.
 struct KVCache {
   std::vector<Tensor> K, V;  // per layer: capacity x kv_width, F32
-  int64_t capacity = 0;
-  int64_t length = 0;  // positions filled
+  int64_t capacity = 0;  // 0: no cache (block_forward from position 0 only, nothing kept)
+  int64_t length = 0;    // positions filled
 };
 
 /// Intermediate activations of one block call, for a backward pass (filled on request).
@@ -93,7 +93,8 @@ class Model {
   /// once instead of every sequence's F32 activations (7B calibration: 262 MB, not 4.3 GB).
   std::vector<Tensor> embed_all(const std::vector<std::vector<int32_t>>& seqs, Device device) const;
   /// One decoder block, in place on x (T x hidden) at positions pos0.. using the cache's
-  /// layer slot (which must hold pos0 earlier positions). With `stop_after`, returns right
+  /// layer slot (which must hold pos0 earlier positions); a cache of capacity 0 (KVCache{})
+  /// runs a one-shot forward from position 0 with nothing stored. With `stop_after`, returns right
   /// after observing that site (x is then left unspecified): the calibration runner collects
   /// one site's statistics without paying for the rest of the block.
   void block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache& cache,

@@ -225,16 +225,9 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
     backend::CopyQueue::Capture c(*copies);
     model.block_to(0, dev);
   }
-  // Every window starts at position 0 and writes its K/V before attention reads them, and
-  // blocks run one at a time, so one K/V pair serves every layer.
+  // Every window is a one-shot forward from position 0: no KV cache (attention reads each
+  // call's own k and v).
   KVCache cache;
-  cache.capacity = L;
-  {
-    Tensor K = Tensor::empty({L, cfg.kv_width()}, DType::F32, dev);
-    Tensor V = Tensor::empty({L, cfg.kv_width()}, DType::F32, dev);
-    cache.K.assign(size_t(cfg.n_layers), K);
-    cache.V.assign(size_t(cfg.n_layers), V);
-  }
   const std::vector<Site> sites = {Site::AttnIn, Site::OIn, Site::MlpIn, Site::DownIn};
   auto site_width = [&](Site s) {
     return s == Site::OIn ? cfg.q_width() : s == Site::DownIn ? cfg.intermediate : cfg.hidden;
@@ -360,7 +353,6 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
   if (streamed) timed(st.offload, [&] { copies->fence(); });  // the last blocks' bytes
   if (gpu) {
     X.clear();
-    cache = KVCache();
     const backend::GpuMemory m = backend::gpu_memory();
     rep.peak_gpu_bytes = m.peak_used;
     rep.gpu_device_used_bytes = m.total - m.free;

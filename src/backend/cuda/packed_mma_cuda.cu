@@ -128,12 +128,6 @@ __device__ __forceinline__ void mma_step_all(float (&d)[R][4], const uint32_t (&
   (mma_step<B, R, FSTRIDE, M>(d, cur, fp), ...);
 }
 
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
 // One lane's chunk of codes -> its 16-byte slot in shared memory, asynchronously. Codes are
 // read once: the 16-byte copies bypass L1; the 3-bit chunk (12 bytes, 4-byte aligned) goes as
 // three words.
