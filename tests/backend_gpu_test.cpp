@@ -595,25 +595,26 @@ TEST(BackendGpu, StatisticsProductsMatchCpu) {
   ops::xtx(gpu(X), Gg, false);
   ops::xtx(gpu(X2), Gg, true);
   within("xtx F32, two windows accumulated", rel_err(Gg, G), 1e-5);
+  // Two windows through the BF16 path on the GPU (into gpu_out) and, as the reference, their
+  // BF16-rounded copies through the CPU (into cpu_out).
+  auto bf16_two_windows = [](const Tensor& A, const Tensor& B, const Tensor& cpu_out,
+                             const Tensor& gpu_out) {
+    ops::xtx(bf16_rounded(A), cpu_out, false);
+    ops::xtx(bf16_rounded(B), cpu_out, true);
+    cuda::set_bf16_matmul(true);
+    ops::xtx(gpu(A), gpu_out, false);
+    ops::xtx(gpu(B), gpu_out, true);
+    cuda::set_bf16_matmul(false);
+  };
   Tensor Gb = Tensor::empty({613, 613});
-  ops::xtx(bf16_rounded(X), Gb, false);
-  ops::xtx(bf16_rounded(X2), Gb, true);
-  cuda::set_bf16_matmul(true);
-  ops::xtx(gpu(X), Gg, false);
-  ops::xtx(gpu(X2), Gg, true);
-  cuda::set_bf16_matmul(false);
+  bf16_two_windows(X, X2, Gb, Gg);
   within("xtx BF16 vs CPU on rounded X", rel_err(Gg, Gb), 1e-5);
   // Wide enough for the BF16 path's tiles (2 x 2 of 576, the last 524): only the upper
   // triangle is promised; accumulate_symmetric reads it into an exactly symmetric F64 sum.
   {
     const Tensor W = randn({96, 1100}, 45), W2 = randn({64, 1100}, 46);
     Tensor Gc = Tensor::empty({1100, 1100}), Gt = poisoned({1100, 1100});
-    ops::xtx(bf16_rounded(W), Gc, false);
-    ops::xtx(bf16_rounded(W2), Gc, true);
-    cuda::set_bf16_matmul(true);
-    ops::xtx(gpu(W), Gt, false);
-    ops::xtx(gpu(W2), Gt, true);
-    cuda::set_bf16_matmul(false);
+    bf16_two_windows(W, W2, Gc, Gt);
     Tensor Hc = randn({1100, 1100}, 47, DType::F64), Hg = gpu(Hc);
     ops::accumulate_symmetric(Hc, Gc);
     ops::accumulate_symmetric(Hg, Gt);

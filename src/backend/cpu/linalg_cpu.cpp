@@ -132,13 +132,13 @@ void trsm_lower(const Tensor& L, bool tl, const Tensor& B) {
 namespace {
 
 // LAPACK on a small matrix runs faster on one thread: OpenBLAS's OpenMP team costs more than
-// it saves (40 x 40 syevd: 64 us on one thread against 109 on two here, more cores cost more).
+// it saves (bench_small_eigh; 40 x 40 syevd on the 2-core box: one thread about 40% faster).
 // The GPU sketches solve their s x s eigenproblem (s = 40-72) on the host twice per rank-64
 // extraction, with the GPU idle meanwhile. The thread count is per calling thread, restored.
 class OneThreadBelow {
  public:
-  explicit OneThreadBelow(int64_t n, int64_t limit = 128) : prev_(omp_get_max_threads()) {
-    if (n <= limit && prev_ > 1) omp_set_num_threads(1);
+  explicit OneThreadBelow(int64_t n) : prev_(omp_get_max_threads()) {
+    if (n <= 128) omp_set_num_threads(1);
   }
   ~OneThreadBelow() { omp_set_num_threads(prev_); }
   OneThreadBelow(const OneThreadBelow&) = delete;

@@ -116,6 +116,11 @@ void gram_small(const T* a, int64_t m, int k, double* g) {
                                                                           k, g);
   LRQ_CUDA_LAUNCHED();
 }
+// A is F32 or F64 (need_tall), m x k with k <= kDeviceCholMax.
+void gram_small(const Tensor& A, double* g) {
+  if (A.dtype() == DType::F32) gram_small(A.data<float>(), A.dim(0), int(A.dim(1)), g);
+  else gram_small(A.data<double>(), A.dim(0), int(A.dim(1)), g);
+}
 
 // ---- Pivot-dropping Cholesky and inverse, k <= kDeviceCholMax, one CTA
 // Upper R with R^T R = G (k x k, row-major, double), dropping a pivot whose remaining diagonal
@@ -222,6 +227,10 @@ void apply_right(T* A, int64_t m, int k, const double* X) {
                           stream()>>>(A, m, k, X);
   LRQ_CUDA_LAUNCHED();
 }
+void apply_right(const Tensor& A, const double* X) {
+  if (A.dtype() == DType::F32) apply_right(A.data<float>(), A.dim(0), int(A.dim(1)), X);
+  else apply_right(A.data<double>(), A.dim(0), int(A.dim(1)), X);
+}
 
 }  // namespace
 
@@ -245,8 +254,7 @@ void gram(const Tensor& A, const Tensor& G) {
     return;
   }
   if (k <= kDeviceCholMax) {
-    if (A.dtype() == DType::F32) gram_small(A.data<float>(), m, int(k), G.data<double>());
-    else gram_small(A.data<double>(), m, int(k), G.data<double>());
+    gram_small(A, G.data<double>());
     return;
   }
   DeviceScratch a64(A.dtype() == DType::F64 ? 1 : size_t(m * k) * sizeof(double));
@@ -265,11 +273,9 @@ void cholesky_qr(const Tensor& A, int passes) {
   DeviceScratch g(size_t(k * k) * sizeof(double)), x(size_t(k * k) * sizeof(double));
   if (K <= kDeviceCholMax) {  // the sketches' 40-72 columns: four small launches per pass
     for (int p = 0; p < passes; ++p) {
-      if (f32) gram_small(A.data<float>(), m, K, g.as<double>());
-      else gram_small(A.data<double>(), m, K, g.as<double>());
+      gram_small(A, g.as<double>());
       cholesky_drop_inverse(g.as<double>(), K, tol, x.as<double>());
-      if (f32) apply_right(A.data<float>(), m, K, x.as<double>());
-      else apply_right(A.data<double>(), m, K, x.as<double>());
+      apply_right(A, x.as<double>());
     }
     return;
   }

@@ -324,7 +324,7 @@ void attention_gemm(const float* q, const float* K, const float* V, float* out, 
 
 // ------------------------------------------------------------------ attention, fused prefill
 // With TF32 allowed (the fast calibration modes) long prefill runs fused instead: one CTA per
-// (query tile of 16 NW rows, head), NW warps of 16 query rows each, a loop over 64-key tiles up
+// (query tile, head), kFlashWarps warps of 16 query rows each, a loop over 64-key tiles up
 // to the causal limit with the softmax kept online in registers (running max and sum per row,
 // the output rescaled when the max grows). The score matrix never reaches global memory, which
 // is where attention_gemm spends most of its time (S written, read, rewritten and read again
@@ -336,7 +336,9 @@ void attention_gemm(const float* q, const float* K, const float* V, float* out, 
 // the current one is used, so no warp waits on L2 latency between tiles. K's B fragments come
 // by ldmatrix (one instruction per two mma), V's by ldmatrix.trans. Two adjacent C tiles of S
 // are exactly one A fragment of P (layouts in mma.cuh), so P never leaves registers.
-constexpr int kFlashK = 64;
+// Four warps (64 queries) per CTA, two CTAs per SM (168 registers, no spills): measured equal
+// to three CTAs per SM (which spill) and faster than eight warps per CTA (bench/NOTES.md).
+constexpr int kFlashK = 64, kFlashWarps = 4, kFlashQ = 16 * kFlashWarps;
 
 template <int HD>
 constexpr int flash_smem_bytes() {
@@ -346,19 +348,18 @@ constexpr int flash_smem_bytes() {
 // Q (T x nh*HD), K/V (BF16, pos0+T rows of nkv*HD), out like q; scale_log2 = log2(e)/sqrt(HD), so
 // the softmax runs on exp2. Query tiles are taken longest first (the causal triangle makes the
 // last tiles the heaviest) so that the short ones fill the tail of the grid.
-template <int HD, int NW>
-__global__ void __launch_bounds__(NW * 32, 2)
+template <int HD>
+__global__ void __launch_bounds__(kFlashWarps * 32, 2)
     flash_attention_kernel(const float* __restrict__ q, const __nv_bfloat16* __restrict__ K,
                            const __nv_bfloat16* __restrict__ V, float* __restrict__ out, int T,
                            int nh, int nkv, int pos0, float scale_log2) {
-  constexpr int BQ = 16 * NW;
   constexpr int LD = HD + 8;  // BF16 row stride: rows start 4 banks apart, ldmatrix conflict-free
   constexpr int KSTEPS = HD / 16, DTILES = HD / 8, TILE = kFlashK * LD;
   extern __shared__ __align__(16) __nv_bfloat16 flash_smem[];  // [stage][K, V][key][LD]
 
   // Positions fit in int (the launcher checks pos0 + T); element offsets are int64.
-  const int tiles = (T + BQ - 1) / BQ;
-  const int q0 = (tiles - 1 - int(blockIdx.x)) * BQ;
+  const int tiles = (T + kFlashQ - 1) / kFlashQ;
+  const int q0 = (tiles - 1 - int(blockIdx.x)) * kFlashQ;
   const int h = blockIdx.y, kvh = h / (nh / nkv);
   const int64_t qw = int64_t(nh) * HD, kw = int64_t(nkv) * HD;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -394,7 +395,7 @@ __global__ void __launch_bounds__(NW * 32, 2)
 
   // Keys 0 .. n_keys-1 are visible to some valid row of the tile; every row sees key 0, so the
   // running max is finite after the first tile.
-  const int n_keys = pos0 + min(q0 + BQ, T);
+  const int n_keys = pos0 + min(q0 + kFlashQ, T);
   const int n_tiles = (n_keys + kFlashK - 1) / kFlashK;
   const int first_abs = pos0 + q0;  // absolute position of the tile's row 0
   const int warp_last_abs = first_abs + warp * 16 + 15;
@@ -406,7 +407,7 @@ __global__ void __launch_bounds__(NW * 32, 2)
     __nv_bfloat16* Ks = flash_smem + (j & 1) * 2 * TILE;
     __nv_bfloat16* Vs = Ks + TILE;
     const int k0 = j * kFlashK;
-    for (int i = threadIdx.x; i < kFlashK * HD / 8; i += NW * 32) {
+    for (int i = threadIdx.x; i < kFlashK * HD / 8; i += kFlashWarps * 32) {
       const int key = i / (HD / 8), c = (i % (HD / 8)) * 8;
       const bool ok = k0 + key < n_keys;
       const int64_t off = (ok ? k0 + key : 0) * kw + kvh * HD + c;
@@ -538,19 +539,19 @@ __global__ void kv_to_bf16_kernel(const float4* __restrict__ K, const float4* __
   }
 }
 
-template <int HD, int NW>
+template <int HD>
 void launch_flash(const float* q, const __nv_bfloat16* K, const __nv_bfloat16* V, float* out,
                   int64_t T, int64_t nh, int64_t nkv, int64_t pos0, float scale_log2) {
   // Callers check that positions fit in int.
   constexpr int bytes = flash_smem_bytes<HD>();
   static const bool opted_in = [] {  // above 48 KiB of dynamic shared memory needs the opt-in
-    LRQ_CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<HD, NW>,
+    LRQ_CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<HD>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
     return true;
   }();
   (void)opted_in;
-  const dim3 grid{unsigned((T + 16 * NW - 1) / (16 * NW)), unsigned(nh)};
-  flash_attention_kernel<HD, NW><<<grid, NW * 32, bytes, stream()>>>(
+  const dim3 grid{unsigned((T + kFlashQ - 1) / kFlashQ), unsigned(nh)};
+  flash_attention_kernel<HD><<<grid, kFlashWarps * 32, bytes, stream()>>>(
       q, K, V, out, int(T), int(nh), int(nkv), int(pos0), scale_log2);
 }
 
@@ -570,10 +571,8 @@ bool flash_attention(const float* q, const float* K, const float* V, float* out,
       reinterpret_cast<uint2*>(Kb), reinterpret_cast<uint2*>(Vb), n / 4);
   LRQ_CUDA_LAUNCHED();
   const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(hd)));
-  // Four warps (64 queries) per CTA, two CTAs per SM (168 registers, no spills): measured
-  // equal to three CTAs (which spill) and faster than eight warps (bench/NOTES.md).
-  if (hd == 64) launch_flash<64, 4>(q, Kb, Vb, out, T, nh, nkv, pos0, scale_log2);
-  else launch_flash<128, 4>(q, Kb, Vb, out, T, nh, nkv, pos0, scale_log2);
+  if (hd == 64) launch_flash<64>(q, Kb, Vb, out, T, nh, nkv, pos0, scale_log2);
+  else launch_flash<128>(q, Kb, Vb, out, T, nh, nkv, pos0, scale_log2);
   LRQ_CUDA_LAUNCHED();
   return true;
 }
