@@ -151,15 +151,17 @@ TEST(RuntimeGpu, TensorCoreGemvMatchesCpu) {
   // CUDA-core kernel on the same inputs. Shapes: one step (fewer than the CTA's warps); 9 steps
   // (a ragged last pass, 300 rows: a partial tile); groups of two steps; one group per row.
   // Each case also picks the kernel's tiles per CTA and steps in flight (more than the warp has,
-  // in the first).
+  // in the first; 0: the defaults). The last has the widest x the 7B shapes give (11008: 132 KB
+  // of x's parts in shared memory at T = 2).
   struct Case {
     Shape2 s;
     int tiles, depth;
   };
   uint64_t seed = 900;
   for (const Case c : {Case{{37, 128, 128}, 1, 4}, Case{{300, 1152, 128}, 1, 2},
-                       Case{{300, 1152, 128}, 2, 4}, Case{{70, 2048, 256}, 2, 1},
-                       Case{{50, 640, 640}, 1, 1}})
+                       Case{{300, 1152, 128}, 2, 4}, Case{{300, 1152, 128}, 4, 1},
+                       Case{{70, 2048, 256}, 2, 1}, Case{{50, 640, 640}, 1, 1},
+                       Case{{40, 11008, 128}, 0, 0}})
     for (int bits : {2, 3, 4})
       for (QuantFormat f : {QuantFormat::Affine, QuantFormat::Symmetric}) {
         const Shape2 s = c.s;

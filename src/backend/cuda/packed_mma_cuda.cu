@@ -15,16 +15,18 @@
 // Layout: no repacking. A quad of lanes (t = lane & 3) owns four consecutive 32-value chunks of
 // rows g and g + 8 (g = lane >> 2), a 128-value "step"; the lane decodes its whole chunk into 16
 // bf16x2 registers whose value pairs are fixed by the bit layout (pair_first below). The MMA's k
-// order is free as long as A and B agree, so per step the warp writes x's three parts in exactly
-// that order into shared memory (6 bytes per value per token) and sums x for the offsets. (A
-// separate kernel writing them once per call did no better: the extra link in the launch chain
-// cost what the recomputation saves.) Steps never straddle groups: group % 128 == 0.
+// order is free as long as A and B agree, so x's three parts are laid out once per CTA, at the
+// start, in exactly that order in shared memory (6 bytes per value per token, with the sums of
+// x per step for the offsets), and the CTA's scales per step next to them: the main loop reads
+// four 16-byte fragments and the scales from shared memory and no global memory but the codes.
+// Where x's parts do not fit in shared memory (cols x T above ~30 K values), packed_cuda.cu's
+// kernel runs instead. Steps never straddle groups: group % 128 == 0.
 //
-// Where it stands (H100, bench/RESULTS.md, bench/NOTES.md): 1.2-1.6x the CUDA-core kernel,
-// 36-69% of the copy bandwidth on the 7B shapes; Nsight Compute (bench/profile_decode_gpu.sh)
-// finds it latency-bound (long-scoreboard stalls, ~50% issue) with ~350 warp instructions per
-// 16x128 step, two thirds of them outside the decode-and-MMA core (x's split, scales,
-// addressing): the next lever.
+// The kernel is latency-bound rather than instruction-bound (a CTA's life is a few steps per
+// warp), so what sped it up was overlap: early launch behind the kernel before (weights are
+// read before griddepcontrol.wait) and no global loads besides the codes in the loop. Where it
+// stands: bench/RESULTS.md and bench/NOTES.md (H100, bench/decode_gpu.sh and
+// bench/profile_decode_gpu.sh).
 #include <cstdint>
 #include <utility>
 
@@ -109,23 +111,23 @@ __device__ __forceinline__ uint32_t decode_reg(const uint32_t (&w)[4]) {
   }
 }
 
-// MMA M of a step: registers 2M and 2M + 1 of rows g and g + 8 against the fragment of x.
-template <int B, int R, int FSTRIDE, int M>
+// MMA M of a step: registers 2M and 2M + 1 of rows g and g + 8 against x's fragment b.
+template <int B, int R, int M>
 __device__ __forceinline__ void mma_step(float (&d)[R][4], const uint32_t (&cur)[R][2][4],
-                                         const uint2* fp) {
-  const uint2 b = fp[M * FSTRIDE];
+                                         const uint4 (&bq)[4]) {
+  const uint32_t b0 = M & 1 ? bq[M / 2].z : bq[M / 2].x, b1 = M & 1 ? bq[M / 2].w : bq[M / 2].y;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const uint32_t a[4] = {decode_reg<B, 2 * M>(cur[r][0]), decode_reg<B, 2 * M>(cur[r][1]),
                            decode_reg<B, 2 * M + 1>(cur[r][0]), decode_reg<B, 2 * M + 1>(cur[r][1])};
-    mma_bf16(d[r], a, b.x, b.y);
+    mma_bf16(d[r], a, b0, b1);
   }
 }
-template <int B, int R, int FSTRIDE, int... M>
+template <int B, int R, int... M>
 __device__ __forceinline__ void mma_step_all(float (&d)[R][4], const uint32_t (&cur)[R][2][4],
-                                             const uint2* fp,
+                                             const uint4 (&bq)[4],
                                              std::integer_sequence<int, M...>) {
-  (mma_step<B, R, FSTRIDE, M>(d, cur, fp), ...);
+  (mma_step<B, R, M>(d, cur, bq), ...);
 }
 
 // One lane's chunk of codes -> its 16-byte slot in shared memory, asynchronously. Codes are
@@ -171,39 +173,127 @@ struct MmaParams {
   int cols, nsteps, ngroups, steps_per_group, T;
   bool accumulate;
   int n_terms;
+  bool x_early;  // x may be read before pdl_wait: the kernel before only reads it (h = R x)
   GemvTerm terms[kPackedMaxTerms];
 };
 
-// A CTA of 8 warps owns R 16-row tiles; warp w takes steps w, w + 8, ... of every tile, with
-// D steps of codes and scales in flight and x one step ahead. Each step the warp first writes x's parts for that
-// step into its slice of shared memory in fragment order (lane l: registers 2l % 16 and the next
-// of chunk l / 8, one 8-byte entry per part), then runs the 8 MMAs per tile.
+// Shared memory of one CTA: the code ring, x's fragments and its per-step sums.
+constexpr size_t ring_bytes(int R, int D) { return size_t(D + 1) * R * 2 * kThreads * sizeof(uint4); }
+constexpr size_t frag_bytes(int TT, int nsteps) {
+  return size_t(nsteps) * 4 * (3 * TT) * 4 * sizeof(uint4) + size_t(nsteps) * TT * sizeof(float);
+}
+constexpr size_t scale_bytes(int R, int nsteps) { return size_t(nsteps) * 16 * R * sizeof(uint32_t); }
+
+// A CTA of 8 warps owns R 16-row tiles. First every warp lays out x's parts for steps w,
+// w + 8, ... (one warp per step: lane (tq, M) writes MMA M's fragment of chunk tq for each of
+// the 3 TT columns, and the warp sums the step's x), while the first D steps of codes are in
+// flight. Then warp w takes steps w, w + 8, ... of every tile: four fragment loads and the
+// step's sums, shared by the R tiles, and per tile the decode and 8 MMAs.
 template <int B, int F, int TT, int R, int D>
 __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaParams p) {
   constexpr int kCols = 3 * TT;  // MMA columns in use: three parts per token
-  __shared__ uint2 frag[kWarps][kMmas * kCols * 4];
   __shared__ float red[kWarps][16 * R][TT];
+  extern __shared__ uint4 smem[];
+  // Codes stream through a ring of D + 1 per-lane slots filled by cp.async, so D steps per warp
+  // are in flight without holding registers (a register ring of the same depth cost occupancy:
+  // bench/NOTES.md). Each lane reads back only what it copied itself, so waiting on its own copy
+  // groups is enough.
+  uint4* ring = smem;                          // [D + 1][R][2][kThreads]
+  uint4* frag = smem + (D + 1) * R * 2 * kThreads;  // [nsteps][4 MMA pairs][kCols][4 lanes t]
+  float* sxs = reinterpret_cast<float*>(frag + p.nsteps * 4 * kCols * 4);  // [nsteps][TT]
+  // Per step, the scale and offset of each CTA row as fp16 | fp16 << 16, [nsteps][g][R][h]:
+  // staged once, so the loop reads them from shared memory without a division for the group.
+  uint32_t* scl = reinterpret_cast<uint32_t*>(sxs + p.nsteps * TT);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const int64_t row0 = int64_t(blockIdx.x) * 16 * R;
-  constexpr int kChunkBytes = 4 * B;
-  const uint8_t* crow[R][2];
-  const uint16_t* srow[R][2];
-  const uint16_t* orow[R][2];
+  constexpr int kChunkBytes = 4 * B, kStepBytes = 4 * kChunkBytes;
+  // Codes of (tile r, half h) at cbase + roff[r][h], cbase advancing one warp step per issue.
+  // Tail rows past the last are not stored: they read the last row.
+  const int64_t first = min(row0 + g, p.rows - 1);
+  const uint8_t* cbase = p.codes + first * p.row_bytes + t * kChunkBytes + warp * kStepBytes;
+  uint32_t roff[R][2];
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t row = min(row0 + 16 * r + 8 * h + g, p.rows - 1);  // tail rows not stored
-      crow[r][h] = p.codes + row * p.row_bytes + t * kChunkBytes;
-      srow[r][h] = p.scales + row * p.ngroups;
-      orow[r][h] = F == 0 ? p.offsets + row * p.ngroups : srow[r][h];
+    for (int h = 0; h < 2; ++h)
+      roff[r][h] = uint32_t((min(row0 + 16 * r + 8 * h + g, p.rows - 1) - first) * p.row_bytes);
+  auto slot_ptr = [&](int slot, int r, int h) {
+    return ring + ((slot * R + r) * 2 + h) * kThreads + threadIdx.x;
+  };
+  auto issue_step = [&](int slot) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) copy_codes<B>(slot_ptr(slot, r, h), cbase + roff[r][h]);
+    cbase += kWarps * kStepBytes;
+  };
+  // Programmatic dependent launch: the weights are read-only while products run (GPU weights
+  // are written by the encode path, which synchronizes the stream before returning), so the
+  // first steps' codes and the scales are read before waiting for the kernel before this one;
+  // and the next kernel may start its own weight reads as this one's CTAs retire.
+  pdl_release_dependents();
+#pragma unroll
+  for (int k = 0; k < D; ++k) {
+    if (warp + kWarps * k < p.nsteps) issue_step(k);
+    cp_async_commit();
+  }
+  // Consecutive threads read consecutive groups of one row.
+  for (int e = threadIdx.x; e < p.nsteps * 16 * R; e += kThreads) {
+    const int rr = e / p.nsteps, st = e - rr * p.nsteps;
+    const int64_t idx = min(row0 + rr, p.rows - 1) * p.ngroups + st / p.steps_per_group;
+    scl[((st * 8 + (rr & 7)) * R + (rr >> 4)) * 2 + ((rr >> 3) & 1)] =
+        uint32_t(__ldg(p.scales + idx)) | (F == 0 ? uint32_t(__ldg(p.offsets + idx)) << 16 : 0u);
+  }
+  if (!p.x_early) pdl_wait();
+
+  {  // x's three parts (hi + mid + lo == x exactly) in fragment order, and its sums
+    const int M = lane & 7, tq = lane >> 3;
+    const int o0 = 32 * tq + pair_first<B>(2 * M), o1 = 32 * tq + pair_first<B>(2 * M + 1);
+    // The loads of kPrepSteps steps first: one L2 round trip for several steps.
+    constexpr int kPrepSteps = 4;
+    for (int st0 = warp; st0 < p.nsteps; st0 += kWarps * kPrepSteps) {
+      float v[kPrepSteps][TT][4];
+#pragma unroll
+      for (int b = 0; b < kPrepSteps; ++b) {
+        const int st = min(st0 + kWarps * b, p.nsteps - 1);
+#pragma unroll
+        for (int tok = 0; tok < TT; ++tok) {
+          const float* xs = p.x + (int64_t(tok) * p.cols + st * kStep);
+          v[b][tok][0] = __ldg(xs + o0);
+          v[b][tok][1] = __ldg(xs + o0 + kPairGap<B>);
+          v[b][tok][2] = __ldg(xs + o1);
+          v[b][tok][3] = __ldg(xs + o1 + kPairGap<B>);
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < kPrepSteps; ++b) {
+        const int st = st0 + kWarps * b;
+        if (st >= p.nsteps) break;
+#pragma unroll
+        for (int tok = 0; tok < TT; ++tok) {
+          float* u = v[b][tok];
+          float sum = (u[0] + u[1]) + (u[2] + u[3]);
+          uint2* dst =
+              reinterpret_cast<uint2*>(frag + ((st * 4 + M / 2) * kCols + 3 * tok) * 4 + tq) +
+              (M & 1);
+#pragma unroll
+          for (int part = 0; part < 3; ++part) {
+            const uint32_t lo = pack_bf16x2(u[0], u[1]), hi = pack_bf16x2(u[2], u[3]);
+            dst[part * 8] = make_uint2(lo, hi);  // column 3 tok + part: 4 uint4 = 8 uint2 on
+            u[0] -= __uint_as_float(lo << 16);  // exact
+            u[1] -= __uint_as_float(lo & 0xFFFF0000u);
+            u[2] -= __uint_as_float(hi << 16);
+            u[3] -= __uint_as_float(hi & 0xFFFF0000u);
+          }
+#pragma unroll
+          for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+          if (lane == 0) sxs[st * TT + tok] = sum;
+        }
+      }
     }
-  // The x values whose parts this lane writes: registers j0, j0 + 1 of chunk xc of the step.
-  const int xc = lane >> 3, j0 = (2 * lane) & 15;
-  const float* xlane = p.x + 32 * xc;
-  const int xoff[4] = {pair_first<B>(j0), pair_first<B>(j0) + kPairGap<B>, pair_first<B>(j0 + 1),
-                       pair_first<B>(j0 + 1) + kPairGap<B>};
-  uint2* my_frag = frag[warp] + (j0 >> 1) * kCols * 4 + xc;  // + column * 4
+  }
+  __syncthreads();
+
   // Accumulator columns 2t and 2t+1 belong to token (column / 3); the offset term of a token is
   // added once, by the lane holding its first column.
   float wcol[2][TT], wsx[TT];
@@ -214,7 +304,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
     wsx[tok] = (3 * tok) / 2 == t ? 1.f : 0.f;
   }
   // Lanes of the unused MMA columns read a used one: their accumulator columns get weight 0.
-  const int bcol = g % kCols;
+  const uint4* my_frag = frag + (g % kCols) * 4 + t;
   const float centre = float(1 << (B - 1));
 
   float acc[R][2][TT];
@@ -224,42 +314,6 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
     for (int h = 0; h < 2; ++h)
 #pragma unroll
       for (int tok = 0; tok < TT; ++tok) acc[r][h][tok] = 0.f;
-
-  // Codes stream through a ring of D + 1 per-lane slots in shared memory filled by cp.async, so
-  // D steps per warp are in flight without holding registers (a register ring of the same depth
-  // cost occupancy: bench/NOTES.md). Each lane reads back only what it copied itself, so waiting on
-  // its own copy groups is enough. Scales (2-byte, too small for cp.async) ride a register ring
-  // of the same depth; x, an L1/L2 hit, is fetched one step ahead.
-  extern __shared__ uint4 ring[];  // [D + 1][R][2][kThreads]
-  auto slot_ptr = [&](int slot, int r, int h) {
-    return ring + ((slot * R + r) * 2 + h) * kThreads + threadIdx.x;
-  };
-  uint32_t so[D + 1][R][2];  // fp16 scale | fp16 offset << 16
-  float xnext[TT][4];
-  auto issue_step = [&](int step, int slot) {
-    const int gi = p.steps_per_group == 1 ? step : step / p.steps_per_group;
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        copy_codes<B>(slot_ptr(slot, r, h), crow[r][h] + step * (4 * kChunkBytes));
-        so[slot][r][h] = uint32_t(__ldg(srow[r][h] + gi)) |
-                         (F == 0 ? uint32_t(__ldg(orow[r][h] + gi)) << 16 : 0u);
-      }
-  };
-  auto load_x = [&](int step) {
-#pragma unroll
-    for (int tok = 0; tok < TT; ++tok)
-#pragma unroll
-      for (int k = 0; k < 4; ++k)
-        xnext[tok][k] = __ldg(xlane + (tok * p.cols + step * kStep + xoff[k]));
-  };
-#pragma unroll
-  for (int k = 0; k < D; ++k) {
-    if (warp + kWarps * k < p.nsteps) issue_step(warp + kWarps * k, k);
-    cp_async_commit();
-  }
-  if (warp < p.nsteps) load_x(warp);
 
   for (int base = warp; base < p.nsteps; base += kWarps * (D + 1)) {
 #pragma unroll
@@ -272,48 +326,27 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
       for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) read_codes<B>(slot_ptr(u, r, h), cur[r][h]);
-      if (s + kWarps * D < p.nsteps) issue_step(s + kWarps * D, (u + D) % (D + 1));
+      if (s + kWarps * D < p.nsteps) issue_step((u + D) % (D + 1));
       cp_async_commit();  // possibly empty: keeps one group per step
-      float xcur[TT][4];
+      uint4 bq[4];
 #pragma unroll
-      for (int tok = 0; tok < TT; ++tok)
-#pragma unroll
-        for (int k = 0; k < 4; ++k) xcur[tok][k] = xnext[tok][k];
-      if (s + kWarps < p.nsteps) load_x(s + kWarps);
-      // x's three parts for this step; hi + mid + lo == x exactly.
+      for (int q = 0; q < 4; ++q) bq[q] = my_frag[(s * 4 + q) * kCols * 4];
       float sxv[TT];
-      __syncwarp();  // the previous step's fragments have been read
 #pragma unroll
-      for (int tok = 0; tok < TT; ++tok) {
-        float v[4] = {xcur[tok][0], xcur[tok][1], xcur[tok][2], xcur[tok][3]};
-        float sum = (v[0] + v[1]) + (v[2] + v[3]);
-#pragma unroll
-        for (int part = 0; part < 3; ++part) {
-          const uint32_t lo = pack_bf16x2(v[0], v[1]), hi = pack_bf16x2(v[2], v[3]);
-          my_frag[(3 * tok + part) * 4] = make_uint2(lo, hi);
-          v[0] -= __uint_as_float(lo << 16);  // exact
-          v[1] -= __uint_as_float(lo & 0xFFFF0000u);
-          v[2] -= __uint_as_float(hi << 16);
-          v[3] -= __uint_as_float(hi & 0xFFFF0000u);
-        }
-#pragma unroll
-        for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-        sxv[tok] = wsx[tok] * sum;
-      }
-      __syncwarp();
+      for (int tok = 0; tok < TT; ++tok) sxv[tok] = wsx[tok] * sxs[s * TT + tok];
       float sc[R][2], of[R][2];
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          sc[r][h] = f16_bits_to_f32(uint16_t(so[u][r][h] & 0xFFFFu));
-          of[r][h] = F == 0 ? f16_bits_to_f32(uint16_t(so[u][r][h] >> 16)) : -centre * sc[r][h];
+          const uint32_t so = scl[((s * 8 + g) * R + r) * 2 + h];
+          sc[r][h] = f16_bits_to_f32(uint16_t(so & 0xFFFFu));
+          of[r][h] = F == 0 ? f16_bits_to_f32(uint16_t(so >> 16)) : -centre * sc[r][h];
         }
       float d[R][4];
 #pragma unroll
       for (int r = 0; r < R; ++r) d[r][0] = d[r][1] = d[r][2] = d[r][3] = 0.f;
-      mma_step_all<B, R, kCols * 4>(d, cur, frag[warp] + bcol * 4 + t,
-                                    std::make_integer_sequence<int, kMmas>{});
+      mma_step_all<B, R>(d, cur, bq, std::make_integer_sequence<int, kMmas>{});
 #pragma unroll
       for (int tok = 0; tok < TT; ++tok)
 #pragma unroll
@@ -339,7 +372,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
         if (t == 0) red[warp][16 * r + 8 * h + g][tok] = v;
       }
   if (p.n_terms > 0) {
-    pdl_wait();  // the h of the terms come from the kernel this one may overlap
+    pdl_wait();  // the h of the terms come from the kernel this one may overlap (h = R x)
     // Low-rank terms: warp w adds L[row, :] h for rows w, w + 8, ... into its own partials.
     __syncwarp();
     for (int rr = warp; rr < 16 * R; rr += kWarps) {
@@ -366,6 +399,36 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
   store_row_sums(red, p.y, p.rows, row0, p.T, p.accumulate);
 }
 
+// Tiles per CTA and steps in flight for a weight, unless set_packed_gemv_mma fixed them. Two
+// or four tiles share each step's fragment loads; they pay once there are enough rows to keep
+// the GPU full (bench/RESULTS.md, "mma N tiles" rows).
+int tiles_for(int64_t rows) { return g_tiles ? g_tiles : rows >= 8192 ? 2 : 1; }
+// Wide rows (11008 columns: 86 steps, 11 per warp) hide more latency with two steps in flight
+// (4096x11008 w4: 14.8 against 16.3 us); 32 steps per row do better with one (11008x4096 w4:
+// 12.7 against 16.2 us, the larger ring costing a CTA per SM).
+int depth_for(int64_t cols) { return g_depth ? g_depth : cols >= 8192 ? 2 : 1; }
+// Early launch behind the kernel before pays on the 7B MLP shapes (45 M weights: 12.7 against
+// 15.2 us at w4 11008x4096) and costs at 4096x4096 (17 M: 11.2 against 8.3 us), measured
+// with bench_decode_gpu's "(no PDL)" rows; with terms it always overlaps h = R x.
+bool early_launch(const PackedView& w, int n_terms) {
+  return n_terms > 0 || w.rows * w.cols >= (int64_t(32) << 20);
+}
+
+size_t smem_for(int R, int D, int TT, int64_t cols) {
+  return ring_bytes(R, D) + frag_bytes(TT, int(cols / kStep)) + scale_bytes(R, int(cols / kStep)) +
+         size_t(kWarps) * 16 * R * TT * sizeof(float);  // + the static reduction array
+}
+
+size_t smem_limit() {
+  static const size_t limit = [] {
+    int dev = 0, v = 0;
+    LRQ_CUDA_CHECK(cudaGetDevice(&dev));
+    LRQ_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return size_t(v);
+  }();
+  return limit;
+}
+
 template <int B, int F, int TT, int R, int D>
 void run(const PackedView& w, const float* x, float* y, int T, bool accumulate,
          const GemvTerm* terms, int n_terms, bool pdl) {
@@ -384,24 +447,26 @@ void run(const PackedView& w, const float* x, float* y, int T, bool accumulate,
   p.T = T;
   p.accumulate = accumulate;
   p.n_terms = n_terms;
+  p.x_early = n_terms > 0;
   for (int k = 0; k < n_terms; ++k) p.terms[k] = terms[k];
   auto kernel = packed_gemv_mma_kernel<B, F, TT, R, D>;
-  const size_t smem = size_t(D + 1) * R * 2 * kThreads * sizeof(uint4);
-  static const bool sized = [&] {
+  const size_t smem = ring_bytes(R, D) + frag_bytes(TT, p.nsteps) + scale_bytes(R, p.nsteps);
+  static size_t sized = 48 << 10;  // per instantiation: the opt-in so far
+  if (smem > sized) {
     LRQ_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    return true;
-  }();
-  (void)sized;
-  // With terms the kernel before is the one computing h, which only reads x: start while it runs.
+    sized = smem;
+  }
+  // Overlaps the kernel before (see the kernel's pdl_wait): with terms that is the one
+  // computing h, which only reads x.
   launch_kernel(kernel, unsigned((w.rows + 16 * R - 1) / (16 * R)), kThreads, smem,
-                pdl && n_terms > 0, p);
+                pdl && early_launch(w, n_terms), p);
 }
 
 template <int B, int F, int TT, int R>
 void run_depth(const PackedView& w, const float* x, float* y, int T, bool accumulate,
                const GemvTerm* terms, int n_terms, bool pdl) {
-  switch (g_depth ? g_depth : 1) {
+  switch (depth_for(w.cols)) {
     case 1: run<B, F, TT, R, 1>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
     case 2: run<B, F, TT, R, 2>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
     default: run<B, F, TT, R, 4>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
@@ -411,12 +476,11 @@ void run_depth(const PackedView& w, const float* x, float* y, int T, bool accumu
 template <int B, int F, int TT>
 void run_tiles(const PackedView& w, const float* x, float* y, int T, bool accumulate,
                const GemvTerm* terms, int n_terms, bool pdl) {
-  // Two tiles per CTA share each step's work on x; they pay once there are enough rows to keep
-  // the GPU full (H100: 11008 rows 7-12% faster, 4096 rows up to 13% slower).
-  if (g_tiles == 2 || (g_tiles == 0 && w.rows >= 8192))
-    run_depth<B, F, TT, 2>(w, x, y, T, accumulate, terms, n_terms, pdl);
-  else
-    run_depth<B, F, TT, 1>(w, x, y, T, accumulate, terms, n_terms, pdl);
+  switch (tiles_for(w.rows)) {
+    case 1: run_depth<B, F, TT, 1>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
+    case 2: run_depth<B, F, TT, 2>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
+    default: run_depth<B, F, TT, 4>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
+  }
 }
 
 template <int B, int F>
@@ -442,7 +506,8 @@ void run_format(const PackedView& w, const float* x, float* y, int T, bool accum
 bool packed_gemv_mma_takes(const PackedView& w, int64_t T, int n_terms) {
   const bool fits = T >= 1 && T <= 2 && (w.bits == 2 || w.bits == 3 || w.bits == 4) &&
                     (w.format == 0 || w.format == 1) && w.cols % kStep == 0 &&
-                    w.group % kStep == 0 && reinterpret_cast<uintptr_t>(w.codes) % 16 == 0;
+                    w.group % kStep == 0 && reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 &&
+                    smem_for(tiles_for(w.rows), depth_for(w.cols), int(T), w.cols) <= smem_limit();
   // With a low-rank branch the CUDA-core kernel overlaps the h = R x kernel better (1-3 us less
   // at 2 and 4 bits: bench_decode_gpu's "(mma with +lr)" rows); at 3 bits its decode is slow
   // enough that this kernel wins anyway.
@@ -466,9 +531,10 @@ void packed_gemv_mma(const PackedView& w, const float* x, float* y, int64_t T, b
 int64_t packed_gemv_mma_calls() { return g_calls; }
 
 void set_packed_gemv_mma(MmaUse use, int tiles, int depth) {
-  if ((tiles != 0 && tiles != 1 && tiles != 2) ||
+  if ((tiles != 0 && tiles != 1 && tiles != 2 && tiles != 4) ||
       (depth != 0 && depth != 1 && depth != 2 && depth != 4))
-    bad_args("set_packed_gemv_mma", "tiles per CTA 1 or 2, steps in flight 1, 2 or 4 (0: default)");
+    bad_args("set_packed_gemv_mma",
+             "tiles per CTA 1, 2 or 4, steps in flight 1, 2 or 4 (0: default)");
   g_use = use;
   g_tiles = tiles;
   g_depth = depth;

@@ -12,7 +12,8 @@ namespace lrq::cuda {
 /// place that decides).
 bool packed_gemv_mma_takes(const PackedView& w, int64_t T, int n_terms);
 /// packed_gemv's contract, on the tensor cores, for what packed_gemv_mma_takes accepts;
-/// `pdl`: overlap the kernel before it when there are terms.
+/// `pdl`: launched to overlap the kernel before it (weights read early; x too with terms, whose
+/// kernel before computes h = R x).
 void packed_gemv_mma(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate,
                      const GemvTerm* terms, int n_terms, bool pdl);
 
