@@ -170,7 +170,7 @@ void gemv_section(int reps, double copy, const std::string& only) {
           const std::string name =
               q.describe() + " " + shape + (T > 1 ? " T=" + std::to_string(T) : "");
           // Variants: the default first (tensor cores at T <= 2); without PDL (the overlap with
-          // the kernel before); 1, 2 or 4 16-row tiles per CTA; 2 or 4 steps in flight; the
+          // the kernel before); 1, 2 or 4 16-row tiles per CTA; 1, 2 or 4 steps in flight; the
           // CUDA-core kernel.
           // "(mma with +lr)": the tensor-core kernel where the default keeps the CUDA-core one.
           using cuda::MmaUse;
@@ -187,6 +187,7 @@ void gemv_section(int reps, double copy, const std::string& only) {
                             V{true, MmaUse::Auto, 2, 0, " (mma 2 tiles)"},
                             V{true, MmaUse::Auto, 4, 0, " (mma 4 tiles)"},
                             V{true, MmaUse::Auto, 0, 2, " (mma depth 2)"},
+                            V{true, MmaUse::Auto, 0, 1, " (mma depth 1)"},
                             V{true, MmaUse::Off, 0, 0, " (CUDA cores)"}}) {
             if (!v.pdl && !rank && T > 2) continue;  // the CUDA-core kernel overlaps only h = R x
             if (v.use == MmaUse::Always && (!rank || bits == 3)) continue;  // same as the default

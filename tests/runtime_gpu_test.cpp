@@ -198,6 +198,22 @@ TEST(RuntimeGpu, TensorCoreGemvMatchesCpu) {
           }
         }
       }
+  // 20480 columns: x's parts fit in shared memory for one token (120 KB), not for two (240 KB,
+  // above the H100's 227 KB): T = 2 must fall back to the CUDA-core kernel, still exact.
+  {
+    const PackedWeight w = random_packed(24, 20480, 4, 128, QuantFormat::Affine, ++seed);
+    const PackedWeight wg = w.to(Device::CUDA);
+    for (int64_t T : {1, 2}) {
+      const Tensor x = randn({T, 20480}, ++seed, 1.0, 0.3);
+      Tensor yr = Tensor::empty({T, 24});
+      w.matmul(x, yr);
+      const int64_t calls = cuda::packed_gemv_mma_calls();
+      Tensor yp = poisoned_gpu({T, 24});
+      wg.matmul(gpu(x), yp);
+      EXPECT_EQ(cuda::packed_gemv_mma_calls() - calls, T == 1 ? 1 : 0) << "20480 columns T=" << T;
+      within("shared-memory limit 24x20480 T=" + std::to_string(T), rel_err(yp, yr), 1e-5);
+    }
+  }
   EXPECT_THROW(cuda::set_packed_gemv_mma(cuda::MmaUse::Auto, 3), Error);
   EXPECT_THROW(cuda::set_packed_gemv_mma(cuda::MmaUse::Auto, 1, 3), Error);
 }

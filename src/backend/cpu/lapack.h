@@ -11,14 +11,8 @@ void ssyevd_(const char* jobz, const char* uplo, const int* n, float* a, const i
              float* work, const int* lwork, int* iwork, const int* liwork, int* info);
 void dsyevd_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda,
              double* w, double* work, const int* lwork, int* iwork, const int* liwork, int* info);
-void ssyev_(const char* jobz, const char* uplo, const int* n, float* a, const int* lda, float* w,
-            float* work, const int* lwork, int* info);
 void dsyev_(const char* jobz, const char* uplo, const int* n, double* a, const int* lda, double* w,
             double* work, const int* lwork, int* info);
-void ssyevr_(const char* jobz, const char* range, const char* uplo, const int* n, float* a,
-             const int* lda, const float* vl, const float* vu, const int* il, const int* iu,
-             const float* abstol, int* m, float* w, float* z, const int* ldz, int* isuppz,
-             float* work, const int* lwork, int* iwork, const int* liwork, int* info);
 void dsyevr_(const char* jobz, const char* range, const char* uplo, const int* n, double* a,
              const int* lda, const double* vl, const double* vu, const int* il, const int* iu,
              const double* abstol, int* m, double* w, double* z, const int* ldz, int* isuppz,

@@ -172,8 +172,7 @@ struct MmaParams {
   int64_t rows, row_bytes;
   int cols, nsteps, ngroups, steps_per_group, T;
   bool accumulate;
-  int n_terms;
-  bool x_early;  // x may be read before pdl_wait: the kernel before only reads it (h = R x)
+  int n_terms;  // with terms the kernel before computes h = R x: x may be read before pdl_wait
   GemvTerm terms[kPackedMaxTerms];
 };
 
@@ -183,6 +182,9 @@ constexpr size_t frag_bytes(int TT, int nsteps) {
   return size_t(nsteps) * 4 * (3 * TT) * 4 * sizeof(uint4) + size_t(nsteps) * TT * sizeof(float);
 }
 constexpr size_t scale_bytes(int R, int nsteps) { return size_t(nsteps) * 16 * R * sizeof(uint32_t); }
+constexpr size_t dynamic_smem(int R, int D, int TT, int nsteps) {
+  return ring_bytes(R, D) + frag_bytes(TT, nsteps) + scale_bytes(R, nsteps);
+}
 
 // A CTA of 8 warps owns R 16-row tiles. First every warp lays out x's parts for steps w,
 // w + 8, ... (one warp per step: lane (tq, M) writes MMA M's fragment of chunk tq for each of
@@ -244,7 +246,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
     scl[((st * 8 + (rr & 7)) * R + (rr >> 4)) * 2 + ((rr >> 3) & 1)] =
         uint32_t(__ldg(p.scales + idx)) | (F == 0 ? uint32_t(__ldg(p.offsets + idx)) << 16 : 0u);
   }
-  if (!p.x_early) pdl_wait();
+  if (p.n_terms == 0) pdl_wait();
 
   {  // x's three parts (hi + mid + lo == x exactly) in fragment order, and its sums
     const int M = lane & 7, tq = lane >> 3;
@@ -405,17 +407,19 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
 int tiles_for(int64_t rows) { return g_tiles ? g_tiles : rows >= 8192 ? 2 : 1; }
 // Wide rows (11008 columns: 86 steps, 11 per warp) hide more latency with two steps in flight
 // (4096x11008 w4: 14.8 against 16.3 us); 32 steps per row do better with one (11008x4096 w4:
-// 12.7 against 16.2 us, the larger ring costing a CTA per SM).
+// 12.5 against 16.1 us, the larger ring costing a CTA per SM). bench_decode_gpu's "(mma depth
+// N)" rows.
 int depth_for(int64_t cols) { return g_depth ? g_depth : cols >= 8192 ? 2 : 1; }
-// Early launch behind the kernel before pays on the 7B MLP shapes (45 M weights: 12.7 against
-// 15.2 us at w4 11008x4096) and costs at 4096x4096 (17 M: 11.2 against 8.3 us), measured
-// with bench_decode_gpu's "(no PDL)" rows; with terms it always overlaps h = R x.
+// Early launch behind the kernel before pays on the 7B MLP shapes (45 M weights: 12.5 against
+// 15.1 us at w4 11008x4096, bench_decode_gpu's "(no PDL)" rows) and cost at 4096x4096 (17 M:
+// 11.2 against 8.3 us in an intermediate build that launched every shape early; bench/NOTES.md,
+// session 7, call 6); with terms it always overlaps h = R x.
 bool early_launch(const PackedView& w, int n_terms) {
   return n_terms > 0 || w.rows * w.cols >= (int64_t(32) << 20);
 }
 
 size_t smem_for(int R, int D, int TT, int64_t cols) {
-  return ring_bytes(R, D) + frag_bytes(TT, int(cols / kStep)) + scale_bytes(R, int(cols / kStep)) +
+  return dynamic_smem(R, D, TT, int(cols / kStep)) +
          size_t(kWarps) * 16 * R * TT * sizeof(float);  // + the static reduction array
 }
 
@@ -447,10 +451,9 @@ void run(const PackedView& w, const float* x, float* y, int T, bool accumulate,
   p.T = T;
   p.accumulate = accumulate;
   p.n_terms = n_terms;
-  p.x_early = n_terms > 0;
   for (int k = 0; k < n_terms; ++k) p.terms[k] = terms[k];
   auto kernel = packed_gemv_mma_kernel<B, F, TT, R, D>;
-  const size_t smem = ring_bytes(R, D) + frag_bytes(TT, p.nsteps) + scale_bytes(R, p.nsteps);
+  const size_t smem = dynamic_smem(R, D, TT, p.nsteps);
   static size_t sized = 48 << 10;  // per instantiation: the opt-in so far
   if (smem > sized) {
     LRQ_CUDA_CHECK(
