@@ -287,7 +287,7 @@ int main(int argc, char** argv) {
       {"rsvd:p=10,q=2", false}, {"rsvd:p=10,q=2", true},   {"r1:it=2", false},
       {"block:b=16,p=8,it=2", false}, {"block:b=16,p=8,it=2", true},
       {"block:b=32,p=8,it=2", false}, {"block:b=32,p=8,it=2", true},
-      {"block:b=64,p=8,it=1", true}};
+      {"block:b=64,p=8,it=1", true},  {"block:b=64,p=8,it=2", true}};
   if (!only.empty()) ours = {{only, true}};
   bool peers_warm = false;
   for (auto [m, n] : sizes) {

@@ -37,10 +37,14 @@ bool push_leading_triplets_gram(Extraction& ex, const Tensor& Q, int64_t count) 
   ops::gram(Bt, G);
   const Tensor Gh = G.to(Device::CPU);
   Tensor w = Tensor::empty({s}, DType::F64), V = Tensor::empty({s, s}, DType::F64);
+  // On the host: a one-CTA Jacobi on the GPU took ~420 us at s = 40 against ~130 us here
+  // (bench/NOTES.md), and cuSOLVER's syevd is launch-bound at these sizes.
   ops::eigh(Gh, w, V);  // ascending
   // Column i of W1 is sigma_i w_i, of W2 w_i / sigma_i (0 when sigma_i vanishes: the piece is
   // zero either way), for the leading eigenpairs in descending order.
-  Tensor W1 = Tensor::empty({s, count}), W2 = Tensor::empty({s, count});
+  // W1 above W2 in one tensor: one upload instead of two while the GPU waits.
+  Tensor W12 = Tensor::empty({2 * s, count});
+  const Tensor W1 = W12.rows(0, s), W2 = W12.rows(s, 2 * s);
   std::vector<double> sigma(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) {
     const int64_t e = s - 1 - i;
@@ -55,8 +59,9 @@ bool push_leading_triplets_gram(Extraction& ex, const Tensor& Q, int64_t count) 
     }
   }
   Tensor Lt = Tensor::empty({count, m}, DType::F32, dev), R = Tensor::empty({count, n}, DType::F32, dev);
-  ops::gemm(W1.to(dev), true, Q, true, Lt);  // rows sigma_i (Q w_i)^T
-  ops::gemm(W2.to(dev), true, Bt, true, R);  // rows w_i^T Q^T E / sigma_i
+  const Tensor W12d = W12.to(dev);
+  ops::gemm(W12d.rows(0, s), true, Q, true, Lt);  // rows sigma_i (Q w_i)^T
+  ops::gemm(W12d.rows(s, 2 * s), true, Bt, true, R);  // rows w_i^T Q^T E / sigma_i
   return ex.push_rows(Lt, R, sigma);
 }
 
