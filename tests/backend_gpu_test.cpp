@@ -330,10 +330,11 @@ TEST(BackendGpu, FillGaussianMatchesCpu) {
 
 TEST(BackendGpu, GramMatchesCpu) {
   REQUIRE_GPU();
-  // k 70: our chunked kernels (k <= 72); 100: cuBLAS DGEMM. m 5: one partial chunk; 3001: a
-  // ragged last chunk; 40000: more chunks than CTAs, so CTAs sum several.
+  // k 1, 24, 70: our chunked kernels (k <= 72; 1 and 24 leave most of a thread's four entry
+  // slots spare, 70 needs three rounds of them); 100: cuBLAS DGEMM. m 5: one partial chunk;
+  // 3001: a ragged last chunk; 40000: more chunks than CTAs, so CTAs sum several.
   for (DType t : {DType::F32, DType::F64})
-    for (int64_t k : {70, 100})
+    for (int64_t k : {1, 24, 70, 100})
       for (int64_t m : {5, 3001, 40000}) {
         if (k == 100 && m == 40000) continue;
         Tensor A = randn({m, k}, 31, t), Gc = Tensor::empty({k, k}, DType::F64);
@@ -348,8 +349,9 @@ TEST(BackendGpu, GramMatchesCpu) {
 
 TEST(BackendGpu, CholeskyQrMatchesCpu) {
   REQUIRE_GPU();
-  // k = 40 and 72: the k x k factorization on the device; 100: through the host.
-  for (int64_t k : {40, 72, 100}) {
+  // k = 24, 25 / 40, 41 / 72: the device kernel's three instances, each at or next to the
+  // largest k its slots per thread cover; 100: through the host.
+  for (int64_t k : {24, 25, 40, 41, 72, 100}) {
     for (DType t : {DType::F32, DType::F64}) {
       const int64_t m = 2000;
       Tensor A = randn({m, k}, 37, DType::F64);
