@@ -1,22 +1,15 @@
 // Device dispatch for backend/ops.h: the only place that knows both backends exist.
 #include "backend/ops.h"
 
-#include <omp.h>
-
 #include "backend/cpu/cpu_ops.h"
 #include "backend/memory.h"
 #if defined(LRQ_WITH_CUDA)
 #include "backend/cuda/cuda_ops.h"
 #endif
 
-extern "C" void openblas_set_num_threads(int);
-
 namespace lrq::ops {
 
-void set_num_threads(int n) {
-  omp_set_num_threads(n);
-  openblas_set_num_threads(n);
-}
+void set_num_threads(int n) { cpu::set_num_threads(n); }
 
 namespace {
 

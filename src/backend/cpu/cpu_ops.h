@@ -8,6 +8,9 @@
 
 namespace lrq::cpu {
 
+/// Threads for OpenMP (this calling thread) and OpenBLAS: the OpenMP build of OpenBLAS follows
+/// the former, the pthreads build (the GPU machine's) has its own process-wide count.
+void set_num_threads(int n);
 void gemm(const Tensor& A, bool transA, const Tensor& B, bool transB, const Tensor& C,
           double alpha, double beta);
 void gemv(const Tensor& A, bool transA, const Tensor& x, const Tensor& y, double alpha,

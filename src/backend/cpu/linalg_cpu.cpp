@@ -129,21 +129,24 @@ void trsm_lower(const Tensor& L, bool tl, const Tensor& B) {
                 L.data<double>(), n, B.data<double>(), k);
 }
 
+void set_num_threads(int n) {
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
 namespace {
 
 // LAPACK on a small matrix runs faster on one thread: OpenBLAS's thread team costs more than
 // it saves (bench_small_eigh; 40 x 40 syevd on the 2-core box: one thread about 40% faster).
 // The GPU sketches solve their s x s eigenproblem (s = 40-72) on the host once per block, with
-// the GPU idle meanwhile. The OpenMP build of OpenBLAS follows the calling thread's OpenMP
-// setting; the pthreads build (the GPU machine's) has one process-wide count, so it is set and
-// restored too (nothing else calls BLAS while a sketch waits for its eigenproblem).
+// the GPU idle meanwhile. Both counts are set (set_num_threads) and restored; in OpenBLAS's
+// pthreads build the count is process-wide (nothing else calls BLAS while a sketch waits for
+// its eigenproblem).
 class OneThreadBelow {
  public:
   explicit OneThreadBelow(int64_t n)
       : small_(n <= 128), omp_(omp_get_max_threads()), blas_(openblas_get_num_threads()) {
-    if (!small_) return;
-    omp_set_num_threads(1);
-    openblas_set_num_threads(1);
+    if (small_) set_num_threads(1);
   }
   ~OneThreadBelow() {
     if (!small_) return;

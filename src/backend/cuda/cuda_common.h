@@ -93,6 +93,13 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+/// Lets `kernel` launch with up to `bytes` of dynamic shared memory (above 48 KB needs the
+/// opt-in). Callers grant it once per kernel (a static, or a high-water mark).
+template <class... Params>
+void allow_smem(void (*kernel)(Params...), size_t bytes) {
+  LRQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
 /// Launches kernel<<<grid, block, smem>>> on stream(), with programmatic stream serialization
 /// when `pdl` (the kernel may then start before the one before it ends; see above).
 template <class... Params, class... Args>

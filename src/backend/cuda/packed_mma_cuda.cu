@@ -456,8 +456,7 @@ void run(const PackedView& w, const float* x, float* y, int T, bool accumulate,
   const size_t smem = dynamic_smem(R, D, TT, p.nsteps);
   static size_t sized = 48 << 10;  // per instantiation: the opt-in so far
   if (smem > sized) {
-    LRQ_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    allow_smem(kernel, smem);
     sized = smem;
   }
   // Overlaps the kernel before (see the kernel's pdl_wait): with terms that is the one

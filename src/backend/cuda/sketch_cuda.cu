@@ -157,12 +157,6 @@ void gram_small(const Tensor& A, double* g) {
   else gram_small(A.data<double>(), A.dim(0), int(A.dim(1)), g);
 }
 
-// Shared memory beyond the 48 KB default, granted once per kernel.
-template <class Kernel>
-void allow_smem(Kernel kernel, size_t bytes) {
-  LRQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-}
-
 // ---- Pivot-dropping Cholesky and inverse, k <= kDeviceCholMax, one CTA
 // X = R^-1 for the upper R with R^T R = G (k x k, row-major, double), dropping a pivot whose
 // remaining diagonal is below tol^2 times the original (its row and column of X are zero, R's
@@ -176,11 +170,17 @@ void allow_smem(Kernel kernel, size_t bytes) {
 // entries of the rectangle (rows ty + 8r, columns tx + 32q) are all loaded before any is
 // stored: shared-memory stores the compiler cannot tell apart from the next loads otherwise
 // serialize the updates. Measured with profile_lowrank_gpu.sh (bench/NOTES.md, session 8):
-// this kernel 14 us at k = 40 and 45 us at k = 72 (H100); before it, the Cholesky with
-// normalized rows plus back substitution (2k steps, a square root and a division on the chain)
-// ~38 us at k = 40, one thread per column 51-65 us; blocking by panels of 8 pivots (warp 0
-// eliminating inside the panel, then one rank-8 update of the rows below) 19 and 52 us, the
-// panel's single warp issuing what eight shared before.
+// this kernel 14 us at k = 40 (H100; 13.8 on an H200) and 44.5 us at k = 72 (H200); the Cholesky with normalized rows
+// plus back substitution it replaces (2k steps, a square root and a division on the chain)
+// ~38 us at k = 40. Intermediate builds, not in the repository: one thread per column 51-65
+// us; blocking by panels of 8 pivots (warp 0 eliminating inside the panel, then one rank-8
+// update of the rows below) 19 and 52 us (H200), the panel's single warp issuing what eight
+// shared before.
+// The pivot-dropping rule: pivot d (its diagonal was d0 before elimination) is kept.
+__device__ __forceinline__ bool pivot_kept(double d, double d0, double tol2) {
+  return d0 > 0 && d > tol2 * d0 && isfinite(d);
+}
+
 template <int RS, int CS>  // row and column slots per thread: RS >= (k - 1) / 8, CS >= k / 32
 __global__ void __launch_bounds__(kSmallThreads)
     cholesky_drop_inverse_kernel(const double* __restrict__ G, int k, double tol,
@@ -218,7 +218,7 @@ __global__ void __launch_bounds__(kSmallThreads)
         t[r][q] = i < k && v <= j + k ? M[i * k2 + v] : 0.0;
       }
     }
-    if (diag[j] > 0 && d > tol2 * diag[j] && isfinite(d)) {  // the same on every thread
+    if (pivot_kept(d, diag[j], tol2)) {  // the same on every thread
       const double s = 1.0 / d;
 #pragma unroll
       for (int r = 0; r < RS; ++r) {
@@ -235,7 +235,7 @@ __global__ void __launch_bounds__(kSmallThreads)
   }
   for (int j = tid; j < k; j += kSmallThreads) {
     const double d = M[j * k2 + j];
-    inv[j] = diag[j] > 0 && d > tol2 * diag[j] && isfinite(d) ? 1.0 / sqrt(d) : 0.0;
+    inv[j] = pivot_kept(d, diag[j], tol2) ? 1.0 / sqrt(d) : 0.0;
   }
   __syncthreads();
   for (int e = tid; e < k * k; e += kSmallThreads) {

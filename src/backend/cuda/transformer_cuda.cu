@@ -544,11 +544,7 @@ void launch_flash(const float* q, const __nv_bfloat16* K, const __nv_bfloat16* V
                   int64_t T, int64_t nh, int64_t nkv, int64_t pos0, float scale_log2) {
   // Callers check that positions fit in int.
   constexpr int bytes = flash_smem_bytes<HD>();
-  static const bool opted_in = [] {  // above 48 KiB of dynamic shared memory needs the opt-in
-    LRQ_CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<HD>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    return true;
-  }();
+  static const bool opted_in = (allow_smem(flash_attention_kernel<HD>, bytes), true);
   (void)opted_in;
   const dim3 grid{unsigned((T + kFlashQ - 1) / kFlashQ), unsigned(nh)};
   flash_attention_kernel<HD><<<grid, kFlashWarps * 32, bytes, stream()>>>(
