@@ -31,6 +31,7 @@
 #if defined(LRQ_WITH_CUDA)
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/packed_cuda.h"
+#include "backend/cuda/packed_mma_cuda.h"
 #endif
 
 using namespace lrq;
@@ -119,6 +120,9 @@ void gemv_section(int reps, double copy, const std::string& only) {
   std::printf("\n### Decode GEMV (per call; graph replays, weights cycled through >= 4x L2)\n\n");
   std::printf("| layer (out x in) | us/call | GB/s | of copy | vs cuBLAS f16 |\n");
   std::printf("| --- | ---: | ---: | ---: | ---: |\n");
+  // What each tensor-core row launched, printed after the table: whether the grid fits in one
+  // wave decided most of the differences between variants (bench/NOTES.md).
+  std::vector<std::string> launches;
   struct S {
     int64_t out, in;
   };
@@ -170,43 +174,76 @@ void gemv_section(int reps, double copy, const std::string& only) {
           const std::string name =
               q.describe() + " " + shape + (T > 1 ? " T=" + std::to_string(T) : "");
           // Variants: the default first (tensor cores at T <= 2); without PDL (the overlap with
-          // the kernel before); 1, 2 or 4 16-row tiles per CTA; 1, 2 or 4 steps in flight; the
-          // CUDA-core kernel.
+          // the kernel before); 1, 2 or 4 16-row tiles per CTA; 1, 2 or 4 steps in flight; a
+          // tile's steps split over a cluster of 2 or 4 CTAs; x's layout shared by a cluster of
+          // 2 or 4 CTAs; the CUDA-core kernel.
           // "(mma with +lr)": the tensor-core kernel where the default keeps the CUDA-core one.
           using cuda::MmaUse;
           struct V {
             bool pdl;
-            MmaUse use;
-            int tiles, depth;
+            cuda::MmaConfig m;
             const char* tag;
           };
-          for (const V v : {V{true, MmaUse::Auto, 0, 0, ""}, V{false, MmaUse::Auto, 0, 0, " (no PDL)"},
-                            V{true, MmaUse::Always, 0, 0, " (mma with +lr)"},
-                            V{true, MmaUse::Auto, 0, 4, " (mma depth 4)"},
-                            V{true, MmaUse::Auto, 1, 0, " (mma 1 tile)"},
-                            V{true, MmaUse::Auto, 2, 0, " (mma 2 tiles)"},
-                            V{true, MmaUse::Auto, 4, 0, " (mma 4 tiles)"},
-                            V{true, MmaUse::Auto, 0, 2, " (mma depth 2)"},
-                            V{true, MmaUse::Auto, 0, 1, " (mma depth 1)"},
-                            V{true, MmaUse::Off, 0, 0, " (CUDA cores)"}}) {
+          for (const V v : {V{true, {}, ""}, V{false, {}, " (no PDL)"},
+                            V{true, {MmaUse::Always}, " (mma with +lr)"},
+                            V{true, {MmaUse::Auto, 0, 4}, " (mma depth 4)"},
+                            V{true, {MmaUse::Auto, 1}, " (mma 1 tile)"},
+                            V{true, {MmaUse::Auto, 2}, " (mma 2 tiles)"},
+                            V{true, {MmaUse::Auto, 4}, " (mma 4 tiles)"},
+                            V{true, {MmaUse::Auto, 0, 2}, " (mma depth 2)"},
+                            V{true, {MmaUse::Auto, 0, 1}, " (mma depth 1)"},
+                            V{true, {MmaUse::Auto, 0, 0, 2}, " (mma split 2)"},
+                            V{true, {MmaUse::Auto, 0, 1, 2}, " (mma split 2 depth 1)"},
+                            V{true, {MmaUse::Auto, 0, 0, 4}, " (mma split 4)"},
+                            V{true, {MmaUse::Always, 0, 0, 2}, " (mma split 2 with +lr)"},
+                            V{true, {MmaUse::Auto, 0, 0, 0, 2}, " (mma share 2)"},
+                            V{true, {MmaUse::Auto, 0, 0, 0, 4}, " (mma share 4)"},
+                            V{true, {MmaUse::Auto, 0, 2, 0, 4}, " (mma share 4 depth 2)"},
+                            V{true, {MmaUse::Off}, " (CUDA cores)"}}) {
+            const cuda::MmaConfig& m = v.m;
             if (!v.pdl && !rank && T > 2) continue;  // the CUDA-core kernel overlaps only h = R x
-            if (v.use == MmaUse::Always && (!rank || bits == 3)) continue;  // same as the default
-            if ((v.tiles || v.depth || v.use == MmaUse::Off) && T > 2) continue;
+            if (m.use == MmaUse::Always && (!rank || bits == 3)) continue;  // same as the default
+            if ((m.tiles || m.depth || m.split || m.share || m.use == MmaUse::Off) && T > 2)
+              continue;
+            if (m.share && T > 1) continue;  // shared layouts run at one token only
+            // The clusters change only the tensor-core kernel, which +lr at 2 and 4 bits skips.
+            if ((m.split || m.share) && m.use == MmaUse::Auto && rank && bits != 3) continue;
             cuda::set_packed_pdl(v.pdl);
-            cuda::set_packed_gemv_mma(v.use, v.tiles, v.depth);
+            cuda::set_packed_gemv_mma(m);
             try {
               const double ms =
                   per_call_ms(n, reps, [&](int i) { qs[size_t(i % n)]->forward(x, y); });
               print_row(name + v.tag, ms, bytes, copy, T == 1 ? base_ms : 0);
+              cuda::PackedView pv;  // the shape is all the launch depends on
+              pv.rows = sh.out;
+              pv.cols = sh.in;
+              pv.group = o.group;
+              pv.bits = bits;
+              pv.format = o.symmetric ? 1 : 0;
+              const cuda::MmaLaunch l = cuda::packed_gemv_mma_launch(pv, T, rank ? 1 : 0);
+              if (l.grid) {
+                static const char* kModes[] = {"-", "split", "share"};
+                char row[256];
+                std::snprintf(row, sizeof row, "| %s | %d | %d | %s %d | %u | %.1f | %d | %.2f |",
+                              (name + v.tag).c_str(), l.tiles, l.depth, kModes[l.mode],
+                              l.cluster, l.grid, double(l.smem) / 1024, l.ctas_per_sm,
+                              double(l.grid) / std::max(1, l.ctas_per_sm * cuda::sm_count()));
+                launches.push_back(row);
+              }
             } catch (const std::exception& e) {
-              std::printf("| %s | failed: %s |\n", name.c_str(), e.what());
+              std::printf("| %s | failed: %s |\n", (name + v.tag).c_str(), e.what());
             }
           }
           cuda::set_packed_pdl(true);
-          cuda::set_packed_gemv_mma(cuda::MmaUse::Auto);
+          cuda::set_packed_gemv_mma({});
         }
       }
   }
+  std::printf("\n### Tensor-core launches (CTAs per SM: the occupancy calculator, without the "
+              "clusters' placement)\n\n");
+  std::printf("| row | tiles | depth | cluster | grid | smem KB | CTAs/SM | waves |\n");
+  std::printf("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n");
+  for (const std::string& r : launches) std::printf("%s\n", r.c_str());
 }
 
 double seconds_since(Clock::time_point t0) {

@@ -19,6 +19,7 @@
 #include "backend/memory.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/packed_cuda.h"
+#include "backend/cuda/packed_mma_cuda.h"
 #include "backend/ops.h"
 #include "eval/generate.h"
 #include "eval/perplexity.h"
@@ -150,18 +151,35 @@ TEST(RuntimeGpu, TensorCoreGemvMatchesCpu) {
   // The tensor-core kernel (T <= 2; cols and group multiples of 128) against the CPU, and the
   // CUDA-core kernel on the same inputs. Shapes: one step (fewer than the CTA's warps); 9 steps
   // (a ragged last pass, 300 rows: a partial tile); groups of two steps; one group per row.
-  // Each case also picks the kernel's tiles per CTA and steps in flight (more than the warp has,
-  // in the first; 0: the defaults). The last has the widest x the 7B shapes give (11008: 132 KB
-  // of x's parts in shared memory at T = 2).
+  // Each case also picks the kernel's tiles per CTA, steps in flight (more than the warp has,
+  // in the first), CTAs splitting the steps (a cluster: more CTAs than steps in the first,
+  // uneven shares of 9 steps, shares that start inside a two-step group) and CTAs sharing x's
+  // layout (a cluster: 300 rows = 19 tiles, not a whole number of clusters; fewer tiles than
+  // the cluster's CTAs; two tiles per CTA; at T = 2 the unshared kernel runs); 0: the
+  // defaults. The last ones have the widest x the 7B shapes give (11008: 132 KB of x's parts in
+  // shared memory at T = 2, half or a quarter of it per CTA when split).
   struct Case {
     Shape2 s;
-    int tiles, depth;
+    cuda::MmaConfig m;
   };
+  using cuda::MmaUse;
   uint64_t seed = 900;
-  for (const Case c : {Case{{37, 128, 128}, 1, 4}, Case{{300, 1152, 128}, 1, 2},
-                       Case{{300, 1152, 128}, 2, 4}, Case{{300, 1152, 128}, 4, 1},
-                       Case{{70, 2048, 256}, 2, 1}, Case{{50, 640, 640}, 1, 1},
-                       Case{{40, 11008, 128}, 0, 0}})
+  for (const Case c : {Case{{37, 128, 128}, {MmaUse::Auto, 1, 4, 2, 0}},
+                       Case{{300, 1152, 128}, {MmaUse::Auto, 1, 2, 0, 0}},
+                       Case{{300, 1152, 128}, {MmaUse::Auto, 2, 4, 0, 0}},
+                       Case{{300, 1152, 128}, {MmaUse::Auto, 4, 1, 0, 0}},
+                       Case{{300, 1152, 128}, {MmaUse::Auto, 0, 1, 2, 0}},
+                       Case{{300, 1152, 128}, {MmaUse::Auto, 0, 2, 4, 0}},
+                       Case{{300, 1152, 128}, {MmaUse::Auto, 1, 1, 0, 4}},
+                       Case{{300, 1152, 128}, {MmaUse::Auto, 2, 2, 0, 2}},
+                       Case{{37, 256, 128}, {MmaUse::Auto, 1, 1, 0, 4}},
+                       Case{{70, 2048, 256}, {MmaUse::Auto, 2, 1, 0, 0}},
+                       Case{{70, 1920, 256}, {MmaUse::Auto, 0, 1, 4, 0}},
+                       Case{{50, 640, 640}, {MmaUse::Auto, 1, 1, 0, 0}},
+                       Case{{40, 11008, 128}, {}},
+                       Case{{40, 11008, 128}, {MmaUse::Auto, 0, 0, 2, 0}},
+                       Case{{40, 11008, 128}, {MmaUse::Auto, 0, 2, 4, 0}},
+                       Case{{40, 11008, 128}, {MmaUse::Auto, 0, 2, 0, 2}}})
     for (int bits : {2, 3, 4})
       for (QuantFormat f : {QuantFormat::Affine, QuantFormat::Symmetric}) {
         const Shape2 s = c.s;
@@ -171,8 +189,10 @@ TEST(RuntimeGpu, TensorCoreGemvMatchesCpu) {
           const std::string tag = std::string(fmt_name(f)) + " w" + std::to_string(bits) + "g" +
                                   std::to_string(s.group) + " " + std::to_string(s.rows) + "x" +
                                   std::to_string(s.cols) + " T=" + std::to_string(T) +
-                                  " tiles " + std::to_string(c.tiles) + " depth " +
-                                  std::to_string(c.depth);
+                                  " tiles " + std::to_string(c.m.tiles) + " depth " +
+                                  std::to_string(c.m.depth) + " split " +
+                                  std::to_string(c.m.split) + " share " +
+                                  std::to_string(c.m.share);
           // Activations spanning 2^-20 .. 2^20: the BF16 split must carry all 24 bits.
           Tensor x = randn({T, s.cols}, ++seed, 1.0, 0.3);
           for (int64_t i = 0; i < x.numel(); i += 7) x.at<float>(i) *= std::ldexp(1.f, int(i % 41) - 20);
@@ -180,14 +200,15 @@ TEST(RuntimeGpu, TensorCoreGemvMatchesCpu) {
           Tensor y = y0.clone();
           w.matmul(x, y, true);
           for (bool mma : {true, false}) {
-            cuda::set_packed_gemv_mma(mma ? cuda::MmaUse::Auto : cuda::MmaUse::Off, c.tiles,
-                                      c.depth);
+            cuda::MmaConfig m = c.m;
+            if (!mma) m.use = MmaUse::Off;
+            cuda::set_packed_gemv_mma(m);
             const int64_t calls = cuda::packed_gemv_mma_calls();
             Tensor yg = gpu(y0);
             wg.matmul(gpu(x), yg, true);
             Tensor yp = poisoned_gpu({T, s.rows});
             wg.matmul(gpu(x), yp);
-            cuda::set_packed_gemv_mma(cuda::MmaUse::Auto);
+            cuda::set_packed_gemv_mma({});
             EXPECT_EQ(cuda::packed_gemv_mma_calls() - calls, mma ? 2 : 0) << tag;
             within(std::string(mma ? "mma " : "cuda cores ") + "matmul+= " + tag, rel_err(yg, y),
                    1e-5);
@@ -214,8 +235,11 @@ TEST(RuntimeGpu, TensorCoreGemvMatchesCpu) {
       within("shared-memory limit 24x20480 T=" + std::to_string(T), rel_err(yp, yr), 1e-5);
     }
   }
-  EXPECT_THROW(cuda::set_packed_gemv_mma(cuda::MmaUse::Auto, 3), Error);
-  EXPECT_THROW(cuda::set_packed_gemv_mma(cuda::MmaUse::Auto, 1, 3), Error);
+  EXPECT_THROW(cuda::set_packed_gemv_mma({MmaUse::Auto, 3}), Error);
+  EXPECT_THROW(cuda::set_packed_gemv_mma({MmaUse::Auto, 1, 3}), Error);
+  EXPECT_THROW(cuda::set_packed_gemv_mma({MmaUse::Auto, 1, 1, 3}), Error);
+  EXPECT_THROW(cuda::set_packed_gemv_mma({MmaUse::Auto, 1, 1, 0, 8}), Error);
+  EXPECT_THROW(cuda::set_packed_gemv_mma({MmaUse::Auto, 1, 1, 2, 2}), Error);
 }
 
 TEST(RuntimeGpu, PackedPrefillInBf16MatchesCpuOnRoundedOperands) {
@@ -241,25 +265,83 @@ TEST(RuntimeGpu, PackedPrefillInBf16MatchesCpuOnRoundedOperands) {
     }
 }
 
+TEST(RuntimeGpu, TensorCoreLaunchPlans) {
+  REQUIRE_GPU();
+  // The launch each setting makes, counted by hand: 300 rows = 19 16-row tiles, 1152 columns =
+  // 9 steps of 128.
+  cuda::PackedView w;
+  w.rows = 300;
+  w.cols = 1152;
+  w.group = 128;
+  w.bits = 4;
+  struct Want {
+    cuda::MmaConfig m;
+    int64_t T;
+    int tiles, depth, mode, cluster;
+    unsigned grid;
+  };
+  using cuda::MmaUse;
+  for (const Want c : {Want{{}, 1, 1, 1, 0, 1, 19},                          // 300 < 8192 rows
+                       Want{{MmaUse::Auto, 2, 4}, 1, 2, 4, 0, 1, 10},       // ceil(19 / 2)
+                       Want{{MmaUse::Auto, 0, 1, 2}, 1, 1, 1, 1, 2, 38},    // split: 2 per tile
+                       Want{{MmaUse::Auto, 4, 1, 4}, 2, 1, 1, 1, 4, 76},    // split: one tile
+                       Want{{MmaUse::Auto, 1, 1, 0, 4}, 1, 1, 1, 2, 4, 20},  // whole clusters
+                       Want{{MmaUse::Auto, 4, 2, 0, 2}, 1, 2, 2, 2, 2, 10},  // share: <= 2 tiles
+                       Want{{MmaUse::Auto, 1, 1, 0, 4}, 2, 1, 1, 0, 1, 19},  // share: T = 1 only
+                       Want{{MmaUse::Off}, 1, 0, 0, 0, 1, 0}}) {           // CUDA cores
+    cuda::set_packed_gemv_mma(c.m);
+    const cuda::MmaLaunch l = cuda::packed_gemv_mma_launch(w, c.T, 0);
+    cuda::set_packed_gemv_mma({});
+    const std::string tag = "tiles " + std::to_string(c.m.tiles) + " split " +
+                            std::to_string(c.m.split) + " share " + std::to_string(c.m.share) +
+                            " T=" + std::to_string(c.T);
+    EXPECT_EQ(l.tiles, c.tiles) << tag;
+    EXPECT_EQ(l.depth, c.depth) << tag;
+    EXPECT_EQ(l.mode, c.mode) << tag;
+    EXPECT_EQ(l.cluster, c.cluster) << tag;
+    EXPECT_EQ(l.grid, c.grid) << tag;
+    if (l.grid) EXPECT_GE(l.ctas_per_sm, 1) << tag;
+  }
+  // 4 rows = one tile: a shared layout needs two.
+  w.rows = 4;
+  cuda::set_packed_gemv_mma({MmaUse::Auto, 1, 1, 0, 4});
+  EXPECT_EQ(cuda::packed_gemv_mma_launch(w, 1, 0).mode, 0);
+  // One step: nothing to split.
+  w.cols = 128;
+  cuda::set_packed_gemv_mma({MmaUse::Auto, 1, 1, 4, 0});
+  EXPECT_EQ(cuda::packed_gemv_mma_launch(w, 1, 0).mode, 0);
+  cuda::set_packed_gemv_mma({});
+}
+
 TEST(RuntimeGpu, PackedMatmulLowRankTermsMatchCpu) {
   REQUIRE_GPU();
   const PackedWeight w = random_packed(333, 1024, 3, 128, QuantFormat::Affine, 7);
   const PackedWeight wg = w.to(Device::CUDA);
-  // T = 1, 2: the tensor-core kernel's epilogue; 3, 8: the CUDA-core kernel's; 64: cuBLAS.
-  for (int64_t T : {1, 2, 3, 8, 64}) {
-    const Tensor x = randn({T, 1024}, 100 + T);
-    // Two terms: F16 L of rank 40 and F32 L of rank 300 (more than one pass of the CTA).
-    std::vector<LowRankTerm> cpu = {
-        {randn({333, 40}, 200 + T, 0.1).to(DType::F16), randn({T, 40}, 300 + T)},
-        {randn({333, 300}, 400 + T, 0.05), randn({T, 300}, 500 + T)}};
-    std::vector<LowRankTerm> dev;
-    for (const auto& t : cpu) dev.push_back({gpu(t.L), gpu(t.h)});
-    Tensor y = Tensor::empty({T, 333});
-    w.matmul(x, y, false, cpu);
-    Tensor yg = poisoned_gpu({T, 333});
-    wg.matmul(gpu(x), yg, false, dev);
-    within("matmul + 2 low-rank terms T=" + std::to_string(T), rel_err(yg, y), 1e-5);
-  }
+  // T = 1, 2: the tensor-core kernel's epilogue (also split over a cluster of two CTAs, where
+  // only the first adds the terms, and at T = 1 with x's layout shared by two); 3, 8: the
+  // CUDA-core kernel's; 64: cuBLAS.
+  for (int64_t T : {1, 2, 3, 8, 64})
+    for (const cuda::MmaConfig m :
+         {cuda::MmaConfig{}, cuda::MmaConfig{cuda::MmaUse::Auto, 0, 0, 2, 0},
+          cuda::MmaConfig{cuda::MmaUse::Auto, 0, 0, 0, 2}}) {
+      if ((m.split || m.share) && T > 2) continue;
+      cuda::set_packed_gemv_mma(m);
+      const Tensor x = randn({T, 1024}, 100 + T);
+      // Two terms: F16 L of rank 40 and F32 L of rank 300 (more than one pass of the CTA).
+      std::vector<LowRankTerm> cpu = {
+          {randn({333, 40}, 200 + T, 0.1).to(DType::F16), randn({T, 40}, 300 + T)},
+          {randn({333, 300}, 400 + T, 0.05), randn({T, 300}, 500 + T)}};
+      std::vector<LowRankTerm> dev;
+      for (const auto& t : cpu) dev.push_back({gpu(t.L), gpu(t.h)});
+      Tensor y = Tensor::empty({T, 333});
+      w.matmul(x, y, false, cpu);
+      Tensor yg = poisoned_gpu({T, 333});
+      wg.matmul(gpu(x), yg, false, dev);
+      cuda::set_packed_gemv_mma({});
+      within("matmul + 2 low-rank terms T=" + std::to_string(T) + " split " +
+                 std::to_string(m.split) + " share " + std::to_string(m.share),
+             rel_err(yg, y), 1e-5);
+    }
 }
 
 TEST(RuntimeGpu, QuantLinearMatchesCpu) {

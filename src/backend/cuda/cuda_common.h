@@ -101,21 +101,35 @@ void allow_smem(void (*kernel)(Params...), size_t bytes) {
 }
 
 /// Launches kernel<<<grid, block, smem>>> on stream(), with programmatic stream serialization
-/// when `pdl` (the kernel may then start before the one before it ends; see above).
+/// when `pdl` (the kernel may then start before the one before it ends; see above), in
+/// clusters of `cluster` consecutive CTAs when it is above 1 (sm_90: they share distributed
+/// shared memory; grid must be a multiple of it).
 template <class... Params, class... Args>
-void launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem, bool pdl,
-                   Args&&... args) {
+void launch_kernel_clustered(void (*kernel)(Params...), unsigned grid, unsigned block,
+                             size_t smem, bool pdl, unsigned cluster, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
   cfg.blockDim = dim3(block);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream();
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n++].val.clusterDim = {cluster, 1, 1};
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = n;
   LRQ_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+template <class... Params, class... Args>
+void launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem, bool pdl,
+                   Args&&... args) {
+  launch_kernel_clustered(kernel, grid, block, smem, pdl, 1u, std::forward<Args>(args)...);
 }
 #endif
 

@@ -63,10 +63,18 @@ void set_packed_gemv_variant(int rows, int unroll);
 /// low-rank terms at 2 and 4 bits, where the CUDA-core kernel above overlaps the terms' kernel
 /// better; Always; Off.
 enum class MmaUse { Off, Auto, Always };
-/// The tensor-core kernel's use, its 16-row tiles per CTA (1 or 2; default 2 from 8192 rows)
-/// and steps in flight per warp (1, 2 or 4; default 1). Benchmarks compare; the GPU tests run
-/// both kernels.
-void set_packed_gemv_mma(MmaUse use, int tiles = 0, int depth = 0);
+/// How the tensor-core kernel runs; 0 keeps a field's default. Benchmarks compare; the GPU
+/// tests run each setting's code path against the CPU.
+struct MmaConfig {
+  MmaUse use = MmaUse::Auto;
+  int tiles = 0;  // 16-row tiles per CTA: 1, 2 or 4 (default 2 from 8192 rows)
+  int depth = 0;  // steps of codes in flight per warp: 1, 2 or 4 (default 2 from 8192 columns)
+  // A cluster of 2 or 4 CTAs splitting one tile's 128-column steps (one tile per CTA; at most
+  // one CTA per step), or sharing the layout of x among 2 or 4 CTAs of different rows (one
+  // token, 1 or 2 tiles). Default 1: neither.
+  int split = 0, share = 0;
+};
+void set_packed_gemv_mma(const MmaConfig& config);
 /// How many multiplications the tensor-core kernel has done (tests check the dispatch).
 int64_t packed_gemv_mma_calls();
 

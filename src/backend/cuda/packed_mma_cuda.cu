@@ -27,7 +27,11 @@
 // read before griddepcontrol.wait) and no global loads besides the codes in the loop. Where it
 // stands: bench/RESULTS.md and bench/NOTES.md (H100, bench/decode_gpu.sh and
 // bench/profile_decode_gpu.sh).
+#include <cooperative_groups.h>
+
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "backend/cuda/cuda_common.h"
@@ -44,9 +48,12 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kStep = 128;  // values per step: four chunks
 constexpr int kMmas = 8;    // m16n8k16 per step (k = 16 each)
 
+// set_packed_gemv_mma's choices; 0 = the default.
 MmaUse g_use = MmaUse::Auto;
-int g_tiles = 0;  // 16-row tiles per CTA; 0 = default
-int g_depth = 0;  // steps in flight per warp; 0 = default
+int g_tiles = 0;  // 16-row tiles per CTA
+int g_depth = 0;  // steps in flight per warp
+int g_split = 0;  // CTAs (one cluster) splitting a tile's steps
+int g_share = 0;  // CTAs (one cluster) sharing x's layout
 int64_t g_calls = 0;
 
 // Register j (0..15) of a decoded chunk holds values (first, first + gap) of the chunk in its
@@ -130,11 +137,16 @@ __device__ __forceinline__ void mma_step_all(float (&d)[R][4], const uint32_t (&
   (mma_step<B, R, M>(d, cur, bq), ...);
 }
 
-// One lane's chunk of codes -> its 16-byte slot in shared memory, asynchronously. Codes are
-// read once: the 16-byte copies bypass L1; the 3-bit chunk (12 bytes, 4-byte aligned) goes as
-// three words.
+// A lane's slot for one chunk of codes in the ring: 8 bytes at 2 bits, so the ring costs half
+// the shared memory there and deeper prefetch still fits; 16 at 3 bits (12 used: three 4-byte
+// reads instead of one would cost more than the padding) and 4.
 template <int B>
-__device__ __forceinline__ void copy_codes(uint4* slot, const uint8_t* src) {
+using Slot = std::conditional_t<B == 2, uint2, uint4>;
+
+// One lane's chunk of codes -> its slot in shared memory, asynchronously. Codes are read once:
+// the 16-byte copies bypass L1; the 3-bit chunk (12 bytes, 4-byte aligned) goes as three words.
+template <int B>
+__device__ __forceinline__ void copy_codes(Slot<B>* slot, const uint8_t* src) {
   const unsigned dst = unsigned(__cvta_generic_to_shared(slot));
   if constexpr (B == 4) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
@@ -148,9 +160,9 @@ __device__ __forceinline__ void copy_codes(uint4* slot, const uint8_t* src) {
   }
 }
 template <int B>
-__device__ __forceinline__ void read_codes(const uint4* slot, uint32_t (&w)[4]) {
+__device__ __forceinline__ void read_codes(const Slot<B>* slot, uint32_t (&w)[4]) {
   if constexpr (B == 2) {
-    const uint2 v = *reinterpret_cast<const uint2*>(slot);
+    const uint2 v = *slot;
     w[0] = v.x;
     w[1] = v.y;
     w[2] = w[3] = 0;
@@ -171,48 +183,74 @@ struct MmaParams {
   float* y;
   int64_t rows, row_bytes;
   int cols, nsteps, ngroups, steps_per_group, T;
+  int cluster;  // CTAs per cluster (1: none); what they share depends on the kernel's Mode
   bool accumulate;
   int n_terms;  // with terms the kernel before computes h = R x: x may be read before pdl_wait
   GemvTerm terms[kPackedMaxTerms];
 };
 
 // Shared memory of one CTA: the code ring, x's fragments and its per-step sums.
-constexpr size_t ring_bytes(int R, int D) { return size_t(D + 1) * R * 2 * kThreads * sizeof(uint4); }
+constexpr size_t slot_bytes(int B) { return B == 2 ? sizeof(uint2) : sizeof(uint4); }
+constexpr size_t ring_bytes(int B, int R, int D) {
+  return size_t(D + 1) * R * 2 * kThreads * slot_bytes(B);  // a multiple of 16
+}
 constexpr size_t frag_bytes(int TT, int nsteps) {
   return size_t(nsteps) * 4 * (3 * TT) * 4 * sizeof(uint4) + size_t(nsteps) * TT * sizeof(float);
 }
 constexpr size_t scale_bytes(int R, int nsteps) { return size_t(nsteps) * 16 * R * sizeof(uint32_t); }
-constexpr size_t dynamic_smem(int R, int D, int TT, int nsteps) {
-  return ring_bytes(R, D) + frag_bytes(TT, nsteps) + scale_bytes(R, nsteps);
+constexpr size_t dynamic_smem(int B, int R, int D, int TT, int nsteps) {
+  return ring_bytes(B, R, D) + frag_bytes(TT, nsteps) + scale_bytes(R, nsteps);
 }
+
+// How the CTAs of a cluster (sm_90) cooperate. Only the clustered instances pay their
+// registers and barriers.
+enum Mode : int {
+  kAlone = 0,  // no cluster
+  // The cluster's C CTAs own one set of R tiles, CTA k the k-th contiguous share of the steps:
+  // its x layout and shared memory shrink with it (more CTAs per SM at 4096 rows), and it adds
+  // its partial sums into CTA 0's through distributed shared memory, in rank order, so the
+  // result does not depend on scheduling.
+  kSplitK = 1,
+  // The cluster's C CTAs own C different tile sets with the same x: each lays out 1/C of x's
+  // steps and writes them into every CTA's shared memory, so the layout's arithmetic (a
+  // quarter of a CTA's instructions at 4096 rows, bench/NOTES.md) is done once per cluster.
+  kShareX = 2,
+};
 
 // A CTA of 8 warps owns R 16-row tiles. First every warp lays out x's parts for steps w,
 // w + 8, ... (one warp per step: lane (tq, M) writes MMA M's fragment of chunk tq for each of
 // the 3 TT columns, and the warp sums the step's x), while the first D steps of codes are in
 // flight. Then warp w takes steps w, w + 8, ... of every tile: four fragment loads and the
-// step's sums, shared by the R tiles, and per tile the decode and 8 MMAs.
-template <int B, int F, int TT, int R, int D>
+// step's sums, shared by the R tiles, and per tile the decode and 8 MMAs. MODE: see Mode.
+template <int B, int F, int TT, int R, int D, int MODE>
 __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaParams p) {
   constexpr int kCols = 3 * TT;  // MMA columns in use: three parts per token
   __shared__ float red[kWarps][16 * R][TT];
   extern __shared__ uint4 smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  // The CTA's steps: [s_begin, s_begin + nsteps). A 1-D cluster's ranks are consecutive CTAs.
+  constexpr bool kSplit = MODE == kSplitK, kShare = MODE == kShareX;
+  const int rank = MODE != kAlone ? int(blockIdx.x) % p.cluster : 0;
+  const int s_begin = kSplit ? int(int64_t(p.nsteps) * rank / p.cluster) : 0;
+  const int nsteps =
+      kSplit ? int(int64_t(p.nsteps) * (rank + 1) / p.cluster) - s_begin : p.nsteps;
+  const int64_t row0 = int64_t(kSplit ? blockIdx.x / p.cluster : blockIdx.x) * 16 * R;
   // Codes stream through a ring of D + 1 per-lane slots filled by cp.async, so D steps per warp
   // are in flight without holding registers (a register ring of the same depth cost occupancy:
   // bench/NOTES.md). Each lane reads back only what it copied itself, so waiting on its own copy
   // groups is enough.
-  uint4* ring = smem;                          // [D + 1][R][2][kThreads]
-  uint4* frag = smem + (D + 1) * R * 2 * kThreads;  // [nsteps][4 MMA pairs][kCols][4 lanes t]
-  float* sxs = reinterpret_cast<float*>(frag + p.nsteps * 4 * kCols * 4);  // [nsteps][TT]
+  Slot<B>* ring = reinterpret_cast<Slot<B>*>(smem);  // [D + 1][R][2][kThreads]
+  uint4* frag = smem + ring_bytes(B, R, D) / sizeof(uint4);  // [nsteps][4 MMA pairs][kCols][4 t]
+  float* sxs = reinterpret_cast<float*>(frag + nsteps * 4 * kCols * 4);  // [nsteps][TT]
   // Per step, the scale and offset of each CTA row as fp16 | fp16 << 16, [nsteps][g][R][h]:
   // staged once, so the loop reads them from shared memory without a division for the group.
-  uint32_t* scl = reinterpret_cast<uint32_t*>(sxs + p.nsteps * TT);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int64_t row0 = int64_t(blockIdx.x) * 16 * R;
+  uint32_t* scl = reinterpret_cast<uint32_t*>(sxs + nsteps * TT);
   constexpr int kChunkBytes = 4 * B, kStepBytes = 4 * kChunkBytes;
   // Codes of (tile r, half h) at cbase + roff[r][h], cbase advancing one warp step per issue.
   // Tail rows past the last are not stored: they read the last row.
   const int64_t first = min(row0 + g, p.rows - 1);
-  const uint8_t* cbase = p.codes + first * p.row_bytes + t * kChunkBytes + warp * kStepBytes;
+  const uint8_t* cbase =
+      p.codes + first * p.row_bytes + t * kChunkBytes + (s_begin + warp) * kStepBytes;
   uint32_t roff[R][2];
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -236,31 +274,42 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
   pdl_release_dependents();
 #pragma unroll
   for (int k = 0; k < D; ++k) {
-    if (warp + kWarps * k < p.nsteps) issue_step(k);
+    if (warp + kWarps * k < nsteps) issue_step(k);
     cp_async_commit();
   }
-  // Consecutive threads read consecutive groups of one row.
-  for (int e = threadIdx.x; e < p.nsteps * 16 * R; e += kThreads) {
-    const int rr = e / p.nsteps, st = e - rr * p.nsteps;
-    const int64_t idx = min(row0 + rr, p.rows - 1) * p.ngroups + st / p.steps_per_group;
-    scl[((st * 8 + (rr & 7)) * R + (rr >> 4)) * 2 + ((rr >> 3) & 1)] =
-        uint32_t(__ldg(p.scales + idx)) | (F == 0 ? uint32_t(__ldg(p.offsets + idx)) << 16 : 0u);
+  // A warp per row, consecutive lanes reading consecutive groups (no division by a runtime
+  // count in the loop: g128, the common case, has one step per group).
+  for (int rr = warp; rr < 16 * R; rr += kWarps) {
+    const int64_t rbase = min(row0 + rr, p.rows - 1) * p.ngroups;
+    uint32_t* dst = scl + ((rr & 7) * R + (rr >> 4)) * 2 + ((rr >> 3) & 1);
+    for (int st = lane; st < nsteps; st += 32) {
+      const int s = s_begin + st;
+      const int64_t idx = rbase + (p.steps_per_group == 1 ? s : s / p.steps_per_group);
+      dst[st * 8 * R * 2] = uint32_t(__ldg(p.scales + idx)) |
+                            (F == 0 ? uint32_t(__ldg(p.offsets + idx)) << 16 : 0u);
+    }
   }
   if (p.n_terms == 0) pdl_wait();
+  // Writes into the other CTAs' shared memory may start once they all run.
+  if constexpr (kShare) cooperative_groups::this_cluster().sync();
 
   {  // x's three parts (hi + mid + lo == x exactly) in fragment order, and its sums
     const int M = lane & 7, tq = lane >> 3;
     const int o0 = 32 * tq + pair_first<B>(2 * M), o1 = 32 * tq + pair_first<B>(2 * M + 1);
+    // Shared layout: the cluster's 8 C warps take the steps in turn.
+    const int writers = kShare ? p.cluster : 1;
+    const int stride = kWarps * writers;
     // The loads of kPrepSteps steps first: one L2 round trip for several steps.
     constexpr int kPrepSteps = 4;
-    for (int st0 = warp; st0 < p.nsteps; st0 += kWarps * kPrepSteps) {
+    const int worker = (kShare ? rank * kWarps : 0) + warp;
+    for (int st0 = worker; st0 < nsteps; st0 += stride * kPrepSteps) {
       float v[kPrepSteps][TT][4];
 #pragma unroll
       for (int b = 0; b < kPrepSteps; ++b) {
-        const int st = min(st0 + kWarps * b, p.nsteps - 1);
+        const int st = min(st0 + stride * b, nsteps - 1);
 #pragma unroll
         for (int tok = 0; tok < TT; ++tok) {
-          const float* xs = p.x + (int64_t(tok) * p.cols + st * kStep);
+          const float* xs = p.x + (int64_t(tok) * p.cols + (s_begin + st) * kStep);
           v[b][tok][0] = __ldg(xs + o0);
           v[b][tok][1] = __ldg(xs + o0 + kPairGap<B>);
           v[b][tok][2] = __ldg(xs + o1);
@@ -269,8 +318,8 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
       }
 #pragma unroll
       for (int b = 0; b < kPrepSteps; ++b) {
-        const int st = st0 + kWarps * b;
-        if (st >= p.nsteps) break;
+        const int st = st0 + stride * b;
+        if (st >= nsteps) break;
 #pragma unroll
         for (int tok = 0; tok < TT; ++tok) {
           float* u = v[b][tok];
@@ -278,10 +327,11 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
           uint2* dst =
               reinterpret_cast<uint2*>(frag + ((st * 4 + M / 2) * kCols + 3 * tok) * 4 + tq) +
               (M & 1);
+          uint2 part_v[3];
 #pragma unroll
           for (int part = 0; part < 3; ++part) {
             const uint32_t lo = pack_bf16x2(u[0], u[1]), hi = pack_bf16x2(u[2], u[3]);
-            dst[part * 8] = make_uint2(lo, hi);  // column 3 tok + part: 4 uint4 = 8 uint2 on
+            part_v[part] = make_uint2(lo, hi);
             u[0] -= __uint_as_float(lo << 16);  // exact
             u[1] -= __uint_as_float(lo & 0xFFFF0000u);
             u[2] -= __uint_as_float(hi << 16);
@@ -289,12 +339,29 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
           }
 #pragma unroll
           for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-          if (lane == 0) sxs[st * TT + tok] = sum;
+          for (int q = 0; q < writers; ++q) {
+            uint2* d = dst;
+            float* ds = sxs + st * TT + tok;
+            if constexpr (kShare) {
+              if (q != rank) {
+                d = cooperative_groups::this_cluster().map_shared_rank(dst, q);
+                ds = cooperative_groups::this_cluster().map_shared_rank(ds, q);
+              }
+            }
+#pragma unroll
+            for (int part = 0; part < 3; ++part)
+              d[part * 8] = part_v[part];  // column 3 tok + part: 4 uint4 = 8 uint2 on
+            if (lane == 0) *ds = sum;
+          }
         }
       }
     }
   }
-  __syncthreads();
+  // The layout is complete (in every CTA of a sharing cluster).
+  if constexpr (kShare)
+    cooperative_groups::this_cluster().sync();
+  else
+    __syncthreads();
 
   // Accumulator columns 2t and 2t+1 belong to token (column / 3); the offset term of a token is
   // added once, by the lane holding its first column.
@@ -317,18 +384,18 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
 #pragma unroll
       for (int tok = 0; tok < TT; ++tok) acc[r][h][tok] = 0.f;
 
-  for (int base = warp; base < p.nsteps; base += kWarps * (D + 1)) {
+  for (int base = warp; base < nsteps; base += kWarps * (D + 1)) {
 #pragma unroll
     for (int u = 0; u <= D; ++u) {
       const int s = base + kWarps * u;
-      if (s >= p.nsteps) break;
+      if (s >= nsteps) break;
       cp_async_wait<D - 1>();  // this step's group (the oldest of D) has landed
       uint32_t cur[R][2][4];
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) read_codes<B>(slot_ptr(u, r, h), cur[r][h]);
-      if (s + kWarps * D < p.nsteps) issue_step((u + D) % (D + 1));
+      if (s + kWarps * D < nsteps) issue_step((u + D) % (D + 1));
       cp_async_commit();  // possibly empty: keeps one group per step
       uint4 bq[4];
 #pragma unroll
@@ -373,7 +440,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
         v += __shfl_xor_sync(0xffffffffu, v, 2);
         if (t == 0) red[warp][16 * r + 8 * h + g][tok] = v;
       }
-  if (p.n_terms > 0) {
+  if (p.n_terms > 0 && (!kSplit || rank == 0)) {
     pdl_wait();  // the h of the terms come from the kernel this one may overlap (h = R x)
     // Low-rank terms: warp w adds L[row, :] h for rows w, w + 8, ... into its own partials.
     __syncwarp();
@@ -398,18 +465,35 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
     }
   }
   __syncthreads();
-  store_row_sums(red, p.y, p.rows, row0, p.T, p.accumulate);
+  if constexpr (kSplit) {
+    namespace cg = cooperative_groups;
+    const cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();  // every CTA's partial sums are complete and visible to the cluster
+    if (rank == 0 && threadIdx.x < 16 * R * TT) {
+      // store_row_sums's thread -> (row, token) map: it then adds warps 1.. of this CTA.
+      float* own = &red[0][0][0] + threadIdx.x;
+      float v = *own;
+      for (int q = 1; q < p.cluster; ++q) {
+        const float* other = cluster.map_shared_rank(&red[0][0][0], q) + threadIdx.x;
+#pragma unroll
+        for (int k = 0; k < kWarps; ++k) v += other[k * 16 * R * TT];
+      }
+      *own = v;
+    }
+    cluster.sync();  // CTA 0 has read the others' shared memory: they may exit
+  }
+  if (!kSplit || rank == 0) store_row_sums(red, p.y, p.rows, row0, p.T, p.accumulate);
 }
 
 // Tiles per CTA and steps in flight for a weight, unless set_packed_gemv_mma fixed them. Two
 // or four tiles share each step's fragment loads; they pay once there are enough rows to keep
 // the GPU full (bench/RESULTS.md, "mma N tiles" rows).
-int tiles_for(int64_t rows) { return g_tiles ? g_tiles : rows >= 8192 ? 2 : 1; }
+int default_tiles(int64_t rows) { return rows >= 8192 ? 2 : 1; }
 // Wide rows (11008 columns: 86 steps, 11 per warp) hide more latency with two steps in flight
 // (4096x11008 w4: 14.8 against 16.3 us); 32 steps per row do better with one (11008x4096 w4:
 // 12.5 against 16.1 us, the larger ring costing a CTA per SM). bench_decode_gpu's "(mma depth
 // N)" rows.
-int depth_for(int64_t cols) { return g_depth ? g_depth : cols >= 8192 ? 2 : 1; }
+int default_depth(int64_t cols) { return cols >= 8192 ? 2 : 1; }
 // Early launch behind the kernel before pays on the 7B MLP shapes (45 M weights: 12.5 against
 // 15.1 us at w4 11008x4096, bench_decode_gpu's "(no PDL)" rows) and cost at 4096x4096 (17 M:
 // 11.2 against 8.3 us in an intermediate build that launched every shape early; bench/NOTES.md,
@@ -418,9 +502,49 @@ bool early_launch(const PackedView& w, int n_terms) {
   return n_terms > 0 || w.rows * w.cols >= (int64_t(32) << 20);
 }
 
-size_t smem_for(int R, int D, int TT, int64_t cols) {
-  return dynamic_smem(R, D, TT, int(cols / kStep)) +
-         size_t(kWarps) * 16 * R * TT * sizeof(float);  // + the static reduction array
+// How one product runs: the one place that decides, for packed_gemv_mma_takes (does it fit in
+// shared memory) and the launch. Clusters (split or shared layout) only where
+// set_packed_gemv_mma asks for them until the bench shows where they pay ("(mma split N)",
+// "(mma share N)" rows).
+struct Plan {
+  int tiles, depth;  // R, D
+  Mode mode;
+  int cluster;  // CTAs per cluster
+  int steps;    // steps of x laid out per CTA
+  unsigned grid;
+};
+Plan plan_for(const PackedView& w, int T) {
+  Plan pl;
+  const int nsteps = int(w.cols / kStep);
+  pl.depth = g_depth ? g_depth : default_depth(w.cols);
+  pl.tiles = g_tiles ? g_tiles : default_tiles(w.rows);
+  pl.mode = kAlone;
+  pl.cluster = 1;
+  const int split = std::min(g_split, nsteps);  // at least one step per CTA
+  if (split > 1) {
+    pl.mode = kSplitK;
+    pl.cluster = split;
+    pl.tiles = 1;  // the only split instances
+  } else if (g_share > 1 && T == 1) {
+    pl.tiles = std::min(pl.tiles, 2);  // the only sharing instances: one token, 1 or 2 tiles
+    const int64_t ctas = (w.rows + 16 * pl.tiles - 1) / (16 * pl.tiles);
+    pl.cluster = int(std::min<int64_t>(g_share, ctas));
+    if (pl.cluster > 1) pl.mode = kShareX;
+  }
+  pl.steps = (nsteps + (pl.mode == kSplitK ? pl.cluster : 1) - 1) /
+             (pl.mode == kSplitK ? pl.cluster : 1);
+  const int64_t ctas = (w.rows + 16 * pl.tiles - 1) / (16 * pl.tiles);
+  // Split: C CTAs per tile set; shared layout: whole clusters (the extra CTAs' rows are past
+  // the last and are not stored).
+  pl.grid = unsigned(pl.mode == kSplitK   ? ctas * pl.cluster
+                     : pl.mode == kShareX ? (ctas + pl.cluster - 1) / pl.cluster * pl.cluster
+                                          : ctas);
+  return pl;
+}
+
+size_t smem_for(int B, const Plan& pl, int TT) {
+  return dynamic_smem(B, pl.tiles, pl.depth, TT, pl.steps) +
+         size_t(kWarps) * 16 * pl.tiles * TT * sizeof(float);  // + the static reduction array
 }
 
 size_t smem_limit() {
@@ -433,83 +557,116 @@ size_t smem_limit() {
   return limit;
 }
 
-template <int B, int F, int TT, int R, int D>
-void run(const PackedView& w, const float* x, float* y, int T, bool accumulate,
-         const GemvTerm* terms, int n_terms, bool pdl) {
+// One product's arguments, passed down the dispatch below; with `query` set nothing is
+// launched and the launch is described there instead.
+struct Call {
+  const float* x;
+  float* y;
+  int T;
+  bool accumulate;
+  const GemvTerm* terms;
+  int n_terms;
+  bool pdl;
+  MmaLaunch* query;
+};
+
+template <int B, int F, int TT, int R, int D, int MODE>
+void run(const PackedView& w, const Plan& pl, const Call& c) {
+  auto kernel = packed_gemv_mma_kernel<B, F, TT, R, D, MODE>;
+  const size_t smem = dynamic_smem(B, R, D, TT, pl.steps);
+  static size_t sized = 48 << 10;  // per instantiation: the opt-in so far
+  if (smem > sized) {
+    allow_smem(kernel, smem);
+    sized = smem;
+  }
+  if (c.query) {
+    MmaLaunch& q = *c.query;
+    q.tiles = R;
+    q.depth = D;
+    q.mode = MODE;
+    q.cluster = pl.cluster;
+    q.grid = pl.grid;
+    q.smem = smem + sizeof(float) * kWarps * 16 * R * TT;
+    LRQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&q.ctas_per_sm, kernel, kThreads,
+                                                                 smem));
+    return;
+  }
   MmaParams p = {};
   p.codes = w.codes;
   p.scales = w.scales;
   p.offsets = w.offsets;
-  p.x = x;
-  p.y = y;
+  p.x = c.x;
+  p.y = c.y;
   p.rows = w.rows;
   p.row_bytes = w.cols / 32 * 4 * B;
   p.cols = int(w.cols);
   p.nsteps = int(w.cols / kStep);
   p.ngroups = int(w.cols / w.group);
   p.steps_per_group = int(w.group / kStep);
-  p.T = T;
-  p.accumulate = accumulate;
-  p.n_terms = n_terms;
-  for (int k = 0; k < n_terms; ++k) p.terms[k] = terms[k];
-  auto kernel = packed_gemv_mma_kernel<B, F, TT, R, D>;
-  const size_t smem = dynamic_smem(R, D, TT, p.nsteps);
-  static size_t sized = 48 << 10;  // per instantiation: the opt-in so far
-  if (smem > sized) {
-    allow_smem(kernel, smem);
-    sized = smem;
-  }
+  p.T = c.T;
+  p.cluster = pl.cluster;
+  p.accumulate = c.accumulate;
+  p.n_terms = c.n_terms;
+  for (int k = 0; k < c.n_terms; ++k) p.terms[k] = c.terms[k];
   // Overlaps the kernel before (see the kernel's pdl_wait): with terms that is the one
   // computing h, which only reads x.
-  launch_kernel(kernel, unsigned((w.rows + 16 * R - 1) / (16 * R)), kThreads, smem,
-                pdl && early_launch(w, n_terms), p);
+  launch_kernel_clustered(kernel, pl.grid, kThreads, smem, c.pdl && early_launch(w, c.n_terms),
+                          unsigned(MODE == kAlone ? 1 : pl.cluster), p);
 }
 
-template <int B, int F, int TT, int R>
-void run_depth(const PackedView& w, const float* x, float* y, int T, bool accumulate,
-               const GemvTerm* terms, int n_terms, bool pdl) {
-  switch (depth_for(w.cols)) {
-    case 1: run<B, F, TT, R, 1>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
-    case 2: run<B, F, TT, R, 2>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
-    default: run<B, F, TT, R, 4>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
+template <int B, int F, int TT, int R, int MODE>
+void run_depth(const PackedView& w, const Plan& pl, const Call& c) {
+  switch (pl.depth) {
+    case 1: return run<B, F, TT, R, 1, MODE>(w, pl, c);
+    case 2: return run<B, F, TT, R, 2, MODE>(w, pl, c);
+    default: return run<B, F, TT, R, 4, MODE>(w, pl, c);
   }
 }
 
 template <int B, int F, int TT>
-void run_tiles(const PackedView& w, const float* x, float* y, int T, bool accumulate,
-               const GemvTerm* terms, int n_terms, bool pdl) {
-  switch (tiles_for(w.rows)) {
-    case 1: run_depth<B, F, TT, 1>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
-    case 2: run_depth<B, F, TT, 2>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
-    default: run_depth<B, F, TT, 4>(w, x, y, T, accumulate, terms, n_terms, pdl); break;
+void run_tiles(const PackedView& w, const Plan& pl, const Call& c) {
+  if (pl.mode == kSplitK) return run_depth<B, F, TT, 1, kSplitK>(w, pl, c);
+  if constexpr (TT == 1) {
+    if (pl.mode == kShareX)
+      return pl.tiles == 1 ? run_depth<B, F, TT, 1, kShareX>(w, pl, c)
+                           : run_depth<B, F, TT, 2, kShareX>(w, pl, c);
+  }
+  switch (pl.tiles) {
+    case 1: return run_depth<B, F, TT, 1, kAlone>(w, pl, c);
+    case 2: return run_depth<B, F, TT, 2, kAlone>(w, pl, c);
+    default: return run_depth<B, F, TT, 4, kAlone>(w, pl, c);
   }
 }
 
 template <int B, int F>
-void run_tokens(const PackedView& w, const float* x, float* y, int T, bool accumulate,
-                const GemvTerm* terms, int n_terms, bool pdl) {
-  if (T == 1)
-    run_tiles<B, F, 1>(w, x, y, T, accumulate, terms, n_terms, pdl);
-  else
-    run_tiles<B, F, 2>(w, x, y, T, accumulate, terms, n_terms, pdl);
+void run_tokens(const PackedView& w, const Plan& pl, const Call& c) {
+  if (c.T == 1) return run_tiles<B, F, 1>(w, pl, c);
+  run_tiles<B, F, 2>(w, pl, c);
 }
 
 template <int B>
-void run_format(const PackedView& w, const float* x, float* y, int T, bool accumulate,
-                const GemvTerm* terms, int n_terms, bool pdl) {
-  if (w.format == 0)
-    run_tokens<B, 0>(w, x, y, T, accumulate, terms, n_terms, pdl);
-  else
-    run_tokens<B, 1>(w, x, y, T, accumulate, terms, n_terms, pdl);
+void run_format(const PackedView& w, const Plan& pl, const Call& c) {
+  if (w.format == 0) return run_tokens<B, 0>(w, pl, c);
+  run_tokens<B, 1>(w, pl, c);
+}
+
+void dispatch(const PackedView& w, const Call& c) {
+  const Plan pl = plan_for(w, c.T);
+  switch (w.bits) {
+    case 2: return run_format<2>(w, pl, c);
+    case 3: return run_format<3>(w, pl, c);
+    default: return run_format<4>(w, pl, c);
+  }
 }
 
 }  // namespace
 
 bool packed_gemv_mma_takes(const PackedView& w, int64_t T, int n_terms) {
-  const bool fits = T >= 1 && T <= 2 && (w.bits == 2 || w.bits == 3 || w.bits == 4) &&
-                    (w.format == 0 || w.format == 1) && w.cols % kStep == 0 &&
-                    w.group % kStep == 0 && reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 &&
-                    smem_for(tiles_for(w.rows), depth_for(w.cols), int(T), w.cols) <= smem_limit();
+  const bool fits =
+      T >= 1 && T <= 2 && (w.bits == 2 || w.bits == 3 || w.bits == 4) &&
+      (w.format == 0 || w.format == 1) && w.cols % kStep == 0 && w.group % kStep == 0 &&
+      reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 &&
+      smem_for(int(w.bits), plan_for(w, int(T)), int(T)) <= smem_limit();
   // With a low-rank branch the CUDA-core kernel overlaps the h = R x kernel better (1-3 us less
   // at 2 and 4 bits: bench_decode_gpu's "(mma with +lr)" rows); at 3 bits its decode is slow
   // enough that this kernel wins anyway.
@@ -523,23 +680,30 @@ bool packed_gemv_mma_takes(const PackedView& w, int64_t T, int n_terms) {
 void packed_gemv_mma(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate,
                      const GemvTerm* terms, int n_terms, bool pdl) {
   ++g_calls;
-  switch (w.bits) {
-    case 2: run_format<2>(w, x, y, int(T), accumulate, terms, n_terms, pdl); break;
-    case 3: run_format<3>(w, x, y, int(T), accumulate, terms, n_terms, pdl); break;
-    default: run_format<4>(w, x, y, int(T), accumulate, terms, n_terms, pdl); break;
-  }
+  dispatch(w, Call{x, y, int(T), accumulate, terms, n_terms, pdl, nullptr});
+}
+
+MmaLaunch packed_gemv_mma_launch(const PackedView& w, int64_t T, int n_terms) {
+  MmaLaunch q;
+  if (!packed_gemv_mma_takes(w, T, n_terms)) return q;
+  dispatch(w, Call{nullptr, nullptr, int(T), false, nullptr, 0, false, &q});
+  return q;
 }
 
 int64_t packed_gemv_mma_calls() { return g_calls; }
 
-void set_packed_gemv_mma(MmaUse use, int tiles, int depth) {
-  if ((tiles != 0 && tiles != 1 && tiles != 2 && tiles != 4) ||
-      (depth != 0 && depth != 1 && depth != 2 && depth != 4))
+void set_packed_gemv_mma(const MmaConfig& c) {
+  auto one_of = [](int v) { return v == 0 || v == 1 || v == 2 || v == 4; };
+  if (!one_of(c.tiles) || !one_of(c.depth) || !one_of(c.split) || !one_of(c.share) ||
+      (c.split > 1 && c.share > 1))
     bad_args("set_packed_gemv_mma",
-             "tiles per CTA 1, 2 or 4, steps in flight 1, 2 or 4 (0: default)");
-  g_use = use;
-  g_tiles = tiles;
-  g_depth = depth;
+             "tiles per CTA, steps in flight, split and shared-layout clusters must be 1, 2 or 4 "
+             "(0: default), and split and share not both above 1");
+  g_use = c.use;
+  g_tiles = c.tiles;
+  g_depth = c.depth;
+  g_split = c.split;
+  g_share = c.share;
 }
 
 }  // namespace lrq::cuda

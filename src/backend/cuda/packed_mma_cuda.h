@@ -17,6 +17,18 @@ bool packed_gemv_mma_takes(const PackedView& w, int64_t T, int n_terms);
 void packed_gemv_mma(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate,
                      const GemvTerm* terms, int n_terms, bool pdl);
 
+/// What packed_gemv_mma launches for `w` and T tokens under the current set_packed_gemv_mma
+/// settings (grid 0: the CUDA-core kernel runs instead), with how many of its CTAs fit on one
+/// SM (the occupancy calculator): benchmarks print it next to the times, since whether the grid
+/// fits in one wave decided most of the variants' differences.
+struct MmaLaunch {
+  int tiles = 0, depth = 0, mode = 0, cluster = 1;  // mode 0 alone, 1 split, 2 shared layout
+  unsigned grid = 0;
+  size_t smem = 0;  // per CTA, dynamic and static
+  int ctas_per_sm = 0;
+};
+MmaLaunch packed_gemv_mma_launch(const PackedView& w, int64_t T, int n_terms);
+
 #if defined(__CUDACC__)
 /// The decode kernels' last step: y[t, row0 + r] (+)= sum over warps of red[w][r][t], one
 /// thread per (r, t) of the CTA's ROWS x TT outputs; rows past `rows` and tokens past T are
