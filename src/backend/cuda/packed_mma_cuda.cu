@@ -140,8 +140,9 @@ __device__ __forceinline__ void mma_step_all(float (&d)[R][4], const uint32_t (&
 // A lane's slot for one chunk of codes in the ring: 8 bytes at 2 bits, so the ring costs half
 // the shared memory there and deeper prefetch still fits; 16 at 3 bits (12 used: three 4-byte
 // reads instead of one would cost more than the padding) and 4.
+constexpr size_t slot_bytes(int B) { return B == 2 ? 8 : 16; }
 template <int B>
-using Slot = std::conditional_t<B == 2, uint2, uint4>;
+using Slot = std::conditional_t<slot_bytes(B) == 8, uint2, uint4>;
 
 // One lane's chunk of codes -> its slot in shared memory, asynchronously. Codes are read once:
 // the 16-byte copies bypass L1; the 3-bit chunk (12 bytes, 4-byte aligned) goes as three words.
@@ -190,7 +191,6 @@ struct MmaParams {
 };
 
 // Shared memory of one CTA: the code ring, x's fragments and its per-step sums.
-constexpr size_t slot_bytes(int B) { return B == 2 ? sizeof(uint2) : sizeof(uint4); }
 constexpr size_t ring_bytes(int B, int R, int D) {
   return size_t(D + 1) * R * 2 * kThreads * slot_bytes(B);  // a multiple of 16
 }
@@ -296,8 +296,14 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
   {  // x's three parts (hi + mid + lo == x exactly) in fragment order, and its sums
     const int M = lane & 7, tq = lane >> 3;
     const int o0 = 32 * tq + pair_first<B>(2 * M), o1 = 32 * tq + pair_first<B>(2 * M + 1);
-    // Shared layout: the cluster's 8 C warps take the steps in turn.
+    // Shared layout: the cluster's 8 C warps take the steps in turn, and each step goes to
+    // every CTA of the cluster (CTA q's copy of a shared-memory address: in_cta).
     const int writers = kShare ? p.cluster : 1;
+    auto in_cta = [&](auto* ptr, int q) {
+      if constexpr (kShare)
+        if (q != rank) return cooperative_groups::this_cluster().map_shared_rank(ptr, q);
+      return ptr;
+    };
     const int stride = kWarps * writers;
     // The loads of kPrepSteps steps first: one L2 round trip for several steps.
     constexpr int kPrepSteps = 4;
@@ -340,18 +346,11 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
 #pragma unroll
           for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
           for (int q = 0; q < writers; ++q) {
-            uint2* d = dst;
-            float* ds = sxs + st * TT + tok;
-            if constexpr (kShare) {
-              if (q != rank) {
-                d = cooperative_groups::this_cluster().map_shared_rank(dst, q);
-                ds = cooperative_groups::this_cluster().map_shared_rank(ds, q);
-              }
-            }
+            uint2* d = in_cta(dst, q);
 #pragma unroll
             for (int part = 0; part < 3; ++part)
               d[part * 8] = part_v[part];  // column 3 tok + part: 4 uint4 = 8 uint2 on
-            if (lane == 0) *ds = sum;
+            if (lane == 0) *in_cta(sxs + st * TT + tok, q) = sum;
           }
         }
       }
@@ -520,6 +519,7 @@ Plan plan_for(const PackedView& w, int T) {
   pl.tiles = g_tiles ? g_tiles : default_tiles(w.rows);
   pl.mode = kAlone;
   pl.cluster = 1;
+  auto tile_sets = [&] { return (w.rows + 16 * pl.tiles - 1) / (16 * pl.tiles); };
   const int split = std::min(g_split, nsteps);  // at least one step per CTA
   if (split > 1) {
     pl.mode = kSplitK;
@@ -527,18 +527,17 @@ Plan plan_for(const PackedView& w, int T) {
     pl.tiles = 1;  // the only split instances
   } else if (g_share > 1 && T == 1) {
     pl.tiles = std::min(pl.tiles, 2);  // the only sharing instances: one token, 1 or 2 tiles
-    const int64_t ctas = (w.rows + 16 * pl.tiles - 1) / (16 * pl.tiles);
-    pl.cluster = int(std::min<int64_t>(g_share, ctas));
+    pl.cluster = int(std::min<int64_t>(g_share, tile_sets()));
     if (pl.cluster > 1) pl.mode = kShareX;
   }
-  pl.steps = (nsteps + (pl.mode == kSplitK ? pl.cluster : 1) - 1) /
-             (pl.mode == kSplitK ? pl.cluster : 1);
-  const int64_t ctas = (w.rows + 16 * pl.tiles - 1) / (16 * pl.tiles);
+  const int step_shares = pl.mode == kSplitK ? pl.cluster : 1;
+  pl.steps = (nsteps + step_shares - 1) / step_shares;
   // Split: C CTAs per tile set; shared layout: whole clusters (the extra CTAs' rows are past
   // the last and are not stored).
-  pl.grid = unsigned(pl.mode == kSplitK   ? ctas * pl.cluster
-                     : pl.mode == kShareX ? (ctas + pl.cluster - 1) / pl.cluster * pl.cluster
-                                          : ctas);
+  const int64_t sets = tile_sets();
+  pl.grid = unsigned(pl.mode == kSplitK   ? sets * pl.cluster
+                     : pl.mode == kShareX ? (sets + pl.cluster - 1) / pl.cluster * pl.cluster
+                                          : sets);
   return pl;
 }
 
@@ -586,7 +585,7 @@ void run(const PackedView& w, const Plan& pl, const Call& c) {
     q.mode = MODE;
     q.cluster = pl.cluster;
     q.grid = pl.grid;
-    q.smem = smem + sizeof(float) * kWarps * 16 * R * TT;
+    q.smem = smem_for(B, pl, TT);
     LRQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&q.ctas_per_sm, kernel, kThreads,
                                                                  smem));
     return;
