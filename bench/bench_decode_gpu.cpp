@@ -174,9 +174,8 @@ void gemv_section(int reps, double copy, const std::string& only) {
           const std::string name =
               q.describe() + " " + shape + (T > 1 ? " T=" + std::to_string(T) : "");
           // Variants: the default first (tensor cores at T <= 2); without PDL (the overlap with
-          // the kernel before); 1, 2 or 4 16-row tiles per CTA; 1, 2 or 4 steps in flight; a
-          // tile's steps split over a cluster of 2 or 4 CTAs; x's layout shared by a cluster of
-          // 2 or 4 CTAs; the CUDA-core kernel.
+          // the kernel before); 1, 2 or 4 16-row tiles per CTA; 1, 2 or 4 steps in flight; the
+          // CUDA-core kernel.
           // "(mma with +lr)": the tensor-core kernel where the default keeps the CUDA-core one.
           using cuda::MmaUse;
           struct V {
@@ -192,22 +191,11 @@ void gemv_section(int reps, double copy, const std::string& only) {
                             V{true, {MmaUse::Auto, 4}, " (mma 4 tiles)"},
                             V{true, {MmaUse::Auto, 0, 2}, " (mma depth 2)"},
                             V{true, {MmaUse::Auto, 0, 1}, " (mma depth 1)"},
-                            V{true, {MmaUse::Auto, 0, 0, 2}, " (mma split 2)"},
-                            V{true, {MmaUse::Auto, 0, 1, 2}, " (mma split 2 depth 1)"},
-                            V{true, {MmaUse::Auto, 0, 0, 4}, " (mma split 4)"},
-                            V{true, {MmaUse::Always, 0, 0, 2}, " (mma split 2 with +lr)"},
-                            V{true, {MmaUse::Auto, 0, 0, 0, 2}, " (mma share 2)"},
-                            V{true, {MmaUse::Auto, 0, 0, 0, 4}, " (mma share 4)"},
-                            V{true, {MmaUse::Auto, 0, 2, 0, 4}, " (mma share 4 depth 2)"},
                             V{true, {MmaUse::Off}, " (CUDA cores)"}}) {
             const cuda::MmaConfig& m = v.m;
             if (!v.pdl && !rank && T > 2) continue;  // the CUDA-core kernel overlaps only h = R x
             if (m.use == MmaUse::Always && (!rank || bits == 3)) continue;  // same as the default
-            if ((m.tiles || m.depth || m.split || m.share || m.use == MmaUse::Off) && T > 2)
-              continue;
-            if (m.share && T > 1) continue;  // shared layouts run at one token only
-            // The clusters change only the tensor-core kernel, which +lr at 2 and 4 bits skips.
-            if ((m.split || m.share) && m.use == MmaUse::Auto && rank && bits != 3) continue;
+            if ((m.tiles || m.depth || m.use == MmaUse::Off) && T > 2) continue;
             cuda::set_packed_pdl(v.pdl);
             cuda::set_packed_gemv_mma(m);
             try {
@@ -222,11 +210,10 @@ void gemv_section(int reps, double copy, const std::string& only) {
               pv.format = o.symmetric ? 1 : 0;
               const cuda::MmaLaunch l = cuda::packed_gemv_mma_launch(pv, T, rank ? 1 : 0);
               if (l.grid) {
-                static const char* kModes[] = {"-", "split", "share"};
                 char row[256];
-                std::snprintf(row, sizeof row, "| %s | %d | %d | %s %d | %u | %.1f | %d | %.2f |",
-                              (name + v.tag).c_str(), l.tiles, l.depth, kModes[l.mode],
-                              l.cluster, l.grid, double(l.smem) / 1024, l.ctas_per_sm,
+                std::snprintf(row, sizeof row, "| %s | %d | %d | %u | %.1f | %d | %.2f |",
+                              (name + v.tag).c_str(), l.tiles, l.depth, l.grid,
+                              double(l.smem) / 1024, l.ctas_per_sm,
                               double(l.grid) / std::max(1, l.ctas_per_sm * cuda::sm_count()));
                 launches.push_back(row);
               }
@@ -239,10 +226,9 @@ void gemv_section(int reps, double copy, const std::string& only) {
         }
       }
   }
-  std::printf("\n### Tensor-core launches (CTAs per SM: the occupancy calculator, without the "
-              "clusters' placement)\n\n");
-  std::printf("| row | tiles | depth | cluster | grid | smem KB | CTAs/SM | waves |\n");
-  std::printf("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n");
+  std::printf("\n### Tensor-core launches (CTAs per SM: the occupancy calculator)\n\n");
+  std::printf("| row | tiles | depth | grid | smem KB | CTAs/SM | waves |\n");
+  std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (const std::string& r : launches) std::printf("%s\n", r.c_str());
 }
 

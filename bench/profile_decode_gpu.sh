@@ -7,11 +7,9 @@
 # issue; full reports in $OUT (or build/cuda/profile_decode). About 2 minutes on an H100.
 #   bench/profile_decode_gpu.sh [-jN] [--shape OUTxIN] [KERNEL_REGEX...]
 # KERNEL_REGEX matches mangled names; the default profiles the tensor-core kernel at 4 and 2
-# bits (affine, T = 1, the 2-tile depth-1 unclustered variant that 11008 rows use) and the
-# CUDA-core kernel at 4 bits (R4 U2). The tensor-core kernel's arguments are <bits, format,
-# tokens, tiles, depth, mode>, mode 0 alone, 1 split, 2 shared layout: e.g.
-# packed_gemv_mma_kernelILi4ELi0ELi1ELi1ELi1ELi1EEE is the split instance at 4 bits, one tile,
-# depth 1 (the "(mma split 2 depth 1)" rows).
+# bits (affine, T = 1, the variants that 11008 rows use: 2 tiles at 4 bits, 4 at 2, depth 1)
+# and the CUDA-core kernel at 4 bits (R4 U2). The tensor-core kernel's arguments are <bits,
+# format, tokens, tiles, depth>.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 jobs=-j$(nproc)
@@ -24,8 +22,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 kernels=("$@")
-[ ${#kernels[@]} -gt 0 ] || kernels=(packed_gemv_mma_kernelILi4ELi0ELi1ELi2ELi1ELi0EEE
-  packed_gemv_mma_kernelILi2ELi0ELi1ELi2ELi1ELi0EEE packed_gemv_kernelILi4ELi0ELi4ELi1ELi2EEE)
+[ ${#kernels[@]} -gt 0 ] || kernels=(packed_gemv_mma_kernelILi4ELi0ELi1ELi2ELi1EEE
+  packed_gemv_mma_kernelILi2ELi0ELi1ELi4ELi1EEE packed_gemv_kernelILi4ELi0ELi4ELi1ELi2EEE)
 logs=${OUT:-build/cuda/profile_decode}
 mkdir -p "$logs"
 . scripts/gpu_common.sh

@@ -4,7 +4,7 @@
 # of the first kernel whose mangled name matches, with its instruction, mma and barrier counts
 # (loops show as the large blocks with mma or loads; the dynamic counts need ncu on a GPU).
 #   bench/ptx_blocks.sh SOURCE.cu KERNEL_REGEX
-# e.g. bench/ptx_blocks.sh src/backend/cuda/packed_mma_cuda.cu 'packed_gemv_mma_kernelILi4ELi0ELi1ELi2ELi1ELi0E'
+# e.g. bench/ptx_blocks.sh src/backend/cuda/packed_mma_cuda.cu 'packed_gemv_mma_kernelILi4ELi0ELi1ELi2ELi1EE'
 # (build/release must be configured with CUDA; see scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -16,8 +16,11 @@ namespace lrq::cuda {
 #define LRQ_CUDA_CHECK(expr)                                                                \
   do {                                                                                      \
     cudaError_t _e = (expr);                                                                \
-    if (_e != cudaSuccess)                                                                  \
+    if (_e != cudaSuccess) {                                                                \
+      /* consumed: a caught error must not resurface in the next, unrelated check */         \
+      (void)cudaGetLastError();                                                             \
       ::lrq::fail_msg("cuda", std::string(#expr) + " failed: " + cudaGetErrorString(_e));   \
+    }                                                                                       \
   } while (0)
 #define LRQ_CUBLAS_CHECK(expr)                                                                  \
   do {                                                                                          \
@@ -93,43 +96,49 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+/// The most shared memory (static + dynamic) one CTA may use on this device, with the opt-in.
+inline size_t smem_optin_limit() {
+  static const size_t limit = [] {
+    int dev = 0, v = 0;
+    LRQ_CUDA_CHECK(cudaGetDevice(&dev));
+    LRQ_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return size_t(v);
+  }();
+  return limit;
+}
 /// Lets `kernel` launch with up to `bytes` of dynamic shared memory (above 48 KB needs the
-/// opt-in). Callers grant it once per kernel (a static, or a high-water mark).
+/// opt-in). Callers grant it once per kernel (a static).
 template <class... Params>
 void allow_smem(void (*kernel)(Params...), size_t bytes) {
   LRQ_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
+/// Grants `kernel` every byte of dynamic shared memory the device allows beside its static
+/// shared memory. For kernels whose need varies per launch: without the opt-in the limit is
+/// 48 KB for static and dynamic together, so a dynamic size just under 48 KB beside a static
+/// array fails to launch ("invalid argument").
+template <class... Params>
+void allow_all_smem(void (*kernel)(Params...)) {
+  cudaFuncAttributes a = {};
+  LRQ_CUDA_CHECK(cudaFuncGetAttributes(&a, kernel));
+  allow_smem(kernel, smem_optin_limit() - a.sharedSizeBytes);
+}
 
 /// Launches kernel<<<grid, block, smem>>> on stream(), with programmatic stream serialization
-/// when `pdl` (the kernel may then start before the one before it ends; see above), in
-/// clusters of `cluster` consecutive CTAs when it is above 1 (sm_90: they share distributed
-/// shared memory; grid must be a multiple of it).
+/// when `pdl` (the kernel may then start before the one before it ends; see above).
 template <class... Params, class... Args>
-void launch_kernel_clustered(void (*kernel)(Params...), unsigned grid, unsigned block,
-                             size_t smem, bool pdl, unsigned cluster, Args&&... args) {
+void launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem, bool pdl,
+                   Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
   cfg.blockDim = dim3(block);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream();
-  cudaLaunchAttribute attr[2];
-  unsigned n = 0;
-  if (pdl) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (cluster > 1) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n++].val.clusterDim = {cluster, 1, 1};
-  }
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = n;
+  cfg.numAttrs = pdl ? 1 : 0;
   LRQ_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
-}
-template <class... Params, class... Args>
-void launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned block, size_t smem, bool pdl,
-                   Args&&... args) {
-  launch_kernel_clustered(kernel, grid, block, smem, pdl, 1u, std::forward<Args>(args)...);
 }
 #endif
 

@@ -67,12 +67,9 @@ enum class MmaUse { Off, Auto, Always };
 /// tests run each setting's code path against the CPU.
 struct MmaConfig {
   MmaUse use = MmaUse::Auto;
-  int tiles = 0;  // 16-row tiles per CTA: 1, 2 or 4 (default 2 from 8192 rows)
+  // 16-row tiles per CTA: 1, 2 or 4 (default from 8192 rows: 4 for one token at 2 bits, else 2)
+  int tiles = 0;
   int depth = 0;  // steps of codes in flight per warp: 1, 2 or 4 (default 2 from 8192 columns)
-  // A cluster of 2 or 4 CTAs splitting one tile's 128-column steps (one tile per CTA; at most
-  // one CTA per step), or sharing the layout of x among 2 or 4 CTAs of different rows (one
-  // token, 1 or 2 tiles). Default 1: neither.
-  int split = 0, share = 0;
 };
 void set_packed_gemv_mma(const MmaConfig& config);
 /// How many multiplications the tensor-core kernel has done (tests check the dispatch).

@@ -27,8 +27,6 @@
 // read before griddepcontrol.wait) and no global loads besides the codes in the loop. Where it
 // stands: bench/RESULTS.md and bench/NOTES.md (H100, bench/decode_gpu.sh and
 // bench/profile_decode_gpu.sh).
-#include <cooperative_groups.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -52,8 +50,6 @@ constexpr int kMmas = 8;    // m16n8k16 per step (k = 16 each)
 MmaUse g_use = MmaUse::Auto;
 int g_tiles = 0;  // 16-row tiles per CTA
 int g_depth = 0;  // steps in flight per warp
-int g_split = 0;  // CTAs (one cluster) splitting a tile's steps
-int g_share = 0;  // CTAs (one cluster) sharing x's layout
 int64_t g_calls = 0;
 
 // Register j (0..15) of a decoded chunk holds values (first, first + gap) of the chunk in its
@@ -184,7 +180,6 @@ struct MmaParams {
   float* y;
   int64_t rows, row_bytes;
   int cols, nsteps, ngroups, steps_per_group, T;
-  int cluster;  // CTAs per cluster (1: none); what they share depends on the kernel's Mode
   bool accumulate;
   int n_terms;  // with terms the kernel before computes h = R x: x may be read before pdl_wait
   GemvTerm terms[kPackedMaxTerms];
@@ -202,39 +197,19 @@ constexpr size_t dynamic_smem(int B, int R, int D, int TT, int nsteps) {
   return ring_bytes(B, R, D) + frag_bytes(TT, nsteps) + scale_bytes(R, nsteps);
 }
 
-// How the CTAs of a cluster (sm_90) cooperate. Only the clustered instances pay their
-// registers and barriers.
-enum Mode : int {
-  kAlone = 0,  // no cluster
-  // The cluster's C CTAs own one set of R tiles, CTA k the k-th contiguous share of the steps:
-  // its x layout and shared memory shrink with it (more CTAs per SM at 4096 rows), and it adds
-  // its partial sums into CTA 0's through distributed shared memory, in rank order, so the
-  // result does not depend on scheduling.
-  kSplitK = 1,
-  // The cluster's C CTAs own C different tile sets with the same x: each lays out 1/C of x's
-  // steps and writes them into every CTA's shared memory, so the layout's arithmetic (a
-  // quarter of a CTA's instructions at 4096 rows, bench/NOTES.md) is done once per cluster.
-  kShareX = 2,
-};
-
 // A CTA of 8 warps owns R 16-row tiles. First every warp lays out x's parts for steps w,
 // w + 8, ... (one warp per step: lane (tq, M) writes MMA M's fragment of chunk tq for each of
 // the 3 TT columns, and the warp sums the step's x), while the first D steps of codes are in
 // flight. Then warp w takes steps w, w + 8, ... of every tile: four fragment loads and the
-// step's sums, shared by the R tiles, and per tile the decode and 8 MMAs. MODE: see Mode.
-template <int B, int F, int TT, int R, int D, int MODE>
+// step's sums, shared by the R tiles, and per tile the decode and 8 MMAs.
+template <int B, int F, int TT, int R, int D>
 __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaParams p) {
   constexpr int kCols = 3 * TT;  // MMA columns in use: three parts per token
   __shared__ float red[kWarps][16 * R][TT];
   extern __shared__ uint4 smem[];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  // The CTA's steps: [s_begin, s_begin + nsteps). A 1-D cluster's ranks are consecutive CTAs.
-  constexpr bool kSplit = MODE == kSplitK, kShare = MODE == kShareX;
-  const int rank = MODE != kAlone ? int(blockIdx.x) % p.cluster : 0;
-  const int s_begin = kSplit ? int(int64_t(p.nsteps) * rank / p.cluster) : 0;
-  const int nsteps =
-      kSplit ? int(int64_t(p.nsteps) * (rank + 1) / p.cluster) - s_begin : p.nsteps;
-  const int64_t row0 = int64_t(kSplit ? blockIdx.x / p.cluster : blockIdx.x) * 16 * R;
+  const int nsteps = p.nsteps;
+  const int64_t row0 = int64_t(blockIdx.x) * 16 * R;
   // Codes stream through a ring of D + 1 per-lane slots filled by cp.async, so D steps per warp
   // are in flight without holding registers (a register ring of the same depth cost occupancy:
   // bench/NOTES.md). Each lane reads back only what it copied itself, so waiting on its own copy
@@ -250,7 +225,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
   // Tail rows past the last are not stored: they read the last row.
   const int64_t first = min(row0 + g, p.rows - 1);
   const uint8_t* cbase =
-      p.codes + first * p.row_bytes + t * kChunkBytes + (s_begin + warp) * kStepBytes;
+      p.codes + first * p.row_bytes + t * kChunkBytes + warp * kStepBytes;
   uint32_t roff[R][2];
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -283,39 +258,27 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
     const int64_t rbase = min(row0 + rr, p.rows - 1) * p.ngroups;
     uint32_t* dst = scl + ((rr & 7) * R + (rr >> 4)) * 2 + ((rr >> 3) & 1);
     for (int st = lane; st < nsteps; st += 32) {
-      const int s = s_begin + st;
-      const int64_t idx = rbase + (p.steps_per_group == 1 ? s : s / p.steps_per_group);
+      const int64_t idx = rbase + (p.steps_per_group == 1 ? st : st / p.steps_per_group);
       dst[st * 8 * R * 2] = uint32_t(__ldg(p.scales + idx)) |
                             (F == 0 ? uint32_t(__ldg(p.offsets + idx)) << 16 : 0u);
     }
   }
   if (p.n_terms == 0) pdl_wait();
-  // Writes into the other CTAs' shared memory may start once they all run.
-  if constexpr (kShare) cooperative_groups::this_cluster().sync();
 
   {  // x's three parts (hi + mid + lo == x exactly) in fragment order, and its sums
     const int M = lane & 7, tq = lane >> 3;
     const int o0 = 32 * tq + pair_first<B>(2 * M), o1 = 32 * tq + pair_first<B>(2 * M + 1);
-    // Shared layout: the cluster's 8 C warps take the steps in turn, and each step goes to
-    // every CTA of the cluster (CTA q's copy of a shared-memory address: in_cta).
-    const int writers = kShare ? p.cluster : 1;
-    auto in_cta = [&](auto* ptr, int q) {
-      if constexpr (kShare)
-        if (q != rank) return cooperative_groups::this_cluster().map_shared_rank(ptr, q);
-      return ptr;
-    };
-    const int stride = kWarps * writers;
+    constexpr int stride = kWarps;
     // The loads of kPrepSteps steps first: one L2 round trip for several steps.
     constexpr int kPrepSteps = 4;
-    const int worker = (kShare ? rank * kWarps : 0) + warp;
-    for (int st0 = worker; st0 < nsteps; st0 += stride * kPrepSteps) {
+    for (int st0 = warp; st0 < nsteps; st0 += stride * kPrepSteps) {
       float v[kPrepSteps][TT][4];
 #pragma unroll
       for (int b = 0; b < kPrepSteps; ++b) {
         const int st = min(st0 + stride * b, nsteps - 1);
 #pragma unroll
         for (int tok = 0; tok < TT; ++tok) {
-          const float* xs = p.x + (int64_t(tok) * p.cols + (s_begin + st) * kStep);
+          const float* xs = p.x + (int64_t(tok) * p.cols + st * kStep);
           v[b][tok][0] = __ldg(xs + o0);
           v[b][tok][1] = __ldg(xs + o0 + kPairGap<B>);
           v[b][tok][2] = __ldg(xs + o1);
@@ -333,11 +296,10 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
           uint2* dst =
               reinterpret_cast<uint2*>(frag + ((st * 4 + M / 2) * kCols + 3 * tok) * 4 + tq) +
               (M & 1);
-          uint2 part_v[3];
 #pragma unroll
           for (int part = 0; part < 3; ++part) {
             const uint32_t lo = pack_bf16x2(u[0], u[1]), hi = pack_bf16x2(u[2], u[3]);
-            part_v[part] = make_uint2(lo, hi);
+            dst[part * 8] = make_uint2(lo, hi);  // column 3 tok + part: 4 uint4 = 8 uint2 on
             u[0] -= __uint_as_float(lo << 16);  // exact
             u[1] -= __uint_as_float(lo & 0xFFFF0000u);
             u[2] -= __uint_as_float(hi << 16);
@@ -345,22 +307,12 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
           }
 #pragma unroll
           for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-          for (int q = 0; q < writers; ++q) {
-            uint2* d = in_cta(dst, q);
-#pragma unroll
-            for (int part = 0; part < 3; ++part)
-              d[part * 8] = part_v[part];  // column 3 tok + part: 4 uint4 = 8 uint2 on
-            if (lane == 0) *in_cta(sxs + st * TT + tok, q) = sum;
-          }
+          if (lane == 0) sxs[st * TT + tok] = sum;
         }
       }
     }
   }
-  // The layout is complete (in every CTA of a sharing cluster).
-  if constexpr (kShare)
-    cooperative_groups::this_cluster().sync();
-  else
-    __syncthreads();
+  __syncthreads();
 
   // Accumulator columns 2t and 2t+1 belong to token (column / 3); the offset term of a token is
   // added once, by the lane holding its first column.
@@ -439,7 +391,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
         v += __shfl_xor_sync(0xffffffffu, v, 2);
         if (t == 0) red[warp][16 * r + 8 * h + g][tok] = v;
       }
-  if (p.n_terms > 0 && (!kSplit || rank == 0)) {
+  if (p.n_terms > 0) {
     pdl_wait();  // the h of the terms come from the kernel this one may overlap (h = R x)
     // Low-rank terms: warp w adds L[row, :] h for rows w, w + 8, ... into its own partials.
     __syncwarp();
@@ -464,30 +416,18 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
     }
   }
   __syncthreads();
-  if constexpr (kSplit) {
-    namespace cg = cooperative_groups;
-    const cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync();  // every CTA's partial sums are complete and visible to the cluster
-    if (rank == 0 && threadIdx.x < 16 * R * TT) {
-      // store_row_sums's thread -> (row, token) map: it then adds warps 1.. of this CTA.
-      float* own = &red[0][0][0] + threadIdx.x;
-      float v = *own;
-      for (int q = 1; q < p.cluster; ++q) {
-        const float* other = cluster.map_shared_rank(&red[0][0][0], q) + threadIdx.x;
-#pragma unroll
-        for (int k = 0; k < kWarps; ++k) v += other[k * 16 * R * TT];
-      }
-      *own = v;
-    }
-    cluster.sync();  // CTA 0 has read the others' shared memory: they may exit
-  }
-  if (!kSplit || rank == 0) store_row_sums(red, p.y, p.rows, row0, p.T, p.accumulate);
+  store_row_sums(red, p.y, p.rows, row0, p.T, p.accumulate);
 }
 
 // Tiles per CTA and steps in flight for a weight, unless set_packed_gemv_mma fixed them. Two
-// or four tiles share each step's fragment loads; they pay once there are enough rows to keep
-// the GPU full (bench/RESULTS.md, "mma N tiles" rows).
-int default_tiles(int64_t rows) { return rows >= 8192 ? 2 : 1; }
+// or four tiles share each step's fragment loads and scale work; they pay once there are
+// enough rows to keep the GPU full, four only where the decode is cheapest (one token at 2
+// bits: 11008x4096 12.0 against 13.1 us; w3 17.9 against 14.4, w4 13.7 against 12.2).
+// bench/RESULTS.md, "mma N tiles" rows.
+int default_tiles(int64_t rows, int bits, int T) {
+  if (rows < 8192) return 1;
+  return bits == 2 && T == 1 ? 4 : 2;
+}
 // Wide rows (11008 columns: 86 steps, 11 per warp) hide more latency with two steps in flight
 // (4096x11008 w4: 14.8 against 16.3 us); 32 steps per row do better with one (11008x4096 w4:
 // 12.5 against 16.1 us, the larger ring costing a CTA per SM). bench_decode_gpu's "(mma depth
@@ -502,42 +442,18 @@ bool early_launch(const PackedView& w, int n_terms) {
 }
 
 // How one product runs: the one place that decides, for packed_gemv_mma_takes (does it fit in
-// shared memory) and the launch. Clusters (split or shared layout) only where
-// set_packed_gemv_mma asks for them until the bench shows where they pay ("(mma split N)",
-// "(mma share N)" rows).
+// shared memory) and the launch.
 struct Plan {
   int tiles, depth;  // R, D
-  Mode mode;
-  int cluster;  // CTAs per cluster
-  int steps;    // steps of x laid out per CTA
+  int steps;
   unsigned grid;
 };
 Plan plan_for(const PackedView& w, int T) {
   Plan pl;
-  const int nsteps = int(w.cols / kStep);
+  pl.steps = int(w.cols / kStep);
   pl.depth = g_depth ? g_depth : default_depth(w.cols);
-  pl.tiles = g_tiles ? g_tiles : default_tiles(w.rows);
-  pl.mode = kAlone;
-  pl.cluster = 1;
-  auto tile_sets = [&] { return (w.rows + 16 * pl.tiles - 1) / (16 * pl.tiles); };
-  const int split = std::min(g_split, nsteps);  // at least one step per CTA
-  if (split > 1) {
-    pl.mode = kSplitK;
-    pl.cluster = split;
-    pl.tiles = 1;  // the only split instances
-  } else if (g_share > 1 && T == 1) {
-    pl.tiles = std::min(pl.tiles, 2);  // the only sharing instances: one token, 1 or 2 tiles
-    pl.cluster = int(std::min<int64_t>(g_share, tile_sets()));
-    if (pl.cluster > 1) pl.mode = kShareX;
-  }
-  const int step_shares = pl.mode == kSplitK ? pl.cluster : 1;
-  pl.steps = (nsteps + step_shares - 1) / step_shares;
-  // Split: C CTAs per tile set; shared layout: whole clusters (the extra CTAs' rows are past
-  // the last and are not stored).
-  const int64_t sets = tile_sets();
-  pl.grid = unsigned(pl.mode == kSplitK   ? sets * pl.cluster
-                     : pl.mode == kShareX ? (sets + pl.cluster - 1) / pl.cluster * pl.cluster
-                                          : sets);
+  pl.tiles = g_tiles ? g_tiles : default_tiles(w.rows, int(w.bits), T);
+  pl.grid = unsigned((w.rows + 16 * pl.tiles - 1) / (16 * pl.tiles));
   return pl;
 }
 
@@ -546,15 +462,6 @@ size_t smem_for(int B, const Plan& pl, int TT) {
          size_t(kWarps) * 16 * pl.tiles * TT * sizeof(float);  // + the static reduction array
 }
 
-size_t smem_limit() {
-  static const size_t limit = [] {
-    int dev = 0, v = 0;
-    LRQ_CUDA_CHECK(cudaGetDevice(&dev));
-    LRQ_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return size_t(v);
-  }();
-  return limit;
-}
 
 // One product's arguments, passed down the dispatch below; with `query` set nothing is
 // launched and the launch is described there instead.
@@ -569,21 +476,16 @@ struct Call {
   MmaLaunch* query;
 };
 
-template <int B, int F, int TT, int R, int D, int MODE>
+template <int B, int F, int TT, int R, int D>
 void run(const PackedView& w, const Plan& pl, const Call& c) {
-  auto kernel = packed_gemv_mma_kernel<B, F, TT, R, D, MODE>;
+  auto kernel = packed_gemv_mma_kernel<B, F, TT, R, D>;
   const size_t smem = dynamic_smem(B, R, D, TT, pl.steps);
-  static size_t sized = 48 << 10;  // per instantiation: the opt-in so far
-  if (smem > sized) {
-    allow_smem(kernel, smem);
-    sized = smem;
-  }
+  static const bool opted_in = (allow_all_smem(kernel), true);  // per instantiation
+  (void)opted_in;
   if (c.query) {
     MmaLaunch& q = *c.query;
     q.tiles = R;
     q.depth = D;
-    q.mode = MODE;
-    q.cluster = pl.cluster;
     q.grid = pl.grid;
     q.smem = smem_for(B, pl, TT);
     LRQ_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&q.ctas_per_sm, kernel, kThreads,
@@ -603,37 +505,29 @@ void run(const PackedView& w, const Plan& pl, const Call& c) {
   p.ngroups = int(w.cols / w.group);
   p.steps_per_group = int(w.group / kStep);
   p.T = c.T;
-  p.cluster = pl.cluster;
   p.accumulate = c.accumulate;
   p.n_terms = c.n_terms;
   for (int k = 0; k < c.n_terms; ++k) p.terms[k] = c.terms[k];
   // Overlaps the kernel before (see the kernel's pdl_wait): with terms that is the one
   // computing h, which only reads x.
-  launch_kernel_clustered(kernel, pl.grid, kThreads, smem, c.pdl && early_launch(w, c.n_terms),
-                          unsigned(MODE == kAlone ? 1 : pl.cluster), p);
+  launch_kernel(kernel, pl.grid, kThreads, smem, c.pdl && early_launch(w, c.n_terms), p);
 }
 
-template <int B, int F, int TT, int R, int MODE>
+template <int B, int F, int TT, int R>
 void run_depth(const PackedView& w, const Plan& pl, const Call& c) {
   switch (pl.depth) {
-    case 1: return run<B, F, TT, R, 1, MODE>(w, pl, c);
-    case 2: return run<B, F, TT, R, 2, MODE>(w, pl, c);
-    default: return run<B, F, TT, R, 4, MODE>(w, pl, c);
+    case 1: return run<B, F, TT, R, 1>(w, pl, c);
+    case 2: return run<B, F, TT, R, 2>(w, pl, c);
+    default: return run<B, F, TT, R, 4>(w, pl, c);
   }
 }
 
 template <int B, int F, int TT>
 void run_tiles(const PackedView& w, const Plan& pl, const Call& c) {
-  if (pl.mode == kSplitK) return run_depth<B, F, TT, 1, kSplitK>(w, pl, c);
-  if constexpr (TT == 1) {
-    if (pl.mode == kShareX)
-      return pl.tiles == 1 ? run_depth<B, F, TT, 1, kShareX>(w, pl, c)
-                           : run_depth<B, F, TT, 2, kShareX>(w, pl, c);
-  }
   switch (pl.tiles) {
-    case 1: return run_depth<B, F, TT, 1, kAlone>(w, pl, c);
-    case 2: return run_depth<B, F, TT, 2, kAlone>(w, pl, c);
-    default: return run_depth<B, F, TT, 4, kAlone>(w, pl, c);
+    case 1: return run_depth<B, F, TT, 1>(w, pl, c);
+    case 2: return run_depth<B, F, TT, 2>(w, pl, c);
+    default: return run_depth<B, F, TT, 4>(w, pl, c);
   }
 }
 
@@ -665,7 +559,7 @@ bool packed_gemv_mma_takes(const PackedView& w, int64_t T, int n_terms) {
       T >= 1 && T <= 2 && (w.bits == 2 || w.bits == 3 || w.bits == 4) &&
       (w.format == 0 || w.format == 1) && w.cols % kStep == 0 && w.group % kStep == 0 &&
       reinterpret_cast<uintptr_t>(w.codes) % 16 == 0 &&
-      smem_for(int(w.bits), plan_for(w, int(T)), int(T)) <= smem_limit();
+      smem_for(int(w.bits), plan_for(w, int(T)), int(T)) <= smem_optin_limit();
   // With a low-rank branch the CUDA-core kernel overlaps the h = R x kernel better (1-3 us less
   // at 2 and 4 bits: bench_decode_gpu's "(mma with +lr)" rows); at 3 bits its decode is slow
   // enough that this kernel wins anyway.
@@ -693,16 +587,11 @@ int64_t packed_gemv_mma_calls() { return g_calls; }
 
 void set_packed_gemv_mma(const MmaConfig& c) {
   auto one_of = [](int v) { return v == 0 || v == 1 || v == 2 || v == 4; };
-  if (!one_of(c.tiles) || !one_of(c.depth) || !one_of(c.split) || !one_of(c.share) ||
-      (c.split > 1 && c.share > 1))
-    bad_args("set_packed_gemv_mma",
-             "tiles per CTA, steps in flight, split and shared-layout clusters must be 1, 2 or 4 "
-             "(0: default), and split and share not both above 1");
+  if (!one_of(c.tiles) || !one_of(c.depth))
+    bad_args("set_packed_gemv_mma", "tiles per CTA and steps in flight must be 1, 2 or 4 (0: default)");
   g_use = c.use;
   g_tiles = c.tiles;
   g_depth = c.depth;
-  g_split = c.split;
-  g_share = c.share;
 }
 
 }  // namespace lrq::cuda

@@ -22,7 +22,7 @@ void packed_gemv_mma(const PackedView& w, const float* x, float* y, int64_t T, b
 /// SM (the occupancy calculator): benchmarks print it next to the times, since whether the grid
 /// fits in one wave decided most of the variants' differences.
 struct MmaLaunch {
-  int tiles = 0, depth = 0, mode = 0, cluster = 1;  // mode 0 alone, 1 split, 2 shared layout
+  int tiles = 0, depth = 0;
   unsigned grid = 0;
   size_t smem = 0;  // per CTA, dynamic and static
   int ctas_per_sm = 0;
