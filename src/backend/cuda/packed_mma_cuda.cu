@@ -268,14 +268,13 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
   {  // x's three parts (hi + mid + lo == x exactly) in fragment order, and its sums
     const int M = lane & 7, tq = lane >> 3;
     const int o0 = 32 * tq + pair_first<B>(2 * M), o1 = 32 * tq + pair_first<B>(2 * M + 1);
-    constexpr int stride = kWarps;
     // The loads of kPrepSteps steps first: one L2 round trip for several steps.
     constexpr int kPrepSteps = 4;
-    for (int st0 = warp; st0 < nsteps; st0 += stride * kPrepSteps) {
+    for (int st0 = warp; st0 < nsteps; st0 += kWarps * kPrepSteps) {
       float v[kPrepSteps][TT][4];
 #pragma unroll
       for (int b = 0; b < kPrepSteps; ++b) {
-        const int st = min(st0 + stride * b, nsteps - 1);
+        const int st = min(st0 + kWarps * b, nsteps - 1);
 #pragma unroll
         for (int tok = 0; tok < TT; ++tok) {
           const float* xs = p.x + (int64_t(tok) * p.cols + st * kStep);
@@ -287,7 +286,7 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
       }
 #pragma unroll
       for (int b = 0; b < kPrepSteps; ++b) {
-        const int st = st0 + stride * b;
+        const int st = st0 + kWarps * b;
         if (st >= nsteps) break;
 #pragma unroll
         for (int tok = 0; tok < TT; ++tok) {
