@@ -120,8 +120,8 @@ void gemv_section(int reps, double copy, const std::string& only) {
   std::printf("\n### Decode GEMV (per call; graph replays, weights cycled through >= 4x L2)\n\n");
   std::printf("| layer (out x in) | us/call | GB/s | of copy | vs cuBLAS f16 |\n");
   std::printf("| --- | ---: | ---: | ---: | ---: |\n");
-  // What each tensor-core row launched, printed after the table: whether the grid fits in one
-  // wave decided most of the differences between variants (bench/NOTES.md).
+  // What each tensor-core row launched (tiles, depth, grid, CTAs per SM), printed after the
+  // table, to read the variants' differences against.
   std::vector<std::string> launches;
   struct S {
     int64_t out, in;

@@ -421,8 +421,8 @@ __global__ void __launch_bounds__(kThreads) packed_gemv_mma_kernel(const MmaPara
 // Tiles per CTA and steps in flight for a weight, unless set_packed_gemv_mma fixed them. Two
 // or four tiles share each step's fragment loads and scale work; they pay once there are
 // enough rows to keep the GPU full, four only where the decode is cheapest (one token at 2
-// bits: 11008x4096 12.0 against 13.1 us; w3 17.9 against 14.4, w4 13.7 against 12.2).
-// bench/RESULTS.md, "mma N tiles" rows.
+// bits: 11008x4096 12.1 against 13.3 us; w3 18.1 against 14.7, w4 13.7 against 12.4).
+// bench_decode_gpu's "(mma N tiles)" rows (bench/results/gpu/decode_session10_h100_2026-11-23.md).
 int default_tiles(int64_t rows, int bits, int T) {
   if (rows < 8192) return 1;
   return bits == 2 && T == 1 ? 4 : 2;
@@ -460,7 +460,6 @@ size_t smem_for(int B, const Plan& pl, int TT) {
   return dynamic_smem(B, pl.tiles, pl.depth, TT, pl.steps) +
          size_t(kWarps) * 16 * pl.tiles * TT * sizeof(float);  // + the static reduction array
 }
-
 
 // One product's arguments, passed down the dispatch below; with `query` set nothing is
 // launched and the launch is described there instead.

@@ -19,8 +19,8 @@ void packed_gemv_mma(const PackedView& w, const float* x, float* y, int64_t T, b
 
 /// What packed_gemv_mma launches for `w` and T tokens under the current set_packed_gemv_mma
 /// settings (grid 0: the CUDA-core kernel runs instead), with how many of its CTAs fit on one
-/// SM (the occupancy calculator): benchmarks print it next to the times, since whether the grid
-/// fits in one wave decided most of the variants' differences.
+/// SM (the occupancy calculator): benchmarks print it next to the times. Waves alone do not
+/// predict the time (bench/NOTES.md, session 10), so the table explains rows, not defaults.
 struct MmaLaunch {
   int tiles = 0, depth = 0;
   unsigned grid = 0;
