@@ -1,6 +1,6 @@
 // Decoding on the GPU. Part 1: one projection at batch 1 (and a few small batches) for the
 // Llama-7B shapes 4096x4096, 11008x4096 and 4096x11008 (out x in): packed w4/w3/w2 g128 with
-// and without a rank-32 F16 low-rank branch, through QuantLinear::forward exactly as the model
+// and without a rank-32 F16 low-rank branch, through PackedLinear::forward exactly as the model
 // calls it, against cuBLAS with F16 weights (cublasGemmEx, F16 x, F32 compute) and our own F16
 // decode kernel. Time per call is the median over graph replays of a sequence that cycles
 // through enough weight copies (>= 4x the L2) that every call reads its weights from DRAM;
@@ -23,9 +23,9 @@
 #include "eval/generate.h"
 #include "eval/perplexity.h"
 #include "io/mapped_file.h"
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 #include "quant/pipeline.h"
-#include "quant/qlinear.h"
+#include "formats/packed_linear.h"
 #include "quant/rtn.h"
 #include "tokenizer/tokenizer.h"
 #if defined(LRQ_WITH_CUDA)
@@ -162,7 +162,7 @@ void gemv_section(int reps, double copy, const std::string& only) {
         if (rank)
           lr.push_back(LowRankPart::from_f32(randn({sh.out, rank}, 6, 0.05f),
                                              randn({rank, sh.in}, 7, 0.05f), false));
-        const QuantLinear q(rtn_quantize(Wf, o), InputTransform{}, lr);
+        const PackedLinear q(rtn_quantize(Wf, o), InputTransform{}, lr);
         for (int64_t T : {1, 2, 4, 8}) {
           if (T > 1 && (rank || sh.out != 11008 || bits == 2)) continue;
           const double bytes = double(q.storage_bytes()) + 4.0 * T * (sh.in + sh.out);

@@ -11,7 +11,7 @@
 
 #include "backend/ops.h"
 #include "eval/generate.h"
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 
 using namespace lrq;
 using Clock = std::chrono::steady_clock;

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "backend/ops.h"
-#include "quant/packed.h"
+#include "formats/packed_weight.h"
 #include "quant/rtn.h"
 
 using namespace lrq;

@@ -28,7 +28,7 @@
 #include "calib/stats.h"
 #include "quant/gptq.h"
 #include "quant/method.h"
-#include "quant/packed.h"
+#include "formats/packed_weight.h"
 #include "quant/recipe.h"
 #include "quant/rtn.h"
 #if defined(LRQ_WITH_CUDA)

@@ -1,5 +1,5 @@
 // FLRQ and LoPRo building blocks: R1-FLR's rank rule on matrices whose answer is known, BLC's
-// monotonicity, and QuantLinear's runtime (permutation, block WHT, scales, mixed-precision
+// monotonicity, and PackedLinear's runtime (permutation, block WHT, scales, mixed-precision
 // low-rank parts) against the dense product of its dequantized weight.
 #include <cmath>
 #include <random>
@@ -9,7 +9,7 @@
 #include "quant/flexible_rank.h"
 #include "quant/method.h"
 #include "quant/pipeline.h"
-#include "quant/qlinear.h"
+#include "formats/packed_linear.h"
 #include "quant/rtn.h"
 #include "test_util.h"
 
@@ -104,7 +104,7 @@ TEST(QuantLinearRuntime, TransformedLayerEqualsDenseProduct) {
   std::vector<LowRankPart> parts = {
       LowRankPart::from_f32(randn(m, 8, 12, 0.1), randn(8, n, 13, 0.1), false),
       LowRankPart::from_f32(randn(m, r - 8, 14, 0.1), randn(r - 8, n, 15, 0.1), true)};
-  QuantLinear q(rtn_quantize(W, ro), t, parts);
+  PackedLinear q(rtn_quantize(W, ro), t, parts);
   EXPECT_EQ(q.rank(), r);
   Tensor Wd = q.dequantize();
   for (int64_t T : {1, 3, 40}) {
@@ -128,7 +128,7 @@ TEST(LoproLayer, RuntimeEqualsDequantizedAndBeatsGptq) {
   SiteStats st = stats_of(n, 21);
   Recipe lr = parse_recipe("lopro:w2g128,block64,x=1");
   Quantized q = make_method(lr)->quantize(W, st, QuantJob{"t", &lr, 0});
-  auto* ql = dynamic_cast<QuantLinear*>(q.layer.get());
+  auto* ql = dynamic_cast<PackedLinear*>(q.layer.get());
   ASSERT_NE(ql, nullptr);
   EXPECT_EQ(ql->transform().had_block, 64);
   EXPECT_EQ(int64_t(ql->transform().perm.size()), n);

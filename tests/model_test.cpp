@@ -8,7 +8,7 @@
 #include "eval/generate.h"
 #include "eval/perplexity.h"
 #include "io/mapped_file.h"
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 

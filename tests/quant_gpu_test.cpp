@@ -25,7 +25,7 @@
 #include "quant/gptq.h"
 #include "quant/method.h"
 #include "quant/pipeline.h"
-#include "quant/qlinear.h"
+#include "formats/packed_linear.h"
 #include "quant/recipe.h"
 #include "quant/rtn.h"
 #include "test_util.h"
@@ -173,7 +173,7 @@ TEST(QuantGpu, PackMatchesCpuByteForByte) {
         within(name + " packed bytes",
                mismatch<uint8_t>(got.codes().to(Device::CPU), want.codes()), 0);
         EXPECT_EQ(got.storage_bytes(), want.storage_bytes());
-        // Decoded on the GPU, the values are the CPU's exactly (quant/packed.h: one rounding).
+        // Decoded on the GPU, the values are the CPU's exactly (formats/packed_weight.h: one rounding).
         within(name + " dequantized",
                mismatch<uint32_t>(got.dequantize().to(Device::CPU), want.dequantize()), 0);
       }
@@ -474,7 +474,7 @@ MethodRun run_method(const std::string& recipe, const Tensor& W, const SiteStats
   Quantized q = method->quantize(W, st, QuantJob{"test", &r, seed});
   // The layer is built where W is: packed weight, input scale and low-rank parts alike.
   EXPECT_TRUE(q.layer->device() == W.device()) << recipe;
-  if (const auto* ql = dynamic_cast<const QuantLinear*>(q.layer.get())) {
+  if (const auto* ql = dynamic_cast<const PackedLinear*>(q.layer.get())) {
     EXPECT_TRUE(ql->packed().scales().device() == W.device()) << recipe;
     for (const LowRankPart& p : ql->low_rank())
       EXPECT_TRUE(p.L.device() == W.device() && p.R.device() == W.device()) << recipe;
@@ -536,8 +536,8 @@ TEST(QuantGpu, LoproMatchesCpu) {
     MethodRun c, g;
     compare_method(r, W, st, &c, &g);
     EXPECT_GT(c.rank, 0) << r;
-    const auto* qc = dynamic_cast<const QuantLinear*>(c.layer.get());
-    const auto* qg = dynamic_cast<const QuantLinear*>(g.layer.get());
+    const auto* qc = dynamic_cast<const PackedLinear*>(c.layer.get());
+    const auto* qg = dynamic_cast<const PackedLinear*>(g.layer.get());
     ASSERT_TRUE(qc && qg);
     // Importance from diag(H) or mean |x| alone: the same order on both sides.
     if (std::string(r).find("wdiag") == std::string::npos) {
@@ -572,7 +572,7 @@ TEST(QuantGpu, GpuLayerSavesAndLoads) {
   const SiteStats st = random_stats(512, 1024, 131);
   const Recipe r = parse_recipe("lopro:w3g128,rank=6,hp=2");
   Quantized q = make_method(r)->quantize(gpu(W), stats_on_gpu(st), QuantJob{"test", &r, 3});
-  const auto* ql = dynamic_cast<const QuantLinear*>(q.layer.get());
+  const auto* ql = dynamic_cast<const PackedLinear*>(q.layer.get());
   ASSERT_TRUE(ql && ql->device() == Device::CUDA);
   std::vector<std::pair<std::string, Tensor>> saved;
   const nlohmann::json meta = ql->save("layer", saved);
@@ -582,7 +582,7 @@ TEST(QuantGpu, GpuLayerSavesAndLoads) {
     ADD_FAILURE() << "no tensor " << name;
     return Tensor();
   };
-  const auto back = QuantLinear::load("layer", meta, get, 512, 128, "test");
+  const auto back = load_layer(LayerSource{"layer", meta, get, 512, 128, "test"});
   ASSERT_TRUE(back->device() == Device::CPU);
   EXPECT_EQ(back->storage_bytes(), ql->storage_bytes());
   // The same tensors decoded by the same CPU code: identical.

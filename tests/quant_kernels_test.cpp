@@ -9,7 +9,7 @@
 #include "backend/ops.h"
 #include "quant/gptq.h"
 #include "quant/nf.h"
-#include "quant/packed.h"
+#include "formats/packed_weight.h"
 #include "quant/rtn.h"
 #include "test_util.h"
 

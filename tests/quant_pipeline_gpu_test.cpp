@@ -12,7 +12,7 @@
 #include "compare_util.h"
 #include "eval/perplexity.h"
 #include "io/mapped_file.h"
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 #include "quant/pipeline.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"

@@ -12,10 +12,10 @@
 #include "eval/perplexity.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 #include "quant/pipeline.h"
-#include "quant/qlinear.h"
-#include "quant/save.h"
+#include "formats/packed_linear.h"
+#include "formats/save.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 

@@ -1,6 +1,6 @@
 // The model on the GPU against the same model on the CPU: packed matmul for every code width
 // and format (decode kernel, its fused low-rank epilogue, the slab + cuBLAS path, dequantize),
-// a QuantLinear with every input transform and both low-rank part kinds, lab-s logits and
+// a PackedLinear with every input transform and both low-rank part kinds, lab-s logits and
 // greedy generation, and the perplexity of an RTN-quantized lab-s. GPU outputs start as NaN,
 // so an element a kernel forgets to write fails. Each check prints "[budget] <name> err <e>
 // budget <b>" (errors are ||gpu - cpu||_F / ||cpu||_F in double).
@@ -23,9 +23,9 @@
 #include "backend/ops.h"
 #include "eval/generate.h"
 #include "eval/perplexity.h"
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 #include "quant/pipeline.h"
-#include "quant/qlinear.h"
+#include "formats/packed_linear.h"
 #include "quant/rtn.h"
 #include "compare_util.h"
 #include "test_util.h"
@@ -349,24 +349,24 @@ TEST_F(RuntimeGpu, QuantLinearMatchesCpu) {
   std::vector<LowRankPart> lr;
   lr.push_back(LowRankPart::from_f32(randn({out, 16}, 14, 0.1), randn({16, in}, 15, 0.1), false));
   lr.push_back(LowRankPart::from_f32(randn({out, 8}, 16, 0.1), randn({8, in}, 17, 0.1), true));
-  const QuantLinear q(rtn_quantize(W, o), t, lr);
+  const PackedLinear q(rtn_quantize(W, o), t, lr);
   const auto qg = q.to(Device::CUDA);
   EXPECT_EQ(qg->device(), Device::CUDA);
   EXPECT_EQ(qg->describe(), q.describe());
   EXPECT_EQ(qg->storage_bytes(), q.storage_bytes());
   // On the GPU the factor product is added by cuBLAS, so the rounding order differs from the CPU.
-  within("QuantLinear dequantize", rel_err(qg->dequantize(), q.dequantize()), 1e-6);
+  within("PackedLinear dequantize", rel_err(qg->dequantize(), q.dequantize()), 1e-6);
   for (int64_t T : {1, 3, 64}) {
     const Tensor x = randn({T, in}, 20 + T);
     Tensor xt = Tensor::empty({T, in}), xtg = poisoned_gpu({T, in});
     q.apply_transform(x, xt);
-    static_cast<const QuantLinear&>(*qg).apply_transform(gpu(x), xtg);
+    static_cast<const PackedLinear&>(*qg).apply_transform(gpu(x), xtg);
     within("apply_transform T=" + std::to_string(T), rel_err(xtg, xt), 1e-6);
     Tensor y = Tensor::empty({T, out});
     q.forward(x, y);
     Tensor yg = poisoned_gpu({T, out});
     qg->forward(gpu(x), yg);
-    within("QuantLinear forward T=" + std::to_string(T), rel_err(yg, y), 1e-5);
+    within("PackedLinear forward T=" + std::to_string(T), rel_err(yg, y), 1e-5);
   }
 }
 

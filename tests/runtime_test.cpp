@@ -11,8 +11,8 @@
 
 #include "backend/memory.h"
 #include "backend/ops.h"
-#include "quant/load_model.h"
-#include "quant/qlinear.h"
+#include "formats/load_model.h"
+#include "formats/packed_linear.h"
 #include "quant/rtn.h"
 #include "test_util.h"
 
@@ -150,7 +150,7 @@ TEST(Runtime, LayerCopyToCpuComputesTheSame) {
   t.had_block = 64;
   std::vector<LowRankPart> lr;
   lr.push_back(LowRankPart::from_f32(randn({out, 8}, 1, 0.1), randn({8, in}, 2, 0.1), true));
-  const QuantLinear q(rtn_quantize(randn({out, in}, 3, 0.1), o), t, lr);
+  const PackedLinear q(rtn_quantize(randn({out, in}, 3, 0.1), o), t, lr);
   const auto c = q.to(Device::CPU);
   EXPECT_EQ(c->device(), Device::CPU);
   EXPECT_EQ(c->describe(), q.describe());

@@ -5,7 +5,7 @@
 
 #include "cli/common.h"
 #include "eval/perplexity.h"
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 
 namespace lrq::cli {
 

@@ -2,7 +2,7 @@
 
 #include "cli/common.h"
 #include "eval/generate.h"
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 
 namespace lrq::cli {
 

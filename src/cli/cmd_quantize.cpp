@@ -9,10 +9,10 @@
 #include "cli/common.h"
 #include "core/interrupt.h"
 #include "io/mapped_file.h"
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 #include "quant/pipeline.h"
 #include "quant/report_plot.h"
-#include "quant/save.h"
+#include "formats/save.h"
 
 namespace lrq::cli {
 

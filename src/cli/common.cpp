@@ -1,7 +1,7 @@
 #include "cli/common.h"
 
 #include "io/mapped_file.h"
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 
 namespace lrq::cli {
 

@@ -1,4 +1,6 @@
-// lrquant: one binary, one parser, a subcommand per job.
+// lrquant: one binary, one parser, a subcommand per job. Built twice: `lrquant` with every
+// subcommand, and `lrquant-runtime` without the quantizer's (LRQ_CLI_QUANT unset), linked
+// against the runtime library alone.
 #include <omp.h>
 
 #include <cstdio>
@@ -16,9 +18,12 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
   app.set_version_flag("--version", LRQ_VERSION);
-  const std::vector<lrq::cli::Command> commands = {
-      lrq::cli::add_inspect(app), lrq::cli::add_eval(app), lrq::cli::add_generate(app),
-      lrq::cli::add_quantize(app), lrq::cli::add_recipes(app)};
+  std::vector<lrq::cli::Command> commands = {
+      lrq::cli::add_inspect(app), lrq::cli::add_eval(app), lrq::cli::add_generate(app)};
+#if defined(LRQ_CLI_QUANT)
+  commands.push_back(lrq::cli::add_quantize(app));
+  commands.push_back(lrq::cli::add_recipes(app));
+#endif
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -27,6 +27,12 @@ std::unique_ptr<Linear> DenseLinear::to(Device device) const {
   return std::make_unique<DenseLinear>(W_.to(device), bias_.to(device));
 }
 
+nlohmann::json DenseLinear::save(const std::string& prefix, NamedTensors& out) const {
+  out.emplace_back(prefix + ".weight", W_);
+  if (bias_.defined()) out.emplace_back(prefix + ".bias", bias_);
+  return nullptr;
+}
+
 void forward_shared_input(const Tensor& x, std::initializer_list<const Linear*> layers,
                           std::initializer_list<Tensor> y) {
   LRQ_ASSERT(layers.size() == y.size());
@@ -56,6 +62,11 @@ BiasedLinear::BiasedLinear(std::unique_ptr<Linear> inner, Tensor bias)
 
 std::unique_ptr<Linear> BiasedLinear::to(Device device) const {
   return std::make_unique<BiasedLinear>(inner_->to(device), bias_.to(device));
+}
+
+nlohmann::json BiasedLinear::save(const std::string& prefix, NamedTensors& out) const {
+  out.emplace_back(prefix + ".bias", bias_);
+  return inner_->save(prefix, out);
 }
 
 void BiasedLinear::forward(const Tensor& x, const Tensor& y) const {

@@ -9,10 +9,17 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/tensor.h"
 
 namespace lrq {
+
+/// Named tensors a layer hands the checkpoint writer ("<layer>.qcodes", ...).
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
 
 class Linear {
  public:
@@ -29,6 +36,11 @@ class Linear {
   virtual Device device() const = 0;
   /// A copy of this layer with every tensor on `device` (tensors already there are shared).
   virtual std::unique_ptr<Linear> to(Device device) const = 0;
+  /// Appends this layer's tensors as "<prefix>.<part>" (on the layer's device; the writer
+  /// copies them to the host) and returns its metadata for quantization_config.layers, tagged
+  /// with the "kind" that formats/registry.h loads it back by; null for a layer stored as a
+  /// plain checkpoint weight (dense), which the model's own loader reads.
+  virtual nlohmann::json save(const std::string& prefix, NamedTensors& out) const = 0;
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
   double bits_per_weight() const { return 8.0 * double(storage_bytes()) / double(in_ * out_); }
@@ -48,6 +60,7 @@ class DenseLinear final : public Linear {
   std::string describe() const override;
   Device device() const override { return W_.device(); }
   std::unique_ptr<Linear> to(Device device) const override;
+  nlohmann::json save(const std::string& prefix, NamedTensors& out) const override;
   const Tensor& weight() const { return W_; }
   const Tensor& bias() const { return bias_; }
 
@@ -70,6 +83,8 @@ class BiasedLinear final : public Linear {
   std::string describe() const override { return inner_->describe() + " +bias"; }
   Device device() const override { return inner_->device(); }
   std::unique_ptr<Linear> to(Device device) const override;
+  /// The bias under the checkpoint's own name beside the inner layer's tensors.
+  nlohmann::json save(const std::string& prefix, NamedTensors& out) const override;
   const Linear& inner() const { return *inner_; }
   const Tensor& bias() const { return bias_; }
 

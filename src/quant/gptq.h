@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "quant/packed.h"
+#include "formats/packed_weight.h"
 #include "quant/rtn.h"
 
 namespace lrq {

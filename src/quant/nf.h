@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include "core/tensor.h"
-#include "quant/packed.h"
+#include "formats/packed_weight.h"
 
 namespace lrq {
 

@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "quant/packed.h"
+#include "formats/packed_weight.h"
 
 namespace lrq {
 

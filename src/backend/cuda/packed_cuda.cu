@@ -1,4 +1,4 @@
-// Packed-weight kernels (declared in packed_cuda.h; layout in quant/packed.h).
+// Packed-weight kernels (declared in packed_cuda.h; layout in formats/packed_weight.h).
 //
 // Decode mapping. A chunk holds 32 values in 4*b bytes; four consecutive lanes (a quad) share
 // one chunk and lane `sub` of the quad owns values 8*sub .. 8*sub+7. The layout puts those eight

@@ -1,8 +1,8 @@
-// CUDA kernels for PackedWeight (quant/packed.h documents the bit layout): a fused
+// CUDA kernels for PackedWeight (formats/packed_weight.h documents the bit layout): a fused
 // decode-and-dot for decoding (T <= kPackedGemvMaxT tokens), row slabs dequantized to F32 for
 // cuBLAS above that, plain dequantization, and packing of codes already on the GPU with the
 // checks PackedWeight::pack makes (codes that fit, finite fp16 scales). Declared with plain
-// types so quant/packed.cpp, a host-compiler file, can call them; defined in packed_cuda.cu,
+// types so formats/packed_weight.cpp, a host-compiler file, can call them; defined in packed_cuda.cu,
 // built only with LRQ_WITH_CUDA.
 #pragma once
 #include <cstdint>
@@ -44,7 +44,7 @@ void packed_gemm(const PackedView& w, const float* x, float* y, int64_t T, bool 
 void packed_dequantize(const PackedView& w, float* out);
 
 /// Encodes codes U8 [rows, cols] (cols a multiple of 32) into packed [rows, cols * bits / 8],
-/// both on the GPU and 16-byte aligned, in the layout of quant/packed.h, byte for byte what the
+/// both on the GPU and 16-byte aligned, in the layout of formats/packed_weight.h, byte for byte what the
 /// CPU encoder writes. Waits for the stream and returns -1 when every code is below 2^bits, else
 /// the flat index of the first one that is not (its value in *bad_code); packed is then garbage.
 int64_t packed_encode(const uint8_t* codes, int64_t rows, int64_t cols, int bits, uint8_t* packed,

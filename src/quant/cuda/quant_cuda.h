@@ -8,7 +8,7 @@
 
 #include "core/tensor.h"
 #include "quant/gptq.h"
-#include "quant/packed.h"
+#include "formats/packed_weight.h"
 #include "quant/rtn.h"
 
 namespace lrq::quant_cuda {

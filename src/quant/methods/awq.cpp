@@ -80,7 +80,7 @@ class Awq final : public Method {
       out.layer = from_gptq(gptq_quantize(Ws, H, o_), t);
     } else {
       Tensor imp = scale_columns(scale_columns(dH.reshape({1, n}), best_s, true), best_s, true);
-      out.layer = std::make_unique<QuantLinear>(
+      out.layer = std::make_unique<PackedLinear>(
           rtn_quantize(Ws, o_.grid, o_.grid.clip_search ? imp.reshape({n}) : Tensor()), t,
           std::vector<LowRankPart>{});
     }

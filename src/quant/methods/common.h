@@ -5,7 +5,7 @@
 #include "quant/flexible_rank.h"
 #include "quant/gptq.h"
 #include "quant/method.h"
-#include "quant/qlinear.h"
+#include "formats/packed_linear.h"
 #include "quant/rtn.h"
 
 namespace lrq {
@@ -25,8 +25,8 @@ struct SiteTensors {
   Tensor H, mean_abs;
 };
 std::shared_ptr<const SiteTensors> site_tensors(const SiteStats& st, Device device);
-/// A QuantLinear of a GPTQ result (its act-order permutation becomes the input transform).
-std::unique_ptr<QuantLinear> from_gptq(GptqResult r, InputTransform t = {});
+/// A PackedLinear of a GPTQ result (its act-order permutation becomes the input transform).
+std::unique_ptr<PackedLinear> from_gptq(GptqResult r, InputTransform t = {});
 
 /// Whether this build has the CUDA backend (a method's runs_on(CUDA) when its path is generic).
 constexpr bool gpu_build() {

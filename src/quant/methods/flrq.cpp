@@ -124,7 +124,7 @@ class Flrq final : public Method {
     out.extra["blc_best_epoch"] = best_epoch;
     InputTransform t;
     t.perm = std::move(best_res.perm);
-    out.layer = std::make_unique<QuantLinear>(std::move(best_res.q), std::move(t),
+    out.layer = std::make_unique<PackedLinear>(std::move(best_res.q), std::move(t),
                                               std::vector<LowRankPart>{std::move(best_part)});
     return out;
   }

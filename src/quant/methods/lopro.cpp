@@ -2,7 +2,7 @@
 // mixed precision (leading ranks fp16, later ranks int8 with per-row scales). The residual's
 // input columns are ordered by importance (P), every block of b columns except the `protect`
 // most salient gets a Walsh-Hadamard rotation (B), and GPTQ quantizes R' = R P^T B with the
-// matching H' = B P H P^T B. At run time x' = B P x feeds the packed GEMM (QuantLinear's input
+// matching H' = B P H P^T B. At run time x' = B P x feeds the packed GEMM (PackedLinear's input
 // transform), the low-rank branch reads x directly.
 // On the GPU the residual, its permutation and rotation, H' and GPTQ (packing included) run
 // there; the factors (r (m + n) values), importance and permutation (n values) are host-side
@@ -155,7 +155,7 @@ class Lopro final : public Method {
     }
     GptqResult g = gptq_quantize(Rt, Ht, gptq_, nullptr);
     if (!g.warning.empty()) out.extra["warning"] = g.warning;
-    out.layer = std::make_unique<QuantLinear>(std::move(g.q), std::move(t), std::move(parts));
+    out.layer = std::make_unique<PackedLinear>(std::move(g.q), std::move(t), std::move(parts));
     return out;
   }
   bool runs_on(Device d) const override { return d == Device::CPU || gpu_build(); }

@@ -12,7 +12,7 @@ class Nf final : public Method {
     o_.block = s.i("block");
   }
   Quantized quantize(const Tensor& W, const SiteStats&, const QuantJob&) const override {
-    return {std::make_unique<QuantLinear>(nf_quantize(W, o_), InputTransform{},
+    return {std::make_unique<PackedLinear>(nf_quantize(W, o_), InputTransform{},
                                           std::vector<LowRankPart>{})};
   }
 

@@ -60,12 +60,12 @@ std::shared_ptr<const SiteTensors> site_tensors(const SiteStats& st, Device devi
   });
 }
 
-std::unique_ptr<QuantLinear> from_gptq(GptqResult r, InputTransform t) {
+std::unique_ptr<PackedLinear> from_gptq(GptqResult r, InputTransform t) {
   if (!r.perm.empty()) {
     LRQ_ASSERT(t.perm.empty());
     t.perm = std::move(r.perm);
   }
-  return std::make_unique<QuantLinear>(std::move(r.q), std::move(t), std::vector<LowRankPart>{});
+  return std::make_unique<PackedLinear>(std::move(r.q), std::move(t), std::vector<LowRankPart>{});
 }
 
 namespace {
@@ -78,7 +78,7 @@ class Composed final : public Method {
     for (size_t k = 1; k < r_.stages.size(); ++k) {
       const Stage& s = r_.stages[k];
       if (s.method != "lr") fail("recipe", "modifier '{}' is not implemented", s.method);
-      auto* ql = dynamic_cast<QuantLinear*>(q.layer.get());
+      auto* ql = dynamic_cast<PackedLinear*>(q.layer.get());
       if (!ql) fail(job.layer, "'lr' needs a quantized base layer");
       // The error on W's device (a layer from a CPU-only base is copied there to decode).
       const Tensor Wq =
@@ -89,7 +89,7 @@ class Composed final : public Method {
                                      site->mean_abs);
       std::vector<LowRankPart> parts = ql->low_rank();
       parts.push_back(LowRankPart::from_f32(f.L.to(Device::CPU), f.R.to(Device::CPU), false));
-      q.layer = std::make_unique<QuantLinear>(ql->packed(), ql->transform(), std::move(parts));
+      q.layer = std::make_unique<PackedLinear>(ql->packed(), ql->transform(), std::move(parts));
       q.extra["lr_rank"] = f.R.dim(0);
     }
     return q;

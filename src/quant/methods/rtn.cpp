@@ -9,7 +9,7 @@ class Rtn final : public Method {
   explicit Rtn(const Stage& s) : o_(grid_options(s)) {}
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob&) const override {
     PackedWeight q = rtn_quantize(W, o_, o_.clip_search ? diag_h(st) : Tensor());
-    return {std::make_unique<QuantLinear>(std::move(q), InputTransform{},
+    return {std::make_unique<PackedLinear>(std::move(q), InputTransform{},
                                           std::vector<LowRankPart>{})};
   }
   bool runs_on(Device d) const override { return d == Device::CPU || gpu_build(); }

@@ -1,4 +1,4 @@
-#include "quant/save.h"
+#include "formats/save.h"
 
 #include <unistd.h>
 
@@ -7,7 +7,6 @@
 #include "core/error.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
-#include "quant/qlinear.h"
 
 namespace fs = std::filesystem;
 
@@ -81,24 +80,13 @@ void save_quantized(const Model& m, const SaveOptions& o) {
       tensors.emplace_back(name, t);
   nlohmann::json layers = nlohmann::json::object();
   for (const auto& name : m.linear_names()) {
-    const Linear* outer = &m.linear(name);
-    // Biases (Qwen2) stay dense beside quantized weights, under their checkpoint name.
-    if (auto* b = dynamic_cast<const BiasedLinear*>(outer)) {
-      tensors.emplace_back(name + ".bias", b->bias());
-      outer = &b->inner();
-    }
-    const Linear& lin = *outer;
-    if (auto* q = dynamic_cast<const QuantLinear*>(&lin)) {
-      nlohmann::json meta = q->save(name, tensors);
-      meta["bytes"] = q->storage_bytes();
-      meta["bpw"] = q->bits_per_weight();
-      layers[name] = meta;
-    } else if (auto* d = dynamic_cast<const DenseLinear*>(&lin)) {
-      tensors.emplace_back(name + ".weight", d->weight());
-      if (d->bias().defined()) tensors.emplace_back(name + ".bias", d->bias());
-    } else {
-      fail(name, "layer kind '{}' cannot be saved", lin.describe());
-    }
+    // Each layer writes its own tensors; those with metadata are loaded back by kind.
+    const Linear& lin = m.linear(name);
+    nlohmann::json meta = lin.save(name, tensors);
+    if (meta.is_null()) continue;
+    meta["bytes"] = lin.storage_bytes();
+    meta["bpw"] = lin.bits_per_weight();
+    layers[name] = meta;
   }
   write_safetensors((tmp.path / "model.safetensors").string(), tensors,
                     {{"format", "pt"}, {"producer", "lrquant " LRQ_VERSION}});
@@ -106,7 +94,7 @@ void save_quantized(const Model& m, const SaveOptions& o) {
   nlohmann::json cfg = base_config(m);
   nlohmann::json q = o.provenance;
   q["quant_method"] = "lrquant";
-  q["format_version"] = 1;
+  q["format_version"] = 2;  // 2: every layer tagged with its kind
   q["layers"] = layers;
   cfg["quantization_config"] = q;
   write_file_atomic((tmp.path / "config.json").string(), cfg.dump(2) + "\n");

@@ -6,7 +6,7 @@
 // The two terms partly cancel when x has a large mean; the error stays a small multiple of
 // fp32 rounding of sum_j |w_j x_j| (tested), and skipping the centring of the codes makes the
 // compute-bound T = 1 kernel about 13% faster on the dev box.
-#include "quant/packed.h"
+#include "formats/packed_weight.h"
 
 #include <omp.h>
 

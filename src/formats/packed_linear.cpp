@@ -1,4 +1,4 @@
-#include "quant/qlinear.h"
+#include "formats/packed_linear.h"
 
 #include <algorithm>
 #include <cmath>
@@ -83,7 +83,7 @@ std::pair<Tensor, Tensor> LowRankPart::to_f32() const {
   return {L.to(DType::F32).clone(), R.to(DType::F32).clone()};
 }
 
-QuantLinear::QuantLinear(PackedWeight q, InputTransform t, std::vector<LowRankPart> lr)
+PackedLinear::PackedLinear(PackedWeight q, InputTransform t, std::vector<LowRankPart> lr)
     : Linear(q.cols(), q.rows()), q_(std::move(q)), t_(std::move(t)), lr_(std::move(lr)) {
   const Device dev = q_.device();
   for (auto& p : lr_) {
@@ -92,7 +92,7 @@ QuantLinear::QuantLinear(PackedWeight q, InputTransform t, std::vector<LowRankPa
     // A copy made by to() arrives with its expansions.
     if (p.L_scale.defined() && !p.L_f32.defined()) {
       if (!p.L.is_cpu())
-        fail("QuantLinear", "int8 low-rank factors on {} need their F32 expansions",
+        fail("PackedLinear", "int8 low-rank factors on {} need their F32 expansions",
              device_name(p.L.device()));
       auto [L, R] = p.to_f32();
       p.L_f32 = L;
@@ -111,27 +111,27 @@ QuantLinear::QuantLinear(PackedWeight q, InputTransform t, std::vector<LowRankPa
   }
 }
 
-std::unique_ptr<Linear> QuantLinear::to(Device device) const {
+std::unique_ptr<Linear> PackedLinear::to(Device device) const {
   InputTransform t = t_;
   t.scale = t_.scale.to(device);
   std::vector<LowRankPart> lr;
   for (const auto& p : lr_) lr.push_back(p.to(device));
-  return std::make_unique<QuantLinear>(q_.to(device), std::move(t), std::move(lr));
+  return std::make_unique<PackedLinear>(q_.to(device), std::move(t), std::move(lr));
 }
 
-int64_t QuantLinear::rank() const {
+int64_t PackedLinear::rank() const {
   int64_t r = 0;
   for (const auto& p : lr_) r += p.rank();
   return r;
 }
 
-size_t QuantLinear::storage_bytes() const {
+size_t PackedLinear::storage_bytes() const {
   size_t b = q_.storage_bytes() + t_.storage_bytes(in_);
   for (const auto& p : lr_) b += p.storage_bytes();
   return b;
 }
 
-std::string QuantLinear::describe() const {
+std::string PackedLinear::describe() const {
   std::string s = std::string(quant_format_name(q_.format())) + " w" + std::to_string(q_.bits()) +
                   "g" + std::to_string(q_.group());
   if (t_.scale.defined()) s += " +scale";
@@ -141,7 +141,7 @@ std::string QuantLinear::describe() const {
   return s;
 }
 
-void QuantLinear::apply_transform(const Tensor& x, const Tensor& xt) const {
+void PackedLinear::apply_transform(const Tensor& x, const Tensor& xt) const {
   if (perm_.defined() || t_.scale.defined())
     ops::permute_scale_cols(x, perm_, t_.scale, xt);
   else
@@ -149,7 +149,7 @@ void QuantLinear::apply_transform(const Tensor& x, const Tensor& xt) const {
   if (t_.had_block) ops::fwht_rows(xt, t_.had_block, t_.had_skip);
 }
 
-void QuantLinear::forward(const Tensor& x, const Tensor& y) const {
+void PackedLinear::forward(const Tensor& x, const Tensor& y) const {
   const int64_t T = x.dim(0);
   const Device dev = x.device();
   Tensor xt = x;
@@ -208,7 +208,7 @@ void untransform_rows(const InputTransform& t, const Tensor& Wt) {
   }
 }
 
-Tensor QuantLinear::dequantize() const {
+Tensor PackedLinear::dequantize() const {
   // Every step dispatches on the layer's device: the packed decode, the transform's inverse
   // (WHT and one gather) and the factor products.
   Tensor W = q_.dequantize();
@@ -226,9 +226,9 @@ void add_low_rank(const std::vector<LowRankPart>& parts, const Tensor& W) {
   }
 }
 
-nlohmann::json QuantLinear::save(const std::string& prefix,
-                                 std::vector<std::pair<std::string, Tensor>>& out) const {
-  nlohmann::json m = {{"format", quant_format_name(q_.format())},
+nlohmann::json PackedLinear::save(const std::string& prefix, NamedTensors& out) const {
+  nlohmann::json m = {{"kind", "packed"},
+                      {"format", quant_format_name(q_.format())},
                       {"bits", q_.bits()},
                       {"group", q_.group()},
                       {"in", in_},
@@ -272,11 +272,12 @@ nlohmann::json QuantLinear::save(const std::string& prefix,
   return m;
 }
 
-std::unique_ptr<QuantLinear> QuantLinear::load(
-    const std::string& prefix, const nlohmann::json& meta,
-    const std::function<Tensor(const std::string&)>& get, int64_t in, int64_t out,
-    const std::string& where) {
-  const std::string w = where + ": layer " + prefix;
+std::unique_ptr<PackedLinear> PackedLinear::load(const LayerSource& src) {
+  const std::string& prefix = src.prefix;
+  const nlohmann::json& meta = src.meta;
+  const auto& get = src.get;
+  const int64_t in = src.in, out = src.out;
+  const std::string& w = src.where;
   try {
     QuantFormat fmt;
     if (!quant_format_from_name(meta.at("format").get<std::string>(), &fmt))
@@ -337,10 +338,15 @@ std::unique_ptr<QuantLinear> QuantLinear::load(
       }
       lr.push_back(std::move(p));
     }
-    return std::make_unique<QuantLinear>(std::move(q), std::move(t), std::move(lr));
+    return std::make_unique<PackedLinear>(std::move(q), std::move(t), std::move(lr));
   } catch (const nlohmann::json::exception& e) {
     fail(w, "malformed layer metadata: {}", e.what());
   }
 }
+
+namespace {
+std::unique_ptr<Linear> load_packed(const LayerSource& src) { return PackedLinear::load(src); }
+}  // namespace
+LRQ_REGISTER_LAYER_KIND(packed, "packed", load_packed);
 
 }  // namespace lrq

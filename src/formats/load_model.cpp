@@ -1,7 +1,7 @@
-#include "quant/load_model.h"
+#include "formats/load_model.h"
 
 #include "backend/memory.h"
-#include "quant/qlinear.h"
+#include "formats/registry.h"
 
 namespace lrq {
 
@@ -32,8 +32,9 @@ std::unique_ptr<Model> open_on_cpu(const std::string& path) {
     if (s == "self_attn.o_proj") in = c.q_width();
     if (s == "mlp.gate_proj" || s == "mlp.up_proj") out = c.intermediate;
     if (s == "mlp.down_proj") in = c.intermediate;
-    auto get = [&](const std::string& t) { return ckpt->get(t); };
-    std::unique_ptr<Linear> q = QuantLinear::load(name, layers.at(name), get, in, out, path);
+    LayerSource src{name, layers.at(name), [&](const std::string& t) { return ckpt->get(t); },
+                    in, out, path + ": layer " + name};
+    std::unique_ptr<Linear> q = load_layer(src);
     if (ckpt->has(name + ".bias"))
       return std::make_unique<BiasedLinear>(std::move(q), ckpt->get(name + ".bias"));
     return q;

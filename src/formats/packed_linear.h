@@ -1,4 +1,4 @@
-// QuantLinear: the stored form of every quantized projection, whatever method produced it.
+// PackedLinear: the stored form of every quantized projection, whatever method produced it.
 //
 //   y = Q · T(x) + sum_k L_k (R_k x)
 //
@@ -16,7 +16,8 @@
 #include <nlohmann/json.hpp>
 
 #include "model/linear.h"
-#include "quant/packed.h"
+#include "formats/packed_weight.h"
+#include "formats/registry.h"
 
 namespace lrq {
 
@@ -45,10 +46,10 @@ struct LowRankPart {
   std::pair<Tensor, Tensor> to_f32() const;
 };
 
-class QuantLinear final : public Linear {
+class PackedLinear final : public Linear {
  public:
   /// The input scale and the low-rank parts move to q's device (the layer's device).
-  QuantLinear(PackedWeight q, InputTransform t, std::vector<LowRankPart> lr);
+  PackedLinear(PackedWeight q, InputTransform t, std::vector<LowRankPart> lr);
   void forward(const Tensor& x, const Tensor& y) const override;
   Tensor dequantize() const override;
   size_t storage_bytes() const override;
@@ -61,16 +62,11 @@ class QuantLinear final : public Linear {
   const std::vector<LowRankPart>& low_rank() const { return lr_; }
   int64_t rank() const;
 
-  /// Appends this layer's tensors as "<prefix>.<part>" (on the layer's device; the safetensors
-  /// writer copies them to the host) and returns its metadata (format, bits, group, transform,
-  /// ranks) for quantization_config.layers.
-  nlohmann::json save(const std::string& prefix,
-                      std::vector<std::pair<std::string, Tensor>>& out) const;
-  /// Rebuilds a layer from its metadata and a tensor lookup; every inconsistency is an Error
-  /// naming `where` (the checkpoint) and the layer.
-  static std::unique_ptr<QuantLinear> load(const std::string& prefix, const nlohmann::json& meta,
-                                           const std::function<Tensor(const std::string&)>& get,
-                                           int64_t in, int64_t out, const std::string& where);
+  /// Kind "packed": format, bits, group, the transform chain and the low-rank ranks.
+  nlohmann::json save(const std::string& prefix, NamedTensors& out) const override;
+  /// Rebuilds a layer from its metadata and stored tensors (the registry's loader for
+  /// "packed"); every inconsistency is an Error naming the checkpoint and the layer.
+  static std::unique_ptr<PackedLinear> load(const LayerSource& src);
 
   /// Applies T to x (T x in) into xt (T x in), on the layer's device. Exposed for methods that
   /// quantize in T's space.
