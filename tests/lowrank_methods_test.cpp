@@ -8,7 +8,7 @@
 #include "calib/stats.h"
 #include "quant/flexible_rank.h"
 #include "quant/method.h"
-#include "quant/pipeline.h"
+#include "quant/objective.h"
 #include "formats/packed_linear.h"
 #include "quant/rtn.h"
 #include "test_util.h"
@@ -93,14 +93,12 @@ TEST(QuantLinearRuntime, TransformedLayerEqualsDenseProduct) {
   RtnOptions ro;
   ro.bits = 3;
   ro.group = 64;
-  InputTransform t;
-  t.perm.resize(n);
-  for (int64_t i = 0; i < n; ++i) t.perm[i] = int32_t((i * 37 + 5) % n);  // 37 coprime to 256
-  t.had_block = 64;
-  t.had_skip = 1;
+  std::vector<int32_t> perm(n);
+  for (int64_t i = 0; i < n; ++i) perm[i] = int32_t((i * 37 + 5) % n);  // 37 coprime to 256
   Tensor s = Tensor::empty({n});
   for (int64_t j = 0; j < n; ++j) s.data<float>()[j] = 0.5f + float(j % 7) / 4.0f;
-  t.scale = s.to(DType::F16);
+  InputTransform t;
+  t.scale(s.to(DType::F16)).permute(perm).hadamard(64, 1);
   std::vector<LowRankPart> parts = {
       LowRankPart::from_f32(randn(m, 8, 12, 0.1), randn(8, n, 13, 0.1), false),
       LowRankPart::from_f32(randn(m, r - 8, 14, 0.1), randn(r - 8, n, 15, 0.1), true)};
@@ -130,8 +128,9 @@ TEST(LoproLayer, RuntimeEqualsDequantizedAndBeatsGptq) {
   Quantized q = make_method(lr)->quantize(W, st, QuantJob{"t", &lr, 0});
   auto* ql = dynamic_cast<PackedLinear*>(q.layer.get());
   ASSERT_NE(ql, nullptr);
-  EXPECT_EQ(ql->transform().had_block, 64);
-  EXPECT_EQ(int64_t(ql->transform().perm.size()), n);
+  ASSERT_TRUE(ql->transform().find<HadamardStage>() && ql->transform().find<PermuteStage>());
+  EXPECT_EQ(ql->transform().find<HadamardStage>()->block(), 64);
+  EXPECT_EQ(int64_t(ql->transform().find<PermuteStage>()->perm().size()), n);
   Tensor x = randn(5, n, 22), y = Tensor::empty({5, m}), ref = Tensor::empty({5, m});
   ql->forward(x, y);
   ops::gemm(x, false, ql->dequantize(), true, ref);

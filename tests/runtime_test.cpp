@@ -144,10 +144,10 @@ TEST(Runtime, LayerCopyToCpuComputesTheSame) {
   RtnOptions o;
   o.bits = 4;
   o.group = 128;
+  std::vector<int32_t> perm(in);
+  std::iota(perm.rbegin(), perm.rend(), 0);
   InputTransform t;
-  t.perm.resize(in);
-  std::iota(t.perm.rbegin(), t.perm.rend(), 0);
-  t.had_block = 64;
+  t.permute(perm).hadamard(64, 0);
   std::vector<LowRankPart> lr;
   lr.push_back(LowRankPart::from_f32(randn({out, 8}, 1, 0.1), randn({8, in}, 2, 0.1), true));
   const PackedLinear q(rtn_quantize(randn({out, in}, 3, 0.1), o), t, lr);

@@ -9,13 +9,6 @@
 
 namespace lrq {
 
-size_t InputTransform::storage_bytes(int64_t in) const {
-  size_t b = 0;
-  if (scale.defined()) b += 2 * size_t(in);
-  if (!perm.empty()) b += (in <= 65536 ? 2 : 4) * size_t(in);
-  return b;
-}
-
 size_t LowRankPart::storage_bytes() const {
   size_t b = L.nbytes() + R.nbytes();
   if (L_scale.defined()) b += L_scale.nbytes() + R_scale.nbytes();
@@ -102,21 +95,14 @@ PackedLinear::PackedLinear(PackedWeight q, InputTransform t, std::vector<LowRank
     // the GPU: the layer lives where its packed weight does.
     if (p.L.device() != dev) p = p.to(dev);
   }
-  t_.scale = t_.scale.to(dev);
-  if (!t_.perm.empty()) {
-    LRQ_ASSERT(int64_t(t_.perm.size()) == in_);
-    perm_ = Tensor::empty({in_}, DType::I32);
-    std::copy(t_.perm.begin(), t_.perm.end(), perm_.data<int32_t>());
-    perm_ = perm_.to(q_.device());
-  }
+  LRQ_ASSERT(t_.fits(in_));
+  t_ = t_.to(dev);
 }
 
 std::unique_ptr<Linear> PackedLinear::to(Device device) const {
-  InputTransform t = t_;
-  t.scale = t_.scale.to(device);
   std::vector<LowRankPart> lr;
   for (const auto& p : lr_) lr.push_back(p.to(device));
-  return std::make_unique<PackedLinear>(q_.to(device), std::move(t), std::move(lr));
+  return std::make_unique<PackedLinear>(q_.to(device), t_.to(device), std::move(lr));
 }
 
 int64_t PackedLinear::rank() const {
@@ -134,20 +120,12 @@ size_t PackedLinear::storage_bytes() const {
 std::string PackedLinear::describe() const {
   std::string s = std::string(quant_format_name(q_.format())) + " w" + std::to_string(q_.bits()) +
                   "g" + std::to_string(q_.group());
-  if (t_.scale.defined()) s += " +scale";
-  if (!t_.perm.empty()) s += " +perm";
-  if (t_.had_block) s += " +wht" + std::to_string(t_.had_block);
+  s += t_.describe();
   if (!lr_.empty()) s += " +lr r" + std::to_string(rank());
   return s;
 }
 
-void PackedLinear::apply_transform(const Tensor& x, const Tensor& xt) const {
-  if (perm_.defined() || t_.scale.defined())
-    ops::permute_scale_cols(x, perm_, t_.scale, xt);
-  else
-    Tensor(xt).copy_from(x);  // xt is a handle: the copy writes through
-  if (t_.had_block) ops::fwht_rows(xt, t_.had_block, t_.had_skip);
-}
+void PackedLinear::apply_transform(const Tensor& x, const Tensor& xt) const { t_.apply(x, xt); }
 
 void PackedLinear::forward(const Tensor& x, const Tensor& y) const {
   const int64_t T = x.dim(0);
@@ -168,51 +146,11 @@ void PackedLinear::forward(const Tensor& x, const Tensor& y) const {
   q_.matmul(xt, y, false, terms);
 }
 
-void untransform_rows(const InputTransform& t, const Tensor& Wt) {
-  const int64_t m = Wt.dim(0), n = Wt.dim(1);
-  if (t.had_block) ops::fwht_rows(Wt, t.had_block, t.had_skip);
-  if (t.perm.empty() && !t.scale.defined()) return;
-  if (!Wt.is_cpu()) {
-    // One gather on the device: out[:, j] = Wt[:, inv[j]] / s[j], written as
-    // permute_scale_cols' x[:, p[j]] / s'[p[j]] with p = inv and s' = s[perm] (host vectors).
-    const Device dev = Wt.device();
-    Tensor p, sc;
-    if (!t.perm.empty()) {
-      p = Tensor::empty({n}, DType::I32);
-      for (int64_t k = 0; k < n; ++k) p.at<int32_t>(t.perm[size_t(k)]) = int32_t(k);
-      p = p.to(dev);
-    }
-    if (t.scale.defined()) {
-      const Tensor s = t.scale.to(Device::CPU).to(DType::F32);
-      sc = Tensor::empty({n});
-      for (int64_t k = 0; k < n; ++k)
-        sc.at<float>(k) = s.at<float>(t.perm.empty() ? k : t.perm[size_t(k)]);
-      sc = sc.to(dev);
-    }
-    Tensor out = Tensor::empty({m, n}, DType::F32, dev);
-    ops::permute_scale_cols(Wt, p, sc, out);
-    Tensor(Wt).copy_from(out);  // Wt is a handle: the copy writes through
-    return;
-  }
-  Tensor sc = t.scale.defined() ? t.scale.to(DType::F32) : Tensor();
-  std::vector<float> row(n);
-  float* w = Wt.data<float>();
-  for (int64_t i = 0; i < m; ++i) {
-    float* r = w + i * n;
-    if (!t.perm.empty()) {
-      for (int64_t k = 0; k < n; ++k) row[t.perm[k]] = r[k];
-      std::copy(row.begin(), row.end(), r);
-    }
-    if (sc.defined())
-      for (int64_t j = 0; j < n; ++j) r[j] /= sc.data<float>()[j];
-  }
-}
-
 Tensor PackedLinear::dequantize() const {
   // Every step dispatches on the layer's device: the packed decode, the transform's inverse
   // (WHT and one gather) and the factor products.
   Tensor W = q_.dequantize();
-  untransform_rows(t_, W);
+  t_.unapply_rows(W);
   add_low_rank(lr_, W);
   return W;
 }
@@ -237,26 +175,7 @@ nlohmann::json PackedLinear::save(const std::string& prefix, NamedTensors& out) 
   out.emplace_back(prefix + ".qscales", q_.scales());
   if (q_.offsets().defined()) out.emplace_back(prefix + ".qoffsets", q_.offsets());
   if (q_.codebook().defined()) out.emplace_back(prefix + ".qcodebook", q_.codebook());
-  if (t_.scale.defined()) {
-    out.emplace_back(prefix + ".input_scale", t_.scale);
-    m["input_scale"] = true;
-  }
-  if (!t_.perm.empty()) {
-    const bool small = in_ <= 65536;
-    Tensor p = Tensor::empty({in_}, small ? DType::U16 : DType::I32);
-    for (int64_t i = 0; i < in_; ++i) {
-      if (small)
-        p.data<uint16_t>()[i] = uint16_t(t_.perm[i]);
-      else
-        p.data<int32_t>()[i] = t_.perm[i];
-    }
-    out.emplace_back(prefix + ".perm", p);
-    m["perm"] = true;
-  }
-  if (t_.had_block) {
-    m["hadamard_block"] = t_.had_block;
-    m["hadamard_skip"] = t_.had_skip;
-  }
+  t_.save(prefix, m, out);
   m["lowrank"] = nlohmann::json::array();
   for (size_t k = 0; k < lr_.size(); ++k) {
     const auto& p = lr_[k];
@@ -290,31 +209,7 @@ std::unique_ptr<PackedLinear> PackedLinear::load(const LayerSource& src) {
                                                 offsets, codebook, bits, group, fmt, w);
     if (q.rows() != out || q.cols() != in)
       fail(w, "codes are {}x{}, the model needs {}x{}", q.rows(), q.cols(), out, in);
-    InputTransform t;
-    if (meta.value("input_scale", false)) {
-      t.scale = get(prefix + ".input_scale");
-      if (t.scale.dtype() != DType::F16 || t.scale.numel() != in)
-        fail(w, "input_scale must be F16 [{}], got {}", in, t.scale.str());
-    }
-    if (meta.value("perm", false)) {
-      Tensor p = get(prefix + ".perm");
-      if (p.numel() != in || (p.dtype() != DType::U16 && p.dtype() != DType::I32))
-        fail(w, "perm must be U16/I32 [{}], got {}", in, p.str());
-      std::vector<char> seen(in, 0);
-      for (int64_t i = 0; i < in; ++i) {
-        int64_t v = p.dtype() == DType::U16 ? p.data<uint16_t>()[i] : p.data<int32_t>()[i];
-        if (v < 0 || v >= in || seen[v]) fail(w, "perm is not a permutation of 0..{}", in - 1);
-        seen[v] = 1;
-        t.perm.push_back(int32_t(v));
-      }
-    }
-    t.had_block = meta.value("hadamard_block", int64_t(0));
-    t.had_skip = meta.value("hadamard_skip", int64_t(0));
-    if (t.had_block) {
-      const int64_t b = t.had_block;
-      if (b < 2 || (b & (b - 1)) || in % b || t.had_skip < 0 || t.had_skip > in / b)
-        fail(w, "invalid Hadamard block {} / skip {} for width {}", b, t.had_skip, in);
-    }
+    InputTransform t = InputTransform::load(src);
     std::vector<LowRankPart> lr;
     const auto& parts = meta.value("lowrank", nlohmann::json::array());
     for (size_t k = 0; k < parts.size(); ++k) {

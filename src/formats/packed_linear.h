@@ -2,12 +2,10 @@
 //
 //   y = Q · T(x) + sum_k L_k (R_k x)
 //
-// Q is a PackedWeight in a transformed input space; T(x) = B P diag(1/s) x applies, each only
-// when present, an input-channel scale s (AWQ), a permutation P ((Px)_i = x_perm[i]: GPTQ
-// act-order, LoPRo importance order) and a block Walsh-Hadamard transform B (LoPRo) that leaves
-// the first `had_skip` blocks alone. The low-rank branch is a list of parts so that mixed
-// precision factors (fp16 leading ranks, int8 later ranks) are just two parts.
-// Methods compose these pieces; eval/generate and the checkpoint format see only this class.
+// Q is a PackedWeight in a transformed input space; T is an ordered chain of input transforms
+// (formats/transform.h: channel scale, permutation, block Hadamard). The low-rank branch is a
+// list of parts so that mixed precision factors (fp16 leading ranks, int8 later ranks) are just
+// two parts. Methods compose these pieces; the layer kind registered for it is "packed".
 #pragma once
 #include <functional>
 #include <string>
@@ -18,18 +16,9 @@
 #include "model/linear.h"
 #include "formats/packed_weight.h"
 #include "formats/registry.h"
+#include "formats/transform.h"
 
 namespace lrq {
-
-struct InputTransform {
-  Tensor scale;               // F16 [in] or undefined: x_j / scale_j
-  std::vector<int32_t> perm;  // empty or a permutation of 0..in-1
-  int64_t had_block = 0;      // 0: no rotation
-  int64_t had_skip = 0;       // leading blocks left unrotated
-  bool empty() const { return !scale.defined() && perm.empty() && had_block == 0; }
-  /// Stored bytes: scale (2 per channel), permutation (2 per channel below 65536, else 4).
-  size_t storage_bytes(int64_t in) const;
-};
 
 /// One low-rank part. F16 factors, or I8 factors with an F16 scale per row (of L and of R).
 struct LowRankPart {
@@ -76,16 +65,10 @@ class PackedLinear final : public Linear {
   PackedWeight q_;
   InputTransform t_;
   std::vector<LowRankPart> lr_;
-  Tensor perm_;  // t_.perm as I32 [in] on the layer's device, or undefined
 };
 
 /// W (out x in, F32, any device; the parts on any device) += sum_k L_k R_k of the parts, with
 /// the factors as stored.
 void add_low_rank(const std::vector<LowRankPart>& parts, const Tensor& W);
-
-/// T^T applied to the rows of Wt (out x in, F32, in place): maps a weight expressed in the
-/// transformed input space back to the original one (W = Wt B P diag(1/s)). On the GPU the
-/// permutation and scale are one gather there (m x n scratch).
-void untransform_rows(const InputTransform& t, const Tensor& Wt);
 
 }  // namespace lrq

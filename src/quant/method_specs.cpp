@@ -30,7 +30,8 @@ std::vector<OptionSpec> cat(V... parts) {
 }
 }  // namespace
 
-const std::vector<MethodSpec>& method_specs() {
+// Specs of the methods not yet registered from their own files (quant/method.h).
+const std::vector<MethodSpec>& builtin_method_specs() {
   static const std::vector<MethodSpec> specs = {
       {"fp", "keep the layer in its original precision", {}},
       {"rtn", "round to nearest on a uniform grid", grid_options()},

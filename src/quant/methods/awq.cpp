@@ -6,7 +6,7 @@
 
 #include "backend/ops.h"
 #include "quant/methods/common.h"
-#include "quant/pipeline.h"
+#include "quant/objective.h"
 
 namespace lrq {
 
@@ -65,7 +65,7 @@ class Awq final : public Method {
       }
     }
     InputTransform t;
-    t.scale = best_s;
+    t.scale(best_s);
     Tensor Ws = scale_columns(W, best_s, false);
     Quantized out;
     out.extra["awq_alpha"] = best_alpha;

@@ -18,7 +18,7 @@
 #include "backend/ops.h"
 #include "quant/flexible_rank.h"
 #include "quant/methods/common.h"
-#include "quant/pipeline.h"
+#include "quant/objective.h"
 
 namespace lrq {
 
@@ -70,9 +70,7 @@ class Flrq final : public Method {
     auto dequant = [&](const GptqResult& res) {
       // Decoded where the quantizer left it: W's device.
       Tensor Wq = res.q.to(dev).dequantize();
-      InputTransform t;
-      t.perm = res.perm;
-      untransform_rows(t, Wq);
+      if (!res.perm.empty()) InputTransform().permute(res.perm).unapply_rows(Wq);
       return Wq;
     };
     // Factors are rounded to the stored fp16 before use, so every error is the stored one.
@@ -123,7 +121,7 @@ class Flrq final : public Method {
     out.extra["blc_curve"] = curve;
     out.extra["blc_best_epoch"] = best_epoch;
     InputTransform t;
-    t.perm = std::move(best_res.perm);
+    if (!best_res.perm.empty()) t.permute(std::move(best_res.perm));
     out.layer = std::make_unique<PackedLinear>(std::move(best_res.q), std::move(t),
                                               std::vector<LowRankPart>{std::move(best_part)});
     return out;

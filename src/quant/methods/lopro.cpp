@@ -12,7 +12,7 @@
 
 #include "backend/ops.h"
 #include "quant/methods/common.h"
-#include "quant/pipeline.h"
+#include "quant/objective.h"
 
 namespace lrq {
 
@@ -86,7 +86,11 @@ class Lopro final : public Method {
         }
       }
     }
-    InputTransform t;
+    // The layer's transform, built as a chain at the end: x' = B P x.
+    struct {
+      std::vector<int32_t> perm;
+      int64_t had_block = 0, had_skip = 0;
+    } t;
     if (st_.s("perm") == "on") {
       t.perm.resize(n);
       std::iota(t.perm.begin(), t.perm.end(), 0);
@@ -155,7 +159,10 @@ class Lopro final : public Method {
     }
     GptqResult g = gptq_quantize(Rt, Ht, gptq_, nullptr);
     if (!g.warning.empty()) out.extra["warning"] = g.warning;
-    out.layer = std::make_unique<PackedLinear>(std::move(g.q), std::move(t), std::move(parts));
+    InputTransform chain;
+    if (!t.perm.empty()) chain.permute(std::move(t.perm));
+    if (t.had_block) chain.hadamard(t.had_block, t.had_skip);
+    out.layer = std::make_unique<PackedLinear>(std::move(g.q), std::move(chain), std::move(parts));
     return out;
   }
   bool runs_on(Device d) const override { return d == Device::CPU || gpu_build(); }

@@ -1,10 +1,13 @@
 // Method registry: recipe name -> factory, and the composition with modifier stages.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "core/error.h"
 #include "quant/error_correction.h"
 #include "quant/methods/common.h"
-#include "quant/pipeline.h"
+#include "quant/objective.h"
 
 namespace lrq {
 
@@ -62,8 +65,8 @@ std::shared_ptr<const SiteTensors> site_tensors(const SiteStats& st, Device devi
 
 std::unique_ptr<PackedLinear> from_gptq(GptqResult r, InputTransform t) {
   if (!r.perm.empty()) {
-    LRQ_ASSERT(t.perm.empty());
-    t.perm = std::move(r.perm);
+    LRQ_ASSERT(!t.find<PermuteStage>());
+    t.permute(std::move(r.perm));
   }
   return std::make_unique<PackedLinear>(std::move(r.q), std::move(t), std::vector<LowRankPart>{});
 }
@@ -105,7 +108,72 @@ class Composed final : public Method {
 };
 }  // namespace
 
+const std::vector<MethodSpec>& builtin_method_specs();
+
+namespace {
+std::map<std::string, MethodEntry>& registry() {
+  static std::map<std::string, MethodEntry> r;
+  return r;
+}
+}  // namespace
+
+bool register_method(MethodEntry e) {
+  if (!registry().emplace(e.spec.name, e).second) {
+    std::fprintf(stderr, "lrquant: method '%s' registered twice\n", e.spec.name.c_str());
+    std::abort();
+  }
+  return true;
+}
+
+const std::vector<MethodSpec>& method_specs() {
+  // Rebuilt when a registration came after the last call (a test's own method).
+  static std::vector<MethodSpec> specs;
+  static size_t seen = size_t(-1);
+  if (seen != registry().size()) {
+    std::vector<std::pair<int, MethodSpec>> all;
+    int k = 0;
+    for (const auto& s : builtin_method_specs()) all.emplace_back(10 * ++k, s);
+    for (const auto& [_, e] : registry()) all.emplace_back(e.order, e.spec);
+    std::stable_sort(all.begin(), all.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    specs.clear();
+    for (auto& [_, s] : all) specs.push_back(s);
+    seen = registry().size();
+  }
+  return specs;
+}
+
+bool is_block_method(const Recipe& r) {
+  auto it = registry().find(r.base().method);
+  return it != registry().end() && it->second.block;
+}
+
+std::unique_ptr<BlockMethod> make_block_method(const Recipe& r) {
+  auto it = registry().find(r.base().method);
+  if (it == registry().end() || !it->second.block)
+    fail("recipe", "method '{}' does not quantize whole blocks", r.base().method);
+  if (r.stages.size() > 1)
+    fail("recipe", "block method '{}' takes no modifier stages", r.base().method);
+  return it->second.block(r.base());
+}
+
+uint64_t layer_seed(uint64_t run_seed, const std::string& layer_name) {
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a over the full name
+  for (unsigned char c : layer_name) h = (h ^ c) * 0x100000001b3ull;
+  uint64_t z = run_seed ^ h;  // then one SplitMix64 finalizer
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 std::unique_ptr<Method> make_method(const Recipe& r) {
+  if (auto it = registry().find(r.base().method); it != registry().end()) {
+    if (!it->second.layer)
+      fail("recipe", "method '{}' quantizes whole blocks, not single layers", r.base().method);
+    auto base = it->second.layer(r.base());
+    if (r.stages.size() == 1) return base;
+    return std::make_unique<Composed>(std::move(base), r);
+  }
   using Factory = std::unique_ptr<Method> (*)(const Stage&);
   static const std::map<std::string, Factory> table = {
       {"rtn", make_rtn}, {"gptq", make_gptq}, {"awq", make_awq}, {"nf", make_nf}, {"flrq", make_flrq},
