@@ -4,6 +4,8 @@
 # `quantize --device cuda` and `eval --device cuda` (valid with KLD against the model, and
 # WikiText-2). Needs the models and data in .carry/ (see bench/NOTES.md) and the cuda preset.
 #   bench/gpu_tables.sh [m|mx|both] [JOBS]
+# MATCH=REGEX keeps only the recipes matching it (and drops the fp row), e.g. MATCH='^(flrq|lopro)'
+# for the rows a change of the low-rank methods' seeds moves.
 # Writes $OUT/<model>.json (all rows) and prints the markdown table of each model last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,11 +33,19 @@ RECIPES=(
   'lopro:w2g128,perm=off' 'lopro:w2g128,rot=none' 'lopro:w2g128,protect=0'
   'lopro:w2g128,rot=global' 'lopro:w2g128,factors=fp16'
 )
+if [ -n "${MATCH:-}" ]; then
+  kept=()
+  for r in "${RECIPES[@]}"; do [[ $r =~ $MATCH ]] && kept+=("$r"); done
+  RECIPES=("${kept[@]}")
+  FP=()
+else
+  FP=(fp)
+fi
 run_model() {  # name dir
   python3 bench/quant_table.py --bin build/cuda/lrquant --model "$2" \
     --calib .carry/data/calib.txt --valid .carry/data/valid.txt --wiki .carry/data/wiki.test.raw \
     --kld --quant-device cuda --eval-device cuda --qdir "/tmp/lrq-gpu-q/$1" \
-    --out "/tmp/lrq-gpu-tables/$1" --jobs "$JOBS" --threads 4 --recipes fp "${RECIPES[@]}" \
+    --out "/tmp/lrq-gpu-tables/$1" --jobs "$JOBS" --threads 4 --recipes "${FP[@]}" "${RECIPES[@]}" \
     >"/tmp/lrq-gpu-tables-$1.md" 2>&1 || true
   cp "/tmp/lrq-gpu-tables/$1/table.json" "$OUTDIR/$1.json" 2>/dev/null || true
   grep -c '^ROW' "/tmp/lrq-gpu-tables-$1.md" | sed "s/^/$1 rows: /"

@@ -390,6 +390,20 @@ TEST(Safetensors, CorruptionNeverEscapesAsAnotherFailure) {
   EXPECT_GT(refused, 0);
 }
 
+// A value nested 60k arrays deep: printing it in the error message must not recurse per level
+// (issue 25: it overflowed the stack).
+std::string deep_array(int depth) { return std::string(size_t(depth), '[') + std::string(size_t(depth), ']'); }
+
+TEST(Safetensors, DeeplyNestedHeaderValueIsAnError) {
+  const std::string dir = test::temp_dir();
+  const std::string path = dir + "/deep.safetensors";
+  spit(path, st_bytes("{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":" +
+                          deep_array(60000) + "}}",
+                      f32_bytes({1, 2, 3, 4})));
+  expect_error([&] { SafetensorsFile::open(path); }, path,
+               "'data_offsets' must be an array of 2 integers, got [[[[[[[[...]]]]]]]]");
+}
+
 TEST(Safetensors, UnreadableFile) {
   if (geteuid() == 0) GTEST_SKIP() << "root reads files whatever their mode";
   std::string dir = write_model(tiny_llama());
@@ -546,6 +560,20 @@ TEST(Checkpoint, BrokenConfigsAreOneLineErrors) {
   check("rope_scaling legacy", [](json& c) { c["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}}; },
         "rope_scaling.type 'linear'");
   check("rope_scaling string", [](json& c) { c["rope_scaling"] = "dynamic"; }, "rope_scaling");
+  check("eps beyond float", [](json& c) { c["rms_norm_eps"] = 1e39; },
+        "field 'rms_norm_eps' must be a positive float32, got 1e+39");
+  check("eps below float", [](json& c) { c["rms_norm_eps"] = 1e-60; }, "positive float32");
+  {
+    // Written as text: dump() itself would recurse 60k levels deep.
+    json c = tiny_llama().config;
+    c["rope_scaling"] = "DEEP";
+    std::string text = c.dump(2);
+    text.replace(text.find("\"DEEP\""), 6, deep_array(60000));
+    const std::string dir = test::temp_dir();
+    spit(dir + "/config.json", text);
+    expect_error([&] { parse_hf_config(dir + "/config.json"); }, dir + "/config.json",
+                 "rope_scaling [[[[[[[[...]]]]]]]] is not supported");
+  }
   check("rope_scaling factor", [](json& c) { c["rope_scaling"] = {{"factor", 2.0}}; }, "rope_scaling.factor");
   check("rope_parameters", [](json& c) { c["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 1.0}}; },
         "rope_parameters.rope_type 'llama3'");

@@ -82,6 +82,41 @@ TEST(Runtime, CliDeviceOption) {
   }
 }
 
+// lrquant-runtime (no quantizer linked) runs a quantized folder exactly as lrquant does.
+TEST(Runtime, RuntimeBinaryEvaluatesAQuantizedFolderLikeTheFullOne) {
+  REQUIRE_SHARED();
+  const std::string out = test::temp_dir() + "/q";
+  const auto q = test::run_cli("quantize --model " + lab_s() + " --calib " +
+                               test::shared("data/lab-corpus/calib.txt") +
+                               " --nsamples 4 --seqlen 64 --recipe gptq:w3g64,act_order --out " +
+                               out + " --quiet");
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  const std::string eval = "eval --model " + out + " --text " + test::repo("models/lab-s/README.md") +
+                           " --ctx 64 --json";
+  const auto full = test::run_cli(eval), rt = test::run_cli(eval, LRQ_RUNTIME_BINARY);
+  ASSERT_EQ(full.exit_code, 0) << full.err;
+  ASSERT_EQ(rt.exit_code, 0) << rt.err;
+  EXPECT_EQ(rt.out, full.out);
+  EXPECT_NE(full.out.find("ppl"), std::string::npos) << full.out;
+  // The quantizer's subcommands are not there.
+  const auto none = test::run_cli("quantize --model " + lab_s(), LRQ_RUNTIME_BINARY);
+  EXPECT_NE(none.exit_code, 0);
+}
+
+// A tokenizer of another model is refused (issue 25: llama2.c's 512-token tok512.bin with
+// lab-s's 4096-token vocabulary ran at ppl 42597, exit 0).
+TEST(Runtime, ForeignTokenizerIsRefused) {
+  REQUIRE_SHARED();
+  const std::string tok = test::shared("models/stories260K/tok512.bin");
+  const auto r = test::run_cli("eval --model " + lab_s() + " --tokenizer " + tok + " --text " +
+                               test::repo("models/lab-s/README.md") + " --ctx 64");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find(tok + ": tokenizer has 512 tokens but the model's vocabulary is 4096"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
 TEST(Runtime, PermuteScaleColsMatchesFormula) {
   const int64_t T = 3, n = 40;
   const Tensor x = randn({T, n}, 1);

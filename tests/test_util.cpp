@@ -50,10 +50,11 @@ std::string temp_dir() {
   return buf.data();
 }
 
-CliResult run_cli(const std::string& args) {
+CliResult run_cli(const std::string& args, const std::string& binary) {
   std::string dir = temp_dir();
   std::string out = dir + "/out", err = dir + "/err";
-  std::string cmd = std::string(LRQ_CLI_BINARY) + " " + args + " >" + out + " 2>" + err;
+  std::string cmd = (binary.empty() ? std::string(LRQ_CLI_BINARY) : binary) + " " + args + " >" +
+                    out + " 2>" + err;
   int rc = std::system(cmd.c_str());
   CliResult r;
   r.exit_code = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);

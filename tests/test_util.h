@@ -23,8 +23,8 @@ struct CliResult {
   int exit_code;
   std::string out, err;
 };
-/// Runs the lrquant binary with `args` (a shell-quoted argument string).
-CliResult run_cli(const std::string& args);
+/// Runs the lrquant binary (or `binary`) with `args` (a shell-quoted argument string).
+CliResult run_cli(const std::string& args, const std::string& binary = "");
 
 }  // namespace lrq::test
 

@@ -2,6 +2,8 @@
 // computed by libsentencepiece 0.2.2 and transformers), the WikiText-2 token-stream digest
 // published there, ids worked out by hand on small synthetic models, and ids from a naive
 // O(n^2) Python transcription of llama2.c's encoder (noted where used).
+#include <sys/stat.h>
+
 #include "tokenizer/tokenizer.h"
 
 #include <cstring>
@@ -407,8 +409,12 @@ TEST(Llama2c, SyntheticTokenizerMergesAndDetection) {
 TEST(TokenizerFiles, GarbageAndTruncatedFilesGiveCleanErrors) {
   const std::string dir = test::temp_dir();
   const std::string missing = dir + "/missing.model";
-  expect_error([&] { load_tokenizer(missing); }, missing, "cannot open");
+  expect_error([&] { load_tokenizer(missing); }, missing, "no such file or directory");
   expect_error([&] { load_tokenizer(dir); }, dir, "directory");
+  // A FIFO where the tokenizer is expected: refused at once, never read (it would block).
+  const std::string fifo = dir + "/fifo.model";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  expect_error([&] { load_tokenizer(fifo); }, fifo, "is not a regular file");
   const std::string empty = dir + "/empty.bin";
   write(empty, "");
   expect_error([&] { load_tokenizer(empty); }, empty,

@@ -125,7 +125,7 @@ void check_rope(const std::string& file, const json& j, std::string_view field,
   auto it = j.find(field);
   if (it == j.end() || it->is_null()) return;
   if (!it->is_object())
-    fail(file, "{} {} is not supported (only null)", field, printable(it->dump()));
+    fail(file, "{} {} is not supported (only null)", field, io::preview(*it));
   Fields f(file, *it, std::string(field) + ".");
   // The variant's name first: "rope_type 'yarn'" says more than its first unknown knob.
   for (const char* key : {"rope_type", "type"}) {
@@ -165,7 +165,7 @@ const Arch& find_arch(const std::string& file, const json& j) {
   if (it != j.end() && !it->is_null()) {
     if (!it->is_array() || it->empty() || !(*it)[0].is_string())
       fail(file, "field 'architectures' must be a non-empty list of strings, got {}",
-           printable(it->dump()));
+           io::preview(*it));
     name = (*it)[0].get<std::string>();
     for (const Arch& a : kArchs)
       if (a.name == name) return a;
@@ -211,9 +211,10 @@ ModelConfig parse(const std::string& path, const json& j, json* quantization) {
   if (c.head_dim % 2 != 0)
     fail(path, "head_dim {} is odd; rotary embeddings need an even head_dim", c.head_dim);
 
+  // Checked in the float the forward pass uses: 1e39 is finite as a double and +inf as a float.
   double eps = f.opt_number("rms_norm_eps").value_or(1e-6);
-  if (!(eps > 0 && std::isfinite(eps)))
-    fail(path, "field 'rms_norm_eps' must be positive, got {}", eps);
+  if (!(float(eps) > 0 && std::isfinite(float(eps))))
+    fail(path, "field 'rms_norm_eps' must be a positive float32, got {}", eps);
   c.rms_eps = float(eps);
 
   auto theta_top = f.opt_number("rope_theta");
@@ -250,7 +251,7 @@ ModelConfig parse(const std::string& path, const json& j, json* quantization) {
       for (const json& t : *lt) {
         if (t == "sliding_attention") sliding = true;
         else if (t != "full_attention")
-          fail(path, "layer_types entry {} is not supported", printable(t.dump()));
+          fail(path, "layer_types entry {} is not supported", io::preview(t));
       }
     }
     if (sliding) c.sliding_window = f.dim("sliding_window", 4096);

@@ -14,6 +14,37 @@ std::string printable(std::string_view s, size_t max_len) {
   return out;
 }
 
+namespace {
+void preview_into(const nlohmann::json& j, int depth, size_t max_len, std::string& out) {
+  if (out.size() > max_len) return;
+  if (!j.is_structured()) {
+    out += j.dump();
+    return;
+  }
+  if (depth >= 8) {
+    out += "...";
+    return;
+  }
+  const bool obj = j.is_object();
+  out += obj ? '{' : '[';
+  bool first = true;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (out.size() > max_len) break;
+    if (!first) out += ',';
+    first = false;
+    if (obj) out += nlohmann::json(it.key()).dump() + ':';
+    preview_into(*it, depth + 1, max_len, out);
+  }
+  out += obj ? '}' : ']';
+}
+}  // namespace
+
+std::string preview(const nlohmann::json& j, size_t max_len) {
+  std::string out;
+  preview_into(j, 0, max_len, out);
+  return printable(out, max_len);
+}
+
 nlohmann::json parse_json(const std::string& text, const std::string& file, std::string_view what) {
   try {
     return nlohmann::json::parse(text);

@@ -11,6 +11,11 @@ namespace lrq::io {
 /// `s` made safe for a one-line message: control bytes become '?', long strings are cut.
 std::string printable(std::string_view s, size_t max_len = 120);
 
+/// A JSON value of untrusted depth and size as a one-line preview of at most about `max_len`
+/// characters. Nesting deeper than 8 levels prints as "..." (dump() recurses once per level,
+/// so a value nested 50k arrays deep would overflow the stack in an error message).
+std::string preview(const nlohmann::json& j, size_t max_len = 120);
+
 /// Parses `text` (the contents of `file`); malformed JSON is Error("<file>: <what> is not
 /// valid JSON: <parser message>").
 nlohmann::json parse_json(const std::string& text, const std::string& file, std::string_view what);

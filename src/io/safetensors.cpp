@@ -67,18 +67,18 @@ TensorEntry parse_entry(const json& v, const std::string& file, const std::strin
   bool overflow = false;
   for (const json& d : sh) {
     if (d.is_number_integer() && !d.is_number_unsigned())
-      fail(file, "negative dimension {} in shape {} {}", d.get<int64_t>(), printable(sh.dump()),
+      fail(file, "negative dimension {} in shape {} {}", d.get<int64_t>(), io::preview(sh),
            tensor_tag(name));
     uint64_t n = nonneg_int(d, "a 'shape' dimension", file, name);
     if (n > uint64_t(std::numeric_limits<int64_t>::max())) overflow = true;
     overflow |= __builtin_mul_overflow(bytes, n, &bytes);
     e.shape.push_back(int64_t(n));
   }
-  if (overflow) fail(file, "shape {} is impossibly large {}", printable(sh.dump()), tensor_tag(name));
+  if (overflow) fail(file, "shape {} is impossibly large {}", io::preview(sh), tensor_tag(name));
 
   const json& off = require(v, "data_offsets", file, name);
   if (!off.is_array() || off.size() != 2)
-    fail(file, "'data_offsets' must be an array of 2 integers, got {} {}", printable(off.dump()),
+    fail(file, "'data_offsets' must be an array of 2 integers, got {} {}", io::preview(off),
          tensor_tag(name));
   uint64_t begin = nonneg_int(off[0], "data_offsets begin", file, name);
   uint64_t end = nonneg_int(off[1], "data_offsets end", file, name);

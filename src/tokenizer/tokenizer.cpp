@@ -8,22 +8,16 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/mapped_file.h"
 #include "tokenizer/formats.h"
 
 namespace lrq {
 
 namespace detail {
 
-std::string read_binary_file(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) fail(path, "is a directory, not a file");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) fail(path, "cannot open: {}", std::strerror(errno));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) fail(path, "read error");
-  return std::move(ss).str();
-}
+// Opened the way weights and configs are (io/mapped_file.h): a FIFO or device given as a
+// tokenizer is refused instead of blocking the read forever.
+std::string read_binary_file(const std::string& path) { return read_text_file(path); }
 
 }  // namespace detail
 
