@@ -563,6 +563,8 @@ TEST(Checkpoint, BrokenConfigsAreOneLineErrors) {
   check("eps beyond float", [](json& c) { c["rms_norm_eps"] = 1e39; },
         "field 'rms_norm_eps' must be a positive float32, got 1e+39");
   check("eps below float", [](json& c) { c["rms_norm_eps"] = 1e-60; }, "positive float32");
+  check("theta beyond float", [](json& c) { c["rope_theta"] = 1e300; },
+        "rope_theta 1e+300 does not fit a float32");
   {
     // Written as text: dump() itself would recurse 60k levels deep.
     json c = tiny_llama().config;

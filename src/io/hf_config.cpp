@@ -118,6 +118,14 @@ class Fields {
   std::string prefix_;
 };
 
+// A config number as the float the model uses. Converting a double beyond FLT_MAX is undefined
+// behaviour (the compiler may then assume the result finite), so the range is checked first.
+float checked_float(const std::string& file, double v, const std::string& field) {
+  if (!(std::fabs(v) <= double(std::numeric_limits<float>::max())))
+    fail(file, "{} {} does not fit a float32", field, v);
+  return float(v);
+}
+
 // rope_scaling (transformers 4) and rope_parameters (transformers 5) both describe the rotary
 // variant; only the plain one with no extra knobs is implemented.
 void check_rope(const std::string& file, const json& j, std::string_view field,
@@ -137,7 +145,7 @@ void check_rope(const std::string& file, const json& j, std::string_view field,
   for (auto& [key, v] : it->items()) {
     if (key == "rope_type" || key == "type") continue;
     if (key == "rope_theta") {
-      if (auto t = f.opt_number(key)) *theta = float(*t);
+      if (auto t = f.opt_number(key)) *theta = checked_float(file, *t, std::string(field) + ".rope_theta");
     } else if (key == "partial_rotary_factor") {
       auto p = f.opt_number(key);
       if (p && *p != 1.0)
@@ -211,14 +219,16 @@ ModelConfig parse(const std::string& path, const json& j, json* quantization) {
   if (c.head_dim % 2 != 0)
     fail(path, "head_dim {} is odd; rotary embeddings need an even head_dim", c.head_dim);
 
-  // Checked in the float the forward pass uses: 1e39 is finite as a double and +inf as a float.
+  // Checked against the float the forward pass uses: 1e39 is a finite double but no float (and
+  // converting it is undefined behaviour, so the range is checked in double first), 1e-60
+  // rounds to a zero float.
   double eps = f.opt_number("rms_norm_eps").value_or(1e-6);
-  if (!(float(eps) > 0 && std::isfinite(float(eps))))
+  if (!(eps > 0 && eps <= double(std::numeric_limits<float>::max()) && float(eps) > 0))
     fail(path, "field 'rms_norm_eps' must be a positive float32, got {}", eps);
   c.rms_eps = float(eps);
 
   auto theta_top = f.opt_number("rope_theta");
-  float theta = float(theta_top.value_or(10000.0));
+  float theta = checked_float(path, theta_top.value_or(10000.0), "rope_theta");
   check_rope(path, j, "rope_scaling", &theta);
   float theta_before = theta;
   check_rope(path, j, "rope_parameters", &theta);
