@@ -275,7 +275,8 @@ void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& 
   if (out.numel() != int64_t(ids.size()) * table.dim(1))
     fail("", "embedding: {} {}", table.str(), out.str());
   for (const int32_t id : ids)
-    if (id < 0 || id >= table.dim(0)) fail("", "embedding: token id {} outside {}", id, table.str());
+    if (id < 0 || id >= table.dim(0))
+      fail("", "embedding: token id {} outside {}", id, table.str());
 }
 
 // ------------------------------------------------------------------ packed matrices
@@ -339,9 +340,9 @@ void packed_matmul(const Packed& w, const Tensor& x, const Tensor& y, bool,
   const Device dev = w.codes.device();
   for (const LowRankTerm& tm : terms) {
     const int64_t r = tm.L.defined() && tm.L.ndim() == 2 ? tm.L.dim(1) : -1;
-    if (r < 0 || tm.L.dim(0) != rows || (tm.L.dtype() != DType::F16 && tm.L.dtype() != DType::F32) ||
-        !tm.h.defined() || tm.h.dtype() != DType::F32 || tm.h.shape() != Shape{T, r} ||
-        tm.L.device() != dev || tm.h.device() != dev)
+    const bool L_ok = tm.L.dtype() == DType::F16 || tm.L.dtype() == DType::F32;
+    if (r < 0 || tm.L.dim(0) != rows || !L_ok || !tm.h.defined() || tm.h.dtype() != DType::F32 ||
+        tm.h.shape() != Shape{T, r} || tm.L.device() != dev || tm.h.device() != dev)
       fail("", "packed_matmul: low-rank term L {} h {} does not fit [{}, r] x [{}, r] on {}",
            opt_str(tm.L), opt_str(tm.h), rows, T, device_name(dev));
   }

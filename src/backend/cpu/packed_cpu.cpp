@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
@@ -179,23 +180,28 @@ using DequantRowFn = void (*)(const Plan&, int64_t, float*, float*, float*);
 using DotRowFn = void (*)(const Plan&, int64_t, const float*, int64_t, const float*, float*,
                           float*, float*);
 
-DequantRowFn dequant_fn_scalar(int bits) {
+// pick(std::integral_constant<int, B>) for the code width B, so a kernel table is one line per
+// kernel family instead of one switch each.
+template <class Pick>
+auto by_bits(int bits, Pick pick) {
   switch (bits) {
-    case 2: return dequant_row_scalar<2>;
-    case 3: return dequant_row_scalar<3>;
-    case 4: return dequant_row_scalar<4>;
-    default: return dequant_row_scalar<8>;
+    case 2: return pick(std::integral_constant<int, 2>{});
+    case 3: return pick(std::integral_constant<int, 3>{});
+    case 4: return pick(std::integral_constant<int, 4>{});
+    default: return pick(std::integral_constant<int, 8>{});
   }
+}
+
+DequantRowFn dequant_fn_scalar(int bits) {
+  return by_bits(bits, [](auto b) -> DequantRowFn { return dequant_row_scalar<b.value>; });
 }
 
 DotRowFn dot_fn_scalar(const Plan& p) {
   const bool lut = p.format == PackedFormat::Codebook;
-  switch (p.bits) {
-    case 2: return lut ? dot_row_scalar<2, true> : dot_row_scalar<2, false>;
-    case 3: return lut ? dot_row_scalar<3, true> : dot_row_scalar<3, false>;
-    case 4: return lut ? dot_row_scalar<4, true> : dot_row_scalar<4, false>;
-    default: return lut ? dot_row_scalar<8, true> : dot_row_scalar<8, false>;
-  }
+  return by_bits(p.bits, [lut](auto b) -> DotRowFn {
+    constexpr int B = decltype(b)::value;
+    return lut ? dot_row_scalar<B, true> : dot_row_scalar<B, false>;
+  });
 }
 
 // ------------------------------------------------------------------ AVX2 kernels
@@ -363,22 +369,15 @@ DequantRowFn dequant_fn_bits(PackedFormat f) {
 }
 
 DequantRowFn dequant_fn_avx2(const Plan& p) {
-  switch (p.bits) {
-    case 2: return dequant_fn_bits<2>(p.format);
-    case 3: return dequant_fn_bits<3>(p.format);
-    case 4: return dequant_fn_bits<4>(p.format);
-    default: return dequant_fn_bits<8>(p.format);
-  }
+  return by_bits(p.bits, [&p](auto b) { return dequant_fn_bits<b.value>(p.format); });
 }
 
 DotRowFn dot_fn_avx2(const Plan& p) {
   const bool lut = p.format == PackedFormat::Codebook;
-  switch (p.bits) {
-    case 2: return lut ? dot_row_avx2_any<2, true> : dot_row_avx2_any<2, false>;
-    case 3: return lut ? dot_row_avx2_any<3, true> : dot_row_avx2_any<3, false>;
-    case 4: return lut ? dot_row_avx2_any<4, true> : dot_row_avx2_any<4, false>;
-    default: return lut ? dot_row_avx2_any<8, true> : dot_row_avx2_any<8, false>;
-  }
+  return by_bits(p.bits, [lut](auto b) -> DotRowFn {
+    constexpr int B = decltype(b)::value;
+    return lut ? dot_row_avx2_any<B, true> : dot_row_avx2_any<B, false>;
+  });
 }
 #endif  // LRQ_X86
 
@@ -404,7 +403,8 @@ void dequant_rows(const Plan& p, int64_t begin, int64_t end, float* out) {
   {
     std::vector<float> sc(size_t(p.ngroups)), off(size_t(p.ngroups));
 #pragma omp for schedule(static)
-    for (int64_t r = begin; r < end; ++r) fn(p, r, sc.data(), off.data(), out + (r - begin) * p.cols);
+    for (int64_t r = begin; r < end; ++r)
+      fn(p, r, sc.data(), off.data(), out + (r - begin) * p.cols);
   }
 }
 
