@@ -106,9 +106,9 @@ int main(int argc, char** argv) {
                                                 q.format(), "bench"));
       auto packed = [&](int i) { qs[size_t(i % copies)].matmul(x, y); };
       const double t_packed = time_it(packed, min_s);
-      packed_force_scalar(true);
+      ops::packed_force_scalar(true);
       const double t_scalar = time_it(packed, min_s);
-      packed_force_scalar(false);
+      ops::packed_force_scalar(false);
       const Tensor dense = q.dequantize();
       const double t_deq = time_it([&](int i) {
         qs[size_t(i % copies)].dequantize_rows(0, rows, dense.data<float>());

@@ -95,14 +95,14 @@ std::vector<uint8_t> documented_chunk(const uint8_t* c, int bits) {
 // Runs f once with the SIMD kernels (where the CPU has them) and once with the scalar ones.
 template <class F>
 void for_each_kernel(F f) {
-  const bool simd = packed_simd_active();
+  const bool simd = ops::packed_simd_active();
   for (bool scalar : {false, true}) {
     if (!scalar && !simd) continue;
-    packed_force_scalar(scalar);
+    ops::packed_force_scalar(scalar);
     SCOPED_TRACE(scalar ? "scalar kernels" : "AVX2 kernels");
     f();
   }
-  packed_force_scalar(false);
+  ops::packed_force_scalar(false);
 }
 
 // ||A||_F of (W - Q) X for W, Q [rows, n] and X [n, T], in double.

@@ -1,448 +1,14 @@
-// PackedWeight: packing, validation, and the decode kernels (portable scalar + AVX2).
-//
-// matmul uses, per group, sum_j (c_j s + o) x_j = s * sum_j c_j x_j + o * sum_j x_j (symmetric:
-// o = -2^(b-1) s; codebook: s * sum_j book[c_j] x_j), so the inner loop is one integer decode,
-// one conversion and one FMA per weight, and the group sums of x are computed once per call.
-// The two terms partly cancel when x has a large mean; the error stays a small multiple of
-// fp32 rounding of sum_j |w_j x_j| (tested), and skipping the centring of the codes makes the
-// compute-bound T = 1 kernel about 13% faster on the dev box.
+// PackedWeight: construction, validation and the public methods, on top of the seam's packed
+// ops (the kernels live in backend/cpu/packed_cpu.cpp and backend/cuda/packed_cuda.cu).
 #include "formats/packed_weight.h"
 
-#include <omp.h>
-
-#include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <cstring>
-#include <vector>
-
-#include "backend/ops.h"
-#if defined(LRQ_WITH_CUDA)
-#include "backend/cuda/packed_cuda.h"
-#endif
-
-// The AVX2 kernels exist on x86 only; elsewhere (aarch64) the portable kernels run.
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define LRQ_X86 1
-#endif
 
 namespace lrq {
 
-std::string_view quant_format_name(QuantFormat f) {
-  switch (f) {
-    case QuantFormat::Affine: return "affine";
-    case QuantFormat::Symmetric: return "symmetric";
-    case QuantFormat::Codebook: return "codebook";
-  }
-  return "?";
-}
-
-bool quant_format_from_name(std::string_view name, QuantFormat* out) {
-  for (QuantFormat f : {QuantFormat::Affine, QuantFormat::Symmetric, QuantFormat::Codebook})
-    if (quant_format_name(f) == name) {
-      *out = f;
-      return true;
-    }
-  return false;
-}
-
-namespace {
-
-constexpr int64_t kChunk = 32;      // values per packing unit
-constexpr int64_t kGemvMaxT = 8;    // above this, matmul dequantizes slabs and calls gemm
-constexpr int64_t kSlabBytes = 2 << 20;  // fp32 slab size for the gemm path
-
-std::atomic<bool> g_force_scalar{false};
-
-bool cpu_has_avx2() {
-#if defined(LRQ_X86)
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c");
-  return ok;
-#else
-  return false;
-#endif
-}
-
-bool use_simd() { return cpu_has_avx2() && !g_force_scalar.load(std::memory_order_relaxed); }
-
-bool f16_finite(uint16_t h) { return (h & 0x7c00) != 0x7c00; }
-
-// ------------------------------------------------------------------ scalar chunk codec
-inline void encode_chunk(const uint8_t* c, int bits, uint8_t* p) {
-  switch (bits) {
-    case 8:
-      std::memcpy(p, c, 32);
-      return;
-    case 4:
-      for (int k = 0; k < 16; ++k) p[k] = uint8_t(c[k] | c[k + 16] << 4);
-      return;
-    case 3:  // value j + 8q at bit 12j + 3q of the chunk's 96-bit little-endian integer
-      std::memset(p, 0, 12);
-      for (int j = 0; j < 8; ++j) {
-        uint32_t field = 0;
-        for (int q = 0; q < 4; ++q) field |= uint32_t(c[j + 8 * q] & 7) << 3 * q;
-        field <<= 12 * j % 8;
-        p[12 * j / 8] = uint8_t(p[12 * j / 8] | field);
-        p[12 * j / 8 + 1] = uint8_t(p[12 * j / 8 + 1] | field >> 8);
-      }
-      return;
-    default:  // 2
-      for (int k = 0; k < 8; ++k)
-        p[k] = uint8_t((c[k] & 3) | (c[k + 8] & 3) << 2 | (c[k + 16] & 3) << 4 | (c[k + 24] & 3) << 6);
-  }
-}
-
-inline void decode_chunk(const uint8_t* p, int bits, uint8_t* c) {
-  switch (bits) {
-    case 8:
-      std::memcpy(c, p, 32);
-      return;
-    case 4:
-      for (int k = 0; k < 16; ++k) {
-        c[k] = p[k] & 15;
-        c[k + 16] = p[k] >> 4;
-      }
-      return;
-    case 3:
-      for (int j = 0; j < 8; ++j) {
-        const uint32_t field = (uint32_t(p[12 * j / 8]) | uint32_t(p[12 * j / 8 + 1]) << 8) >> 12 * j % 8;
-        for (int q = 0; q < 4; ++q) c[j + 8 * q] = uint8_t(field >> 3 * q & 7);
-      }
-      return;
-    default:  // 2
-      for (int k = 0; k < 8; ++k)
-        for (int q = 0; q < 4; ++q) c[k + 8 * q] = p[k] >> 2 * q & 3;
-  }
-}
-
-// Everything a row kernel needs, resolved once per call.
-struct Plan {
-  const uint8_t* codes;
-  int64_t row_bytes, cols, ngroups, chunks_per_group;
-  int bits;
-  QuantFormat format;
-  const uint16_t* scales;   // F16 [rows, ngroups]
-  const uint16_t* offsets;  // F16 [rows, ngroups] or null
-  const float* codebook;    // [2^bits] or null
-};
-
-Plan make_plan(const PackedWeight& w) {
-  return Plan{w.codes().data<uint8_t>(), w.codes().dim(1), w.cols(), w.ngroups(),
-              w.group() / kChunk, w.bits(), w.format(), w.scales().data<uint16_t>(),
-              w.offsets().defined() ? w.offsets().data<uint16_t>() : nullptr,
-              w.codebook().defined() ? w.codebook().data<float>() : nullptr};
-}
-
-// Per-row fp32 scales and offsets (affine: stored; symmetric: -2^(b-1) s; codebook: none).
-void row_scales(const Plan& p, int64_t r, float* sc, float* off) {
-  convert_to_f32(p.scales + r * p.ngroups, DType::F16, sc, size_t(p.ngroups));
-  if (p.offsets) {
-    convert_to_f32(p.offsets + r * p.ngroups, DType::F16, off, size_t(p.ngroups));
-  } else if (p.format == QuantFormat::Symmetric) {
-    const float m = float(1 << (p.bits - 1));
-    for (int64_t g = 0; g < p.ngroups; ++g) off[g] = -m * sc[g];
-  }
-}
-
-// ------------------------------------------------------------------ portable kernels
-// Templated on the bit width so decode_chunk folds to straight-line code the compiler can
-// vectorize for whatever the target has (NEON on aarch64).
-template <int B>
-void dequant_row_scalar(const Plan& p, int64_t r, float* sc, float* off, float* out) {
-  row_scales(p, r, sc, off);
-  const uint8_t* src = p.codes + r * p.row_bytes;
-  const int m = 1 << (B - 1);
-  uint8_t c[kChunk];
-  for (int64_t g = 0; g < p.ngroups; ++g)
-    for (int64_t ch = 0; ch < p.chunks_per_group; ++ch, src += 4 * B, out += kChunk) {
-      decode_chunk(src, B, c);
-      for (int k = 0; k < kChunk; ++k)
-        switch (p.format) {
-          case QuantFormat::Affine: out[k] = float(c[k]) * sc[g] + off[g]; break;
-          case QuantFormat::Symmetric: out[k] = float(int(c[k]) - m) * sc[g]; break;
-          case QuantFormat::Codebook: out[k] = p.codebook[c[k]] * sc[g]; break;
-        }
-    }
-}
-
-// out[t] = row r of W times x[t] for t < nt. Per-lane partial sums (reduced once per group)
-// keep every inner loop free of cross-iteration dependencies, so it vectorizes.
-template <int B, bool LUT>
-void dot_row_scalar(const Plan& p, int64_t r, const float* x, int64_t nt, const float* xsum,
-                    float* sc, float* off, float* out) {
-  row_scales(p, r, sc, off);
-  const uint8_t* src = p.codes + r * p.row_bytes;
-  uint8_t c[kChunk];
-  float v[kChunk], acc[kGemvMaxT][kChunk];
-  for (int64_t t = 0; t < nt; ++t) out[t] = 0;
-  for (int64_t g = 0, col = 0; g < p.ngroups; ++g) {
-    for (int64_t t = 0; t < nt; ++t) std::fill_n(acc[t], kChunk, 0.f);
-    for (int64_t ch = 0; ch < p.chunks_per_group; ++ch, src += 4 * B, col += kChunk) {
-      decode_chunk(src, B, c);
-      for (int k = 0; k < kChunk; ++k) v[k] = LUT ? p.codebook[c[k]] : float(c[k]);
-      for (int64_t t = 0; t < nt; ++t) {
-        const float* xt = x + t * p.cols + col;
-        for (int k = 0; k < kChunk; ++k) acc[t][k] += v[k] * xt[k];
-      }
-    }
-    for (int64_t t = 0; t < nt; ++t) {
-      float s = 0;
-      for (int k = 0; k < kChunk; ++k) s += acc[t][k];
-      out[t] += sc[g] * s;
-      if (!LUT) out[t] += off[g] * xsum[t * p.ngroups + g];
-    }
-  }
-}
-
-using DequantRowFn = void (*)(const Plan&, int64_t, float*, float*, float*);
-using DotRowFn = void (*)(const Plan&, int64_t, const float*, int64_t, const float*, float*,
-                          float*, float*);
-
-DequantRowFn dequant_fn_scalar(int bits) {
-  switch (bits) {
-    case 2: return dequant_row_scalar<2>;
-    case 3: return dequant_row_scalar<3>;
-    case 4: return dequant_row_scalar<4>;
-    default: return dequant_row_scalar<8>;
-  }
-}
-
-DotRowFn dot_fn_scalar(const Plan& p) {
-  const bool lut = p.format == QuantFormat::Codebook;
-  switch (p.bits) {
-    case 2: return lut ? dot_row_scalar<2, true> : dot_row_scalar<2, false>;
-    case 3: return lut ? dot_row_scalar<3, true> : dot_row_scalar<3, false>;
-    case 4: return lut ? dot_row_scalar<4, true> : dot_row_scalar<4, false>;
-    default: return lut ? dot_row_scalar<8, true> : dot_row_scalar<8, false>;
-  }
-}
-
-// ------------------------------------------------------------------ AVX2 kernels
-#if defined(LRQ_X86)
-#define LRQ_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-// Codes of one chunk as four vectors of 8 int32 (values 0-7, 8-15, 16-23, 24-31). Bytes are
-// zero-extended straight from memory, so every lane holds one byte and the fields are cut out
-// with 32-bit shifts and masks (one shuffle per 8 bytes).
-LRQ_AVX2 inline __m256i bytes8(const uint8_t* q) {
-  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q)));
-}
-
-template <int B>
-LRQ_AVX2 inline void decode_chunk_avx2(const uint8_t* p, __m256i v[4]) {
-  if constexpr (B == 8) {
-    for (int q = 0; q < 4; ++q) v[q] = bytes8(p + 8 * q);
-  } else if constexpr (B == 4) {
-    const __m256i mask = _mm256_set1_epi32(15), a = bytes8(p), b = bytes8(p + 8);
-    v[0] = _mm256_and_si256(a, mask);
-    v[1] = _mm256_and_si256(b, mask);
-    v[2] = _mm256_srli_epi32(a, 4);
-    v[3] = _mm256_srli_epi32(b, 4);
-  } else if constexpr (B == 3) {
-    // Lane j takes bytes 3j/2 and 3j/2 + 1 (the 12 bits of values j, j+8, j+16, j+24 start at
-    // bit 12j), shifted right by 4 for odd j. The 12-byte chunk is read as 8 + 4 bytes so
-    // nothing past it is touched.
-    uint32_t tail;
-    std::memcpy(&tail, p + 8, 4);
-    const __m128i raw = _mm_insert_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), int(tail), 2);
-    const __m256i pick = _mm256_setr_epi8(0, 1, -1, -1, 1, 2, -1, -1, 3, 4, -1, -1, 4, 5, -1, -1,
-                                          6, 7, -1, -1, 7, 8, -1, -1, 9, 10, -1, -1, 10, 11, -1, -1);
-    const __m256i a = _mm256_srlv_epi32(_mm256_shuffle_epi8(_mm256_broadcastsi128_si256(raw), pick),
-                                        _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
-    const __m256i mask = _mm256_set1_epi32(7);
-    v[0] = _mm256_and_si256(a, mask);
-    v[1] = _mm256_and_si256(_mm256_srli_epi32(a, 3), mask);
-    v[2] = _mm256_and_si256(_mm256_srli_epi32(a, 6), mask);
-    v[3] = _mm256_and_si256(_mm256_srli_epi32(a, 9), mask);
-  } else {
-    const __m256i mask = _mm256_set1_epi32(3), a = bytes8(p);
-    v[0] = _mm256_and_si256(a, mask);
-    v[1] = _mm256_and_si256(_mm256_srli_epi32(a, 2), mask);
-    v[2] = _mm256_and_si256(_mm256_srli_epi32(a, 4), mask);
-    v[3] = _mm256_srli_epi32(a, 6);
-  }
-}
-
-// codebook[v] for 8 codes; the codebook is preloaded as two 8-float registers (lo, hi).
-template <int B>
-LRQ_AVX2 inline __m256 lookup_avx2(__m256i v, __m256 lo, __m256 hi, const float* cb) {
-  if constexpr (B <= 3) {
-    return _mm256_permutevar8x32_ps(lo, v);
-  } else if constexpr (B == 4) {
-    const __m256 upper = _mm256_castsi256_ps(_mm256_cmpgt_epi32(v, _mm256_set1_epi32(7)));
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, v), _mm256_permutevar8x32_ps(hi, v), upper);
-  } else {
-    return _mm256_i32gather_ps(cb, v, 4);
-  }
-}
-
-LRQ_AVX2 inline float hsum_avx2(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-struct CodebookRegs {
-  __m256 lo, hi;
-};
-
-LRQ_AVX2 inline CodebookRegs load_codebook(const Plan& p) {
-  alignas(32) float t[16] = {};
-  if (p.codebook) std::memcpy(t, p.codebook, sizeof(float) * std::min(16, 1 << p.bits));
-  return {_mm256_load_ps(t), _mm256_load_ps(t + 8)};
-}
-
-template <int B, QuantFormat F>
-LRQ_AVX2 void dequant_row_avx2(const Plan& p, int64_t r, float* sc, float* off, float* out) {
-  row_scales(p, r, sc, off);
-  const uint8_t* src = p.codes + r * p.row_bytes;
-  const CodebookRegs cb = load_codebook(p);
-  const __m256i centre = _mm256_set1_epi32(1 << (B - 1));
-  __m256i v[4];
-  for (int64_t g = 0; g < p.ngroups; ++g) {
-    const __m256 s = _mm256_set1_ps(sc[g]);
-    const __m256 o = _mm256_set1_ps(F == QuantFormat::Affine ? off[g] : 0.f);
-    for (int64_t ch = 0; ch < p.chunks_per_group; ++ch, src += 4 * B, out += kChunk) {
-      decode_chunk_avx2<B>(src, v);
-      for (int q = 0; q < 4; ++q) {
-        __m256 w;
-        if constexpr (F == QuantFormat::Affine)
-          w = _mm256_fmadd_ps(_mm256_cvtepi32_ps(v[q]), s, o);
-        else if constexpr (F == QuantFormat::Symmetric)
-          w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(v[q], centre)), s);
-        else
-          w = _mm256_mul_ps(lookup_avx2<B>(v[q], cb.lo, cb.hi, p.codebook), s);
-        _mm256_storeu_ps(out + 8 * q, w);
-      }
-    }
-  }
-}
-
-// out[t] = row r of W times x[t], t < NT; codes are decoded once and reused for all NT inputs.
-template <int B, bool LUT, int NT>
-LRQ_AVX2 void dot_row_avx2(const Plan& p, int64_t r, const float* x, const float* xsum,
-                           const float* sc, const float* off, const CodebookRegs& cb,
-                           float* out) {
-  // Independent accumulator chains hide the FMA latency: at least 4 in flight per row.
-  constexpr int A = NT == 1 ? 4 : 2;
-  const uint8_t* src = p.codes + r * p.row_bytes;
-  float res[NT] = {};
-  __m256i v[4];
-  for (int64_t g = 0, col = 0; g < p.ngroups; ++g) {
-    __m256 acc[NT][A];
-    for (int t = 0; t < NT; ++t)
-      for (int a = 0; a < A; ++a) acc[t][a] = _mm256_setzero_ps();
-    for (int64_t ch = 0; ch < p.chunks_per_group; ++ch, src += 4 * B, col += kChunk) {
-      decode_chunk_avx2<B>(src, v);
-      for (int q = 0; q < 4; ++q) {
-        const __m256 w = LUT ? lookup_avx2<B>(v[q], cb.lo, cb.hi, p.codebook)
-                             : _mm256_cvtepi32_ps(v[q]);
-        for (int t = 0; t < NT; ++t)
-          acc[t][q % A] =
-              _mm256_fmadd_ps(w, _mm256_loadu_ps(x + t * p.cols + col + 8 * q), acc[t][q % A]);
-      }
-    }
-    for (int t = 0; t < NT; ++t) {
-      __m256 sum = acc[t][0];
-      for (int a = 1; a < A; ++a) sum = _mm256_add_ps(sum, acc[t][a]);
-      res[t] += sc[g] * hsum_avx2(sum);
-      if constexpr (!LUT) res[t] += off[g] * xsum[t * p.ngroups + g];
-    }
-  }
-  for (int t = 0; t < NT; ++t) out[t] = res[t];
-}
-
-template <int B, bool LUT>
-LRQ_AVX2 void dot_row_avx2_any(const Plan& p, int64_t r, const float* x, int64_t nt,
-                               const float* xsum, float* sc, float* off, float* out) {
-  row_scales(p, r, sc, off);
-  const CodebookRegs cb = load_codebook(p);
-  // Four inputs at a time keep accumulators + decoded codes within the 16 ymm registers.
-  for (int64_t t0 = 0; t0 < nt; t0 += 4) {
-    const float* xt = x + t0 * p.cols;
-    const float* st = xsum + t0 * p.ngroups;
-    switch (std::min<int64_t>(4, nt - t0)) {
-      case 1: dot_row_avx2<B, LUT, 1>(p, r, xt, st, sc, off, cb, out + t0); break;
-      case 2: dot_row_avx2<B, LUT, 2>(p, r, xt, st, sc, off, cb, out + t0); break;
-      case 3: dot_row_avx2<B, LUT, 3>(p, r, xt, st, sc, off, cb, out + t0); break;
-      default: dot_row_avx2<B, LUT, 4>(p, r, xt, st, sc, off, cb, out + t0); break;
-    }
-  }
-}
-
-template <int B>
-DequantRowFn dequant_fn_bits(QuantFormat f) {
-  switch (f) {
-    case QuantFormat::Affine: return dequant_row_avx2<B, QuantFormat::Affine>;
-    case QuantFormat::Symmetric: return dequant_row_avx2<B, QuantFormat::Symmetric>;
-    case QuantFormat::Codebook: return dequant_row_avx2<B, QuantFormat::Codebook>;
-  }
-  return nullptr;
-}
-
-DequantRowFn dequant_fn_avx2(const Plan& p) {
-  switch (p.bits) {
-    case 2: return dequant_fn_bits<2>(p.format);
-    case 3: return dequant_fn_bits<3>(p.format);
-    case 4: return dequant_fn_bits<4>(p.format);
-    default: return dequant_fn_bits<8>(p.format);
-  }
-}
-
-DotRowFn dot_fn_avx2(const Plan& p) {
-  const bool lut = p.format == QuantFormat::Codebook;
-  switch (p.bits) {
-    case 2: return lut ? dot_row_avx2_any<2, true> : dot_row_avx2_any<2, false>;
-    case 3: return lut ? dot_row_avx2_any<3, true> : dot_row_avx2_any<3, false>;
-    case 4: return lut ? dot_row_avx2_any<4, true> : dot_row_avx2_any<4, false>;
-    default: return lut ? dot_row_avx2_any<8, true> : dot_row_avx2_any<8, false>;
-  }
-}
-#endif  // LRQ_X86
-
-DequantRowFn dequant_fn(const Plan& p) {
-#if defined(LRQ_X86)
-  if (use_simd()) return dequant_fn_avx2(p);
-#endif
-  return dequant_fn_scalar(p.bits);
-}
-
-DotRowFn dot_fn(const Plan& p) {
-#if defined(LRQ_X86)
-  if (use_simd()) return dot_fn_avx2(p);
-#endif
-  return dot_fn_scalar(p);
-}
-
-}  // namespace
-
-int64_t packed_row_bytes(int64_t cols, int bits) { return cols / kChunk * 4 * bits; }
-
-void packed_force_scalar(bool on) { g_force_scalar.store(on); }
-bool packed_simd_active() { return use_simd(); }
-
 // ------------------------------------------------------------------ construction
-namespace {
-// Whether this build has code for tensors on d (a CPU build has no GPU kernels).
-bool dev_supported(Device d) {
-#if defined(LRQ_WITH_CUDA)
-  return true;
-#else
-  return d == Device::CPU;
-#endif
-}
-
-#if defined(LRQ_WITH_CUDA)
-bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
-#endif
-}  // namespace
-
 void PackedWeight::validate(std::string_view where) const {
-  if (bits_ != 2 && bits_ != 3 && bits_ != 4 && bits_ != 8)
-    fail(where, "bits must be 2, 3, 4 or 8, got {}", bits_);
+  if (!packed_bits_valid(bits_)) fail(where, "bits must be 2, 3, 4 or 8, got {}", bits_);
   const Device dev = codes_.device();
   auto need = [&](const Tensor& t, const char* name, DType dt, const Shape& shape) {
     if (!t.defined()) fail(where, "{} tensor missing", name);
@@ -453,34 +19,24 @@ void PackedWeight::validate(std::string_view where) const {
   };
   // On the GPU a kernel finds the first non-finite value, so the scales do not cross to the host.
   auto all_finite_f16 = [&](const Tensor& t, const char* name) {
-    int64_t bad = -1;
-    if (t.is_cpu()) {
-      const uint16_t* h = t.data<uint16_t>();
-      for (int64_t i = 0; i < t.numel() && bad < 0; ++i)
-        if (!f16_finite(h[i])) bad = i;
-    } else {
-#if defined(LRQ_WITH_CUDA)
-      bad = cuda::f16_first_nonfinite(t.data<uint16_t>(), t.numel());
-#endif
-    }
-    if (bad >= 0) fail(where, "{} contains inf or NaN at element {}", name, bad);
+    if (const int64_t bad = ops::first_nonfinite(t); bad >= 0)
+      fail(where, "{} contains inf or NaN at element {}", name, bad);
   };
-  if (!dev_supported(dev))
-    fail(where, "tensors on {}: this build has no GPU support", device_name(dev));
-  if (group_ <= 0 || group_ % kChunk != 0)
-    fail(where, "group must be a positive multiple of {}, got {}", kChunk, group_);
+  if (group_ <= 0 || group_ % kChunkValues != 0)
+    fail(where, "group must be a positive multiple of {}, got {}", kChunkValues, group_);
   if (rows_ <= 0 || cols_ <= 0 || cols_ % group_ != 0)
     fail(where, "{} columns is not a positive multiple of group {}", cols_, group_);
   need(codes_, "codes", DType::U8, {rows_, packed_row_bytes(cols_, bits_)});
   need(scales_, "scales", DType::F16, {rows_, ngroups()});
   all_finite_f16(scales_, "scales");
-  if (format_ == QuantFormat::Affine) {
+  const FormatTraits& traits = format_traits(format_);
+  if (traits.has_offsets) {
     need(offsets_, "offsets", DType::F16, {rows_, ngroups()});
     all_finite_f16(offsets_, "offsets");
   } else if (offsets_.defined()) {
     fail(where, "offsets given for the {} format, which has none", quant_format_name(format_));
   }
-  if (format_ == QuantFormat::Codebook) {
+  if (traits.has_codebook) {
     need(codebook_, "codebook", DType::F32, {int64_t(1) << bits_});
     const Tensor book = codebook_.to(Device::CPU);  // at most 256 values
     for (int64_t i = 0; i < book.numel(); ++i)
@@ -498,12 +54,11 @@ PackedWeight PackedWeight::from_tensors(const Tensor& packed_codes, const Tensor
   if (!packed_codes.defined()) fail(where, "codes tensor missing");
   if (packed_codes.ndim() != 2 || packed_codes.dtype() != DType::U8)
     fail(where, "codes must be a U8 matrix, got {}", packed_codes.str());
-  if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
-    fail(where, "bits must be 2, 3, 4 or 8, got {}", bits);
-  const int64_t chunk_bytes = 4 * bits;
-  if (packed_codes.dim(1) % chunk_bytes != 0)
+  if (!packed_bits_valid(bits)) fail(where, "bits must be 2, 3, 4 or 8, got {}", bits);
+  const int64_t chunk = chunk_bytes(bits);
+  if (packed_codes.dim(1) % chunk != 0)
     fail(where, "codes row of {} bytes is not a whole number of {}-byte chunks at {} bits",
-         packed_codes.dim(1), chunk_bytes, bits);
+         packed_codes.dim(1), chunk, bits);
   PackedWeight w;
   w.codes_ = packed_codes;
   w.scales_ = scales;
@@ -513,7 +68,7 @@ PackedWeight PackedWeight::from_tensors(const Tensor& packed_codes, const Tensor
   w.group_ = group;
   w.format_ = format;
   w.rows_ = packed_codes.dim(0);
-  w.cols_ = packed_codes.dim(1) / chunk_bytes * kChunk;
+  w.cols_ = packed_codes.dim(1) / chunk * kChunkValues;
   w.validate(where);
   return w;
 }
@@ -525,38 +80,18 @@ PackedWeight PackedWeight::pack(const Tensor& codes, const Tensor& scales, const
   if (!codes.defined() || codes.ndim() != 2 || codes.dtype() != DType::U8)
     fail(where, "codes must be a U8 matrix, got {}", codes.defined() ? codes.str() : "none");
   const int64_t rows = codes.dim(0), cols = codes.dim(1);
-  if (cols % kChunk != 0) fail(where, "{} columns is not a multiple of {}", cols, kChunk);
-  if (bits != 2 && bits != 3 && bits != 4 && bits != 8)
-    fail(where, "bits must be 2, 3, 4 or 8, got {}", bits);
-  if (!dev_supported(codes.device()))
-    fail(where, "codes on {}: this build has no GPU support", device_name(codes.device()));
+  if (cols % kChunkValues != 0)
+    fail(where, "{} columns is not a multiple of {}", cols, kChunkValues);
+  if (!packed_bits_valid(bits)) fail(where, "bits must be 2, 3, 4 or 8, got {}", bits);
   Tensor packed = Tensor::empty({rows, packed_row_bytes(cols, bits)}, DType::U8, codes.device());
-  if (codes.is_cpu()) {
-    const uint8_t* c = codes.data<uint8_t>();
-    const int64_t n = codes.numel();
-    for (int64_t i = 0; i < n; ++i)
-      if (c[i] >> bits) fail(where, "code {} at element {} does not fit in {} bits", c[i], i, bits);
-    uint8_t* p = packed.data<uint8_t>();
-    for (int64_t i = 0, chunks = n / kChunk; i < chunks; ++i)
-      encode_chunk(c + i * kChunk, bits, p + i * 4 * bits);
-  } else {
-#if defined(LRQ_WITH_CUDA)
-    // Codes already on the GPU are encoded there: only the verdict on them comes back.
-    const Tensor c = aligned16(codes) ? codes : codes.clone();  // read 16 bytes at a time
-    int code = 0;
-    const int64_t bad =
-        cuda::packed_encode(c.data<uint8_t>(), rows, cols, bits, packed.data<uint8_t>(), &code);
-    if (bad >= 0) fail(where, "code {} at element {} does not fit in {} bits", code, bad, bits);
-#endif
-  }
+  // Codes already on the GPU are encoded there: only the verdict on them comes back.
+  if (const ops::PackedEncodeResult r = ops::packed_encode(codes, bits, packed); r.bad >= 0)
+    fail(where, "code {} at element {} does not fit in {} bits", r.code, r.bad, bits);
   return from_tensors(packed, scales, offsets, codebook, bits, group, format, where);
 }
 
 size_t PackedWeight::storage_bytes() const {
-  size_t b = 0;
-  for (const Tensor* t : {&codes_, &scales_, &offsets_, &codebook_})
-    if (t->defined()) b += t->nbytes();
-  return b;
+  return defined() ? format_storage_bytes(format_, rows_, cols_, bits_, group_) : 0;
 }
 
 double PackedWeight::bits_per_weight() const {
@@ -576,155 +111,38 @@ Tensor PackedWeight::unpack_codes() const {
   if (!codes_.is_cpu())
     fail("PackedWeight::unpack_codes", "codes on {}: CPU only", device_name(device()));
   Tensor out = Tensor::empty({rows_, cols_}, DType::U8);
-  const uint8_t* p = codes_.data<uint8_t>();
-  uint8_t* c = out.data<uint8_t>();
-  for (int64_t i = 0, chunks = rows_ * cols_ / kChunk; i < chunks; ++i)
-    decode_chunk(p + i * 4 * bits_, bits_, c + i * kChunk);
+  ops::packed_decode(codes_, bits_, out);
   return out;
 }
 
 // ------------------------------------------------------------------ dequantize, matmul
+ops::Packed PackedWeight::view() const {
+  return ops::Packed{codes_, scales_, offsets_, codebook_, bits_, group_, format_};
+}
+
 void PackedWeight::dequantize_rows(int64_t begin, int64_t end, float* out) const {
   if (begin < 0 || end > rows_ || begin > end)
     fail("PackedWeight::dequantize_rows", "rows [{}, {}) outside [0, {})", begin, end, rows_);
   if (!codes_.is_cpu())
     fail("PackedWeight::dequantize_rows", "codes on {}: CPU only", device_name(device()));
-  const Plan p = make_plan(*this);
-  const DequantRowFn fn = dequant_fn(p);
-#pragma omp parallel
-  {
-    std::vector<float> sc(size_t(p.ngroups)), off(size_t(p.ngroups));
-#pragma omp for schedule(static)
-    for (int64_t r = begin; r < end; ++r) fn(p, r, sc.data(), off.data(), out + (r - begin) * cols_);
-  }
+  // The rows as a weight of their own: every row decodes alone, so the values are the same.
+  ops::Packed v = view();
+  v.codes = codes_.rows(begin, end);
+  v.scales = scales_.rows(begin, end);
+  if (offsets_.defined()) v.offsets = offsets_.rows(begin, end);
+  ops::packed_dequantize(v, Tensor::wrap(out, {end - begin, cols_}, DType::F32, Device::CPU, {}));
 }
-
-#if defined(LRQ_WITH_CUDA)
-namespace {
-cuda::PackedView cuda_view(const PackedWeight& w) {
-  cuda::PackedView v;
-  v.codes = w.codes().data<uint8_t>();
-  v.scales = w.scales().data<uint16_t>();
-  v.offsets = w.offsets().defined() ? w.offsets().data<uint16_t>() : nullptr;
-  v.codebook = w.codebook().defined() ? w.codebook().data<float>() : nullptr;
-  v.rows = w.rows();
-  v.cols = w.cols();
-  v.group = w.group();
-  v.bits = w.bits();
-  v.format = int(w.format());
-  // Fresh device allocations are 256-byte aligned; a view into the middle of one need not be.
-  if (reinterpret_cast<uintptr_t>(v.codes) % 8 != 0)
-    fail("PackedWeight", "codes on the GPU must be 8-byte aligned");
-  return v;
-}
-}  // namespace
-#endif
 
 Tensor PackedWeight::dequantize() const {
   Tensor out = Tensor::empty({rows_, cols_}, DType::F32, device());
-  if (codes_.is_cpu()) {
-    dequantize_rows(0, rows_, out.data<float>());
-  } else {
-#if defined(LRQ_WITH_CUDA)
-    cuda::packed_dequantize(cuda_view(*this), out.data<float>());
-#endif
-  }
+  ops::packed_dequantize(view(), out);
   return out;
 }
 
 void PackedWeight::matmul(const Tensor& x, const Tensor& y, bool accumulate,
                           std::span<const LowRankTerm> terms) const {
-  const char* where = "PackedWeight::matmul";
-  if (!defined()) fail(where, "empty weight");
-  const Device dev = device();
-  if (x.device() != dev || y.device() != dev)
-    fail(where, "x {} and y {} must be on the weight's device ({})", x.str(), y.str(),
-         device_name(dev));
-  if (x.ndim() != 2 || x.dtype() != DType::F32 || x.dim(1) != cols_)
-    fail(where, "x must be F32 [T, {}], got {}", cols_, x.str());
-  const int64_t T = x.dim(0);
-  if (y.ndim() != 2 || y.dtype() != DType::F32 || y.dim(0) != T || y.dim(1) != rows_)
-    fail(where, "y must be F32 [{}, {}], got {}", T, rows_, y.str());
-  for (const LowRankTerm& tm : terms) {
-    const int64_t r = tm.L.defined() && tm.L.ndim() == 2 ? tm.L.dim(1) : -1;
-    if (r < 0 || tm.L.dim(0) != rows_ ||
-        (tm.L.dtype() != DType::F16 && tm.L.dtype() != DType::F32) || !tm.h.defined() || tm.h.dtype() != DType::F32 || tm.h.shape() != Shape{T, r} ||
-        tm.L.device() != dev || tm.h.device() != dev)
-      fail(where, "low-rank term L {} h {} does not fit [{}, r] x [{}, r] on {}",
-           tm.L.defined() ? tm.L.str() : "-", tm.h.defined() ? tm.h.str() : "-", rows_, T,
-           device_name(dev));
-  }
-  if (T == 0) return;
-  // Terms the fused kernel does not take: y += h L^T through the seam.
-  auto add_terms = [&](std::span<const LowRankTerm> ts) {
-    for (const LowRankTerm& tm : ts) {
-      Tensor z = Tensor::empty({T, rows_}, DType::F32, dev);
-      ops::linear(tm.h, tm.L, z);
-      ops::add_inplace(y, z);
-    }
-  };
-  if (dev != Device::CPU) {
-#if defined(LRQ_WITH_CUDA)
-    const cuda::PackedView v = cuda_view(*this);
-    Tensor xa = aligned16(x) ? x : x.clone();  // the kernels read x 16 bytes at a time
-    if (T <= cuda::kPackedGemvMaxT && int64_t(terms.size()) <= cuda::kPackedMaxTerms) {
-      cuda::GemvTerm gt[cuda::kPackedMaxTerms];
-      for (size_t k = 0; k < terms.size(); ++k)
-        gt[k] = {terms[k].L.raw(), terms[k].L.dtype() == DType::F16, terms[k].h.data<float>(),
-                 terms[k].L.dim(1)};
-      cuda::packed_gemv(v, xa.data<float>(), y.data<float>(), T, accumulate, gt, int(terms.size()));
-      return;
-    }
-    cuda::packed_gemm(v, xa.data<float>(), y.data<float>(), T, accumulate);
-    add_terms(terms);
-#endif
-    return;
-  }
-  const float* xp = x.data<float>();
-  float* yp = y.data<float>();
-
-  if (T > kGemvMaxT) {
-    const int64_t slab = std::min(rows_, std::max<int64_t>(16, kSlabBytes / (cols_ * 4)));
-    Tensor buf = Tensor::empty({slab, cols_}), tmp = Tensor::empty({T, slab});
-    for (int64_t r0 = 0; r0 < rows_; r0 += slab) {
-      const int64_t n = std::min(slab, rows_ - r0);
-      Tensor w = buf.rows(0, n), out = n == slab ? tmp : Tensor::empty({T, n});
-      dequantize_rows(r0, r0 + n, w.data<float>());
-      ops::gemm(x, false, w, true, out);
-      const float* o = out.data<float>();
-#pragma omp parallel for schedule(static)
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t j = 0; j < n; ++j)
-          yp[t * rows_ + r0 + j] = (accumulate ? yp[t * rows_ + r0 + j] : 0.f) + o[t * n + j];
-    }
-    add_terms(terms);
-    return;
-  }
-
-  const Plan p = make_plan(*this);
-  // Per-group sums of x for the offset term (unused, and cheap, for codebooks).
-  std::vector<float> xsum(size_t(T * p.ngroups));
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t g = 0; g < p.ngroups; ++g) {
-      float s = 0;
-      for (int64_t j = g * group_; j < (g + 1) * group_; ++j) s += xp[t * cols_ + j];
-      xsum[size_t(t * p.ngroups + g)] = s;
-    }
-  const DotRowFn fn = dot_fn(p);
-#pragma omp parallel
-  {
-    std::vector<float> sc(size_t(p.ngroups)), off(size_t(p.ngroups));
-    float out[kGemvMaxT];
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows_; ++r) {
-      fn(p, r, xp, T, xsum.data(), sc.data(), off.data(), out);
-      for (int64_t t = 0; t < T; ++t) {
-        float& dst = yp[t * rows_ + r];
-        dst = accumulate ? dst + out[t] : out[t];
-      }
-    }
-  }
-  add_terms(terms);
+  if (!defined()) fail("PackedWeight::matmul", "empty weight");
+  ops::packed_matmul(view(), x, y, accumulate, terms);
 }
 
 }  // namespace lrq

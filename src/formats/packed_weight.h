@@ -12,8 +12,9 @@
 // dequantize() evaluates exactly these expressions in fp32 (c * s is exact in fp32, so the
 // affine value is rounded once).
 //
-// Bit layout. Each row is cols/32 chunks of 32 consecutive values, 4*b bytes per chunk (no
-// padding, so bits per weight = b + 16/group, +16/group for offsets). Inside a chunk, value k:
+// Bit layout (formats/format_traits.h pins the chunk facts and the storage arithmetic). Each
+// row is cols/32 chunks of 32 consecutive values, 4*b bytes per chunk (no padding, so bits per
+// weight = b + 16/group, +16/group for offsets). Inside a chunk, value k:
 //   b = 8: byte k.
 //   b = 4: byte k % 16, low nibble for k < 16, high nibble for k >= 16.
 //   b = 2: byte k % 8, bits 2*(k/8) .. 2*(k/8)+1.
@@ -24,27 +25,22 @@
 // first 8 bytes, j+8 and j+24 from the next 8), so each run of 8 consecutive values then costs
 // one shift and one mask, with no cross-lane work. No field straddles a lane, and group
 // boundaries are chunk boundaries.
+//
+// The kernels are the seam's packed ops (backend/op_list.h: packed_encode, packed_dequantize,
+// packed_matmul); this class owns the tensors, validates them and describes them to the ops.
 #pragma once
 #include <cstdint>
 #include <span>
 #include <string_view>
 
+#include "backend/ops.h"
 #include "core/tensor.h"
+#include "formats/format_traits.h"
 
 namespace lrq {
 
-enum class QuantFormat : uint8_t { Affine, Symmetric, Codebook };
-
-/// "affine", "symmetric", "codebook" (the spelling stored in checkpoint metadata).
-std::string_view quant_format_name(QuantFormat f);
-/// Parses a quant_format_name(); false if unknown.
-bool quant_format_from_name(std::string_view name, QuantFormat* out);
-
-/// An extra term h L^T that PackedWeight::matmul adds to its output: L [rows, r] (F16 or F32)
-/// and h [T, r] (F32), on the weight's device. The GPU decode kernel fuses it.
-struct LowRankTerm {
-  Tensor L, h;
-};
+/// An extra term h L^T that PackedWeight::matmul adds to its output (ops::LowRankTerm).
+using ops::LowRankTerm;
 
 class PackedWeight {
  public:
@@ -95,11 +91,14 @@ class PackedWeight {
   /// Rows [begin, end) of dequantize() into out (F32, (end - begin) * cols values). CPU only.
   void dequantize_rows(int64_t begin, int64_t end, float* out) const;
   /// y[T, rows] (+)= x[T, cols] * W^T + sum_k terms[k].h * terms[k].L^T without materializing
-  /// W: a fused decode-and-dot kernel for T <= 8, row slabs dequantized into a small buffer +
-  /// ops::gemm above. F32; x, y and the terms on the weight's device (CPU, or CUDA through
-  /// backend/cuda/packed_cuda.h, where T <= 8 is one kernel, terms included).
+  /// W (ops::packed_matmul): a fused decode-and-dot kernel for T <= 8, row slabs dequantized
+  /// into a small buffer + gemm above. F32; x, y and the terms on the weight's device (on the
+  /// GPU, T <= 8 is one kernel, terms included).
   void matmul(const Tensor& x, const Tensor& y, bool accumulate = false,
               std::span<const LowRankTerm> terms = {}) const;
+
+  /// The tensors as the seam's packed ops take them.
+  ops::Packed view() const;
 
  private:
   void validate(std::string_view where) const;
@@ -109,14 +108,5 @@ class PackedWeight {
   int bits_ = 0;
   QuantFormat format_ = QuantFormat::Affine;
 };
-
-/// Bytes of one packed row of `cols` values at `bits` (cols a multiple of 32).
-int64_t packed_row_bytes(int64_t cols, int bits);
-
-/// Forces the portable scalar kernels even where AVX2+FMA+F16C is available (tests compare the
-/// two paths; benchmarks measure both). Not thread-safe against concurrent matmul calls.
-void packed_force_scalar(bool on);
-/// True when matmul/dequantize use the AVX2 kernels.
-bool packed_simd_active();
 
 }  // namespace lrq

@@ -9,11 +9,6 @@
 namespace lrq::cpu {
 namespace {
 
-void need_float(const Tensor& t, const char* op) {
-  if (t.dtype() != DType::F32 && t.dtype() != DType::F64)
-    fail("", "{}: F32 or F64 required, got {}", op, t.str());
-}
-
 // Below this many elements a parallel region costs more than it saves.
 constexpr int64_t kParallelMin = 1 << 15;
 
@@ -86,20 +81,10 @@ ops::NormStats norm_stats_impl(const Tensor& X) {
 }  // namespace
 
 void scale(const Tensor& X, double alpha, const Tensor& r, const Tensor& c) {
-  need_float(X, "scale");
-  if (X.ndim() > 2) fail("", "scale: a matrix or vector is required, got {}", X.str());
-  const int64_t n = X.ndim() == 2 ? X.dim(1) : X.numel(), m = X.ndim() == 2 ? X.dim(0) : 1;
-  if ((r.defined() && (r.dtype() != X.dtype() || r.numel() != m)) ||
-      (c.defined() && (c.dtype() != X.dtype() || c.numel() != n)))
-    fail("", "scale: row scale {} and column scale {} do not fit {}", r.defined() ? r.str() : "-",
-         c.defined() ? c.str() : "-", X.str());
   X.dtype() == DType::F32 ? scale_impl<float>(X, alpha, r, c) : scale_impl<double>(X, alpha, r, c);
 }
 
 void transpose(const Tensor& A, const Tensor& out) {
-  need_float(A, "transpose");
-  if (A.ndim() != 2 || out.dtype() != A.dtype() || out.shape() != Shape{A.dim(1), A.dim(0)})
-    fail("", "transpose: {} into {}", A.str(), out.str());
   A.dtype() == DType::F32 ? transpose_impl<float>(A, out) : transpose_impl<double>(A, out);
 }
 
@@ -139,7 +124,6 @@ void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale
 }
 
 ops::NormStats norm_stats(const Tensor& X) {
-  need_float(X, "norm_stats");
   return X.dtype() == DType::F32 ? norm_stats_impl<float>(X) : norm_stats_impl<double>(X);
 }
 

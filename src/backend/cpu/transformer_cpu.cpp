@@ -15,9 +15,6 @@
 namespace lrq::cpu {
 namespace {
 
-void need_f32(const Tensor& t, const char* op, const char* name) {
-  if (t.dtype() != DType::F32) fail("", "{}: {} must be F32, got {}", op, name, t.str());
-}
 
 // Dot product of an F32 vector with a 16-bit weight row, widening on the fly.
 float dot_w16(const float* x, const uint16_t* w, int64_t n, DType wt) {
@@ -51,12 +48,7 @@ float dot_w16(const float* x, const uint16_t* w, int64_t n, DType wt) {
 }  // namespace
 
 void linear(const Tensor& x, const Tensor& W, const Tensor& y) {
-  need_f32(x, "linear", "x");
-  need_f32(y, "linear", "y");
-  if (W.ndim() != 2) fail("", "linear: weight must be a matrix, got {}", W.str());
   const int64_t out = W.dim(0), in = W.dim(1), T = x.numel() / std::max<int64_t>(in, 1);
-  if (x.dim(-1) != in || y.dim(-1) != out || y.numel() != T * out)
-    fail("", "linear: x {} W {} y {}", x.str(), W.str(), y.str());
   const float* xp = x.data<float>();
   float* yp = y.data<float>();
   if (T == 0 || out == 0) return;
@@ -65,8 +57,6 @@ void linear(const Tensor& x, const Tensor& W, const Tensor& y) {
                 W.data<float>(), in, 0.0f, yp, out);
     return;
   }
-  if (W.dtype() != DType::BF16 && W.dtype() != DType::F16)
-    fail("", "linear: unsupported weight dtype {}", W.str());
   const uint16_t* wp = static_cast<const uint16_t*>(W.raw());
   if (T <= 4) {  // decode: memory-bound, read each weight once and widen in registers
 #pragma omp parallel for schedule(static)
@@ -92,11 +82,7 @@ void linear(const Tensor& x, const Tensor& W, const Tensor& y) {
 }
 
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out) {
-  need_f32(x, "rmsnorm", "x");
-  need_f32(out, "rmsnorm", "out");
   const int64_t d = x.dim(-1), T = x.numel() / d;
-  if (w.numel() != d || out.numel() != x.numel())
-    fail("", "rmsnorm: x {} w {} out {}", x.str(), w.str(), out.str());
   std::vector<float> wf(d);
   convert_to_f32(w.raw(), w.dtype(), wf.data(), size_t(d));
   const float* xp = x.data<float>();
@@ -114,9 +100,7 @@ void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out) {
 
 void rope(const Tensor& x, int64_t n_heads, int64_t hd, int64_t pos0, float theta,
           bool interleaved) {
-  need_f32(x, "rope", "x");
   const int64_t width = x.dim(-1), T = x.numel() / width;
-  if (width != n_heads * hd || hd % 2) fail("", "rope: {} for {} heads of {}", x.str(), n_heads, hd);
   const int64_t half = hd / 2;
   // Frequencies as Hugging Face computes them (float32 throughout), so logits match to rounding.
   std::vector<float> inv_freq(half);
@@ -145,15 +129,7 @@ void rope(const Tensor& x, int64_t n_heads, int64_t hd, int64_t pos0, float thet
 
 void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, int64_t nkv,
                int64_t hd, int64_t pos0, const Tensor& out) {
-  need_f32(q, "attention", "q");
-  need_f32(K, "attention", "K");
-  need_f32(V, "attention", "V");
-  need_f32(out, "attention", "out");
   const int64_t qw = nh * hd, kw = nkv * hd, T = q.numel() / qw;
-  if (nh % nkv || q.dim(-1) != qw || K.dim(-1) != kw || V.dim(-1) != kw ||
-      K.dim(0) < pos0 + T || V.dim(0) < pos0 + T || out.numel() != q.numel())
-    fail("", "attention: q {} K {} V {} out {} (heads {}/{}, pos0 {})", q.str(), K.str(), V.str(),
-         out.str(), nh, nkv, pos0);
   const float scale = 1.0f / std::sqrt(float(hd));
   const int64_t group = nh / nkv;
   const int64_t qblock = 128;  // bounds the score buffer at qblock x context per thread
@@ -190,11 +166,6 @@ void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, in
 }
 
 void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  need_f32(gate, "silu_mul", "gate");
-  need_f32(up, "silu_mul", "up");
-  need_f32(out, "silu_mul", "out");
-  if (gate.numel() != up.numel() || out.numel() != gate.numel())
-    fail("", "silu_mul: {} {} {}", gate.str(), up.str(), out.str());
   const int64_t n = gate.numel();
   const float *g = gate.data<float>(), *u = up.data<float>();
   float* o = out.data<float>();
@@ -203,9 +174,6 @@ void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
 }
 
 void add_inplace(const Tensor& x, const Tensor& y) {
-  need_f32(x, "add_inplace", "x");
-  need_f32(y, "add_inplace", "y");
-  if (x.numel() != y.numel()) fail("", "add_inplace: {} {}", x.str(), y.str());
   const int64_t n = x.numel();
   float* a = x.data<float>();
   const float* b = y.data<float>();
@@ -214,9 +182,7 @@ void add_inplace(const Tensor& x, const Tensor& y) {
 }
 
 void add_row_vector(const Tensor& x, const Tensor& b) {
-  need_f32(x, "add_row_vector", "x");
   const int64_t d = x.dim(-1), T = x.numel() / d;
-  if (b.numel() != d) fail("", "add_row_vector: {} {}", x.str(), b.str());
   std::vector<float> bf(d);
   convert_to_f32(b.raw(), b.dtype(), bf.data(), size_t(d));
   float* p = x.data<float>();
@@ -225,13 +191,17 @@ void add_row_vector(const Tensor& x, const Tensor& b) {
 }
 
 void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out) {
-  need_f32(out, "embedding", "out");
   const int64_t d = table.dim(1);
-  if (out.numel() != int64_t(ids.size()) * d) fail("", "embedding: {} {}", table.str(), out.str());
   const size_t es = dtype_size(table.dtype());
   for (size_t t = 0; t < ids.size(); ++t)
     convert_to_f32(static_cast<const char*>(table.raw()) + size_t(ids[t]) * d * es,
                    table.dtype(), out.data<float>() + t * d, size_t(d));
+}
+
+// The CPU has no shared-input fast path: each projection is its own product (through the
+// dispatch, so each pair's devices are checked).
+void linear_many(const Tensor& x, std::span<const Tensor> W, std::span<const Tensor> y) {
+  for (size_t i = 0; i < W.size(); ++i) ops::linear(x, W[i], y[i]);
 }
 
 }  // namespace lrq::cpu

@@ -142,4 +142,10 @@ void launch_kernel(void (*kernel)(Params...), unsigned grid, unsigned block, siz
 }
 #endif
 
+/// dst (cols x rows) = src (rows x cols)^T, both row-major on the GPU, queued on stream(): the
+/// one tiled transpose (matrix_cuda.cu), for ops::transpose and the solvers' layout changes.
+/// Defined for float and double.
+template <class T>
+void transpose_device(const T* src, T* dst, int64_t rows, int64_t cols);
+
 }  // namespace lrq::cuda

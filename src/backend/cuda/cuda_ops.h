@@ -1,48 +1,27 @@
-// CUDA implementations of backend/ops.h (cuBLAS, cuSOLVER, kernels). Built only with LRQ_WITH_CUDA.
-// Same signatures as backend/ops.h; ops.cpp dispatches on the tensors' device.
+// CUDA implementations of the ops in backend/op_list.h (cuBLAS, cuSOLVER, kernels), declared
+// from that list; built only with LRQ_WITH_CUDA. ops.cpp checks the arguments (backend/checks.h)
+// and dispatches here on the tensors' device. Below the list: what only the GPU has.
 #pragma once
 #include <span>
 
 #include "backend/ops.h"
 #include "core/tensor.h"
 
+// A definition whose signature drifts from the list declares a new overload and leaves the
+// listed one undefined: the generated dispatch in ops.cpp then fails to link. (The CPU side
+// makes it a compile error with -Wmissing-declarations; nvcc renames anonymous namespaces, so
+// that warning would flag every file-local helper of the .cu files.)
+
 namespace lrq::cuda {
 
-void gemm(const Tensor& A, bool transA, const Tensor& B, bool transB, const Tensor& C,
-          double alpha, double beta);
-void gemv(const Tensor& A, bool transA, const Tensor& x, const Tensor& y, double alpha,
-          double beta);
-void linear(const Tensor& x, const Tensor& W, const Tensor& y);
-void linear_many(const Tensor& x, std::span<const Tensor> W, std::span<const Tensor> y);
-bool cholesky(const Tensor& A);
-bool spd_inverse(const Tensor& A);
-void trsm_lower(const Tensor& L, bool transL, const Tensor& B);
-void eigh(const Tensor& A, const Tensor& w, const Tensor& V);
-void svd(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt);
-void orthonormalize_columns(const Tensor& A);
-void fill_gaussian(const Tensor& X, uint64_t key);
-void gram(const Tensor& A, const Tensor& G);
-void cholesky_qr(const Tensor& A, int passes);
-void scale(const Tensor& X, double alpha, const Tensor& r, const Tensor& c);
-void transpose(const Tensor& A, const Tensor& out);
-ops::NormStats norm_stats(const Tensor& X);
-void permute_scale_cols(const Tensor& x, const Tensor& perm, const Tensor& scale,
-                        const Tensor& out);
-void fwht_rows(const Tensor& X, int64_t block, int64_t skip_blocks);
-void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out);
-void rope(const Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, float theta,
-          bool interleaved);
-void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t n_heads,
-               int64_t n_kv_heads, int64_t head_dim, int64_t pos0, const Tensor& out);
-void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out);
-void add_inplace(const Tensor& x, const Tensor& y);
-void add_row_vector(const Tensor& x, const Tensor& b);
-void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& out);
-void accumulate(const Tensor& acc, const Tensor& x, double alpha);
-void accumulate_symmetric(const Tensor& acc, const Tensor& x);
-void add_abs_col_sums(const Tensor& x, const Tensor& acc);
-double dot(const Tensor& A, const Tensor& B);
-void fill_randn(const Tensor& X, uint64_t seed, double std);
+using ops::LowRankTerm;
+using ops::NormStats;
+using ops::Packed;
+using ops::PackedEncodeResult;
+
+#define LRQ_OP(name, ret, params, args, devices) ret name params;
+#include "backend/op_list.h"
+
 /// Waits for the stream.
 void synchronize();
 
@@ -68,7 +47,5 @@ void to_bf16(const float* x, uint16_t* out, int64_t n);
 /// accumulation (the tensor-core path of set_bf16_matmul).
 void gemm_bf16(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const uint16_t* A, int64_t lda,
                const uint16_t* B, int64_t ldb, float beta, float* C, int64_t ldc);
-/// G (+)= X^T X (see ops::xtx).
-void xtx(const Tensor& X, const Tensor& G, bool accumulate);
 
 }  // namespace lrq::cuda

@@ -565,4 +565,72 @@ int64_t f16_first_nonfinite(const uint16_t* h, int64_t n) {
   return first.read(&v) ? int64_t(v) : -1;
 }
 
+// ------------------------------------------------------------------ the seam's packed ops
+namespace {
+
+bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
+
+PackedView view_of(const Packed& w) {
+  PackedView v;
+  v.codes = w.codes.data<uint8_t>();
+  v.scales = w.scales.data<uint16_t>();
+  v.offsets = w.offsets.defined() ? w.offsets.data<uint16_t>() : nullptr;
+  v.codebook = w.codebook.defined() ? w.codebook.data<float>() : nullptr;
+  v.rows = w.rows();
+  v.cols = w.cols();
+  v.group = w.group;
+  v.bits = w.bits;
+  v.format = int(w.format);
+  // Fresh device allocations are 256-byte aligned; a view into the middle of one need not be.
+  if (reinterpret_cast<uintptr_t>(v.codes) % 8 != 0)
+    bad_args("packed", "codes on the GPU must be 8-byte aligned");
+  return v;
+}
+
+}  // namespace
+
+PackedEncodeResult packed_encode(const Tensor& codes, int bits, const Tensor& packed) {
+  const Tensor c = aligned16(codes) ? codes : codes.clone();  // read 16 bytes at a time
+  PackedEncodeResult r;
+  r.bad = packed_encode(c.data<uint8_t>(), codes.dim(0), codes.dim(1), bits,
+                        packed.data<uint8_t>(), &r.code);
+  return r;
+}
+
+void packed_decode(const Tensor&, int, const Tensor&) {
+  bad_args("packed_decode", "codes on the GPU: CPU only");
+}
+
+void packed_dequantize(const Packed& w, const Tensor& out) {
+  if (w.rows() == 0) return;
+  packed_dequantize(view_of(w), out.data<float>());
+}
+
+void packed_matmul(const Packed& w, const Tensor& x, const Tensor& y, bool accumulate,
+                   std::span<const LowRankTerm> terms) {
+  const int64_t T = x.dim(0);
+  if (T == 0) return;
+  const PackedView v = view_of(w);
+  const Tensor xa = aligned16(x) ? x : x.clone();  // the kernels read x 16 bytes at a time
+  if (T <= kPackedGemvMaxT && int64_t(terms.size()) <= kPackedMaxTerms) {
+    GemvTerm gt[kPackedMaxTerms];
+    for (size_t k = 0; k < terms.size(); ++k)
+      gt[k] = {terms[k].L.raw(), terms[k].L.dtype() == DType::F16, terms[k].h.data<float>(),
+               terms[k].L.dim(1)};
+    packed_gemv(v, xa.data<float>(), y.data<float>(), T, accumulate, gt, int(terms.size()));
+    return;
+  }
+  packed_gemm(v, xa.data<float>(), y.data<float>(), T, accumulate);
+  // Terms the fused kernel does not take: y += h L^T through the seam.
+  for (const LowRankTerm& tm : terms) {
+    Tensor z = Tensor::empty({T, w.rows()}, DType::F32, x.device());
+    ops::linear(tm.h, tm.L, z);
+    ops::add_inplace(y, z);
+  }
+}
+
+int64_t first_nonfinite(const Tensor& x) {
+  return f16_first_nonfinite(x.data<uint16_t>(), x.numel());
+}
+
 }  // namespace lrq::cuda

@@ -18,11 +18,6 @@
 namespace lrq::cuda {
 namespace {
 
-void need_tall(const Tensor& A, const char* op) {
-  if (A.ndim() != 2 || (A.dtype() != DType::F32 && A.dtype() != DType::F64))
-    bad_args(op, "an F32 or F64 matrix is required, got " + A.str());
-}
-
 __global__ void gaussian_kernel(float* __restrict__ x, int64_t n, uint64_t key) {
   const int64_t pairs = (n + 1) / 2;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs;
@@ -151,7 +146,7 @@ void gram_small(const T* a, int64_t m, int k, double* g) {
       part.as<double>(), ctas, k, g);
   LRQ_CUDA_LAUNCHED();
 }
-// A is F32 or F64 (need_tall), m x k with k <= kDeviceCholMax.
+// A is F32 or F64 (checks::gram, checks::cholesky_qr), m x k with k <= kDeviceCholMax.
 void gram_small(const Tensor& A, double* g) {
   if (A.dtype() == DType::F32) gram_small(A.data<float>(), A.dim(0), int(A.dim(1)), g);
   else gram_small(A.data<double>(), A.dim(0), int(A.dim(1)), g);
@@ -328,7 +323,6 @@ void apply_right(const Tensor& A, const double* X) {
 }  // namespace
 
 void fill_gaussian(const Tensor& X, uint64_t key) {
-  if (X.dtype() != DType::F32) bad_args("fill_gaussian", "F32 required, got " + X.str());
   const int64_t n = X.numel();
   if (n == 0) return;
   gaussian_kernel<<<grid_for((n + 1) / 2, 256), 256, 0, stream()>>>(X.data<float>(), n, key);
@@ -336,11 +330,7 @@ void fill_gaussian(const Tensor& X, uint64_t key) {
 }
 
 void gram(const Tensor& A, const Tensor& G) {
-  need_tall(A, "gram");
   const int64_t m = A.dim(0), k = A.dim(1);
-  if (G.dtype() != DType::F64 || G.shape() != Shape{k, k})
-    bad_args("gram", "G must be F64[" + std::to_string(k) + "," + std::to_string(k) + "] for " +
-                         A.str() + ", got " + G.str());
   if (k == 0) return;
   if (m == 0) {
     LRQ_CUDA_CHECK(cudaMemsetAsync(G.raw(), 0, G.nbytes(), stream()));
@@ -355,10 +345,7 @@ void gram(const Tensor& A, const Tensor& G) {
 }
 
 void cholesky_qr(const Tensor& A, int passes) {
-  need_tall(A, "cholesky_qr");
   const int64_t m = A.dim(0), k = A.dim(1);
-  if (m < k) bad_args("cholesky_qr", "needs rows >= columns, got " + A.str());
-  if (passes < 1) bad_args("cholesky_qr", "passes must be >= 1, got " + std::to_string(passes));
   if (k == 0) return;
   const int M = blas_int(m, "cholesky_qr"), K = blas_int(k, "cholesky_qr");
   const bool f32 = A.dtype() == DType::F32;

@@ -12,11 +12,6 @@
 namespace lrq::cuda {
 namespace {
 
-void need(const Tensor& t, DType d, const char* op, const char* what) {
-  if (t.dtype() != d)
-    bad_args(op, std::string(what) + " must be " + std::string(dtype_name(d)) + ", got " + t.str());
-}
-
 template <class T>
 __global__ void accumulate_kernel(double* acc, const T* x, double alpha, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
@@ -135,15 +130,12 @@ void xtx_upper_bf16(const uint16_t* xs, int64_t T, int64_t n, float beta, float*
 }  // namespace
 
 void accumulate(const Tensor& acc, const Tensor& x, double alpha) {
-  need(acc, DType::F64, "accumulate", "acc");
-  if (acc.numel() != x.numel()) bad_args("accumulate", acc.str() + " += " + x.str());
   const int64_t n = acc.numel();
   if (n == 0) return;
   if (x.dtype() == DType::F32) {
     accumulate_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(acc.data<double>(),
                                                               x.data<float>(), alpha, n);
   } else {
-    need(x, DType::F64, "accumulate", "x");
     accumulate_kernel<<<grid_for(n, 256), 256, 0, stream()>>>(acc.data<double>(),
                                                               x.data<double>(), alpha, n);
   }
@@ -160,10 +152,6 @@ void accumulate_symmetric(const Tensor& acc, const Tensor& x) {
 }
 
 void add_abs_col_sums(const Tensor& x, const Tensor& acc) {
-  need(x, DType::F32, "add_abs_col_sums", "x");
-  need(acc, DType::F64, "add_abs_col_sums", "acc");
-  if (x.ndim() != 2 || acc.numel() != x.dim(1))
-    bad_args("add_abs_col_sums", x.str() + " into " + acc.str());
   const int64_t T = x.dim(0), n = x.dim(1);
   if (n == 0 || T == 0) return;
   const int64_t slices = (T + kAbsRows - 1) / kAbsRows;
@@ -191,9 +179,6 @@ void xtx(const Tensor& X, const Tensor& G, bool accumulate) {
 }
 
 double dot(const Tensor& A, const Tensor& B) {
-  need(A, DType::F64, "dot", "A");
-  need(B, DType::F64, "dot", "B");
-  if (A.numel() != B.numel()) bad_args("dot", A.str() + " . " + B.str());
   // cuBLAS takes 32-bit lengths: sum chunks (a 7B down projection has 45M entries, one chunk).
   const int64_t n = A.numel();
   const int64_t chunk = int64_t(1) << 30;
@@ -221,7 +206,7 @@ void fill_randn(const Tensor& X, uint64_t seed, double std) {
     case DType::F16:
       randn_kernel<<<g, 256, 0, stream()>>>(static_cast<__half*>(X.raw()), n, seed, std);
       break;
-    default: bad_args("fill_randn", "F32, F16 or BF16 required, got " + X.str());
+    default: break;  // checks::fill_randn admits no other dtype
   }
   LRQ_CUDA_LAUNCHED();
 }
