@@ -110,7 +110,8 @@ std::unique_ptr<Method> make(const Stage& s) {
 
 LRQ_REGISTER_METHOD(
     awq,
-    {.spec = {"awq", "activation-aware per-input-channel scaling (searched exponent), then RTN or GPTQ",
+    {.spec = {"awq",
+              "activation-aware per-input-channel scaling (searched exponent), then RTN or GPTQ",
               cat({grid_option_specs(), gptq_option_specs(),
                    {{"base", OptionSpec::Choice, "rtn", "quantizer after scaling", {"rtn", "gptq"}},
                     {"grid", OptionSpec::Int, "20", "exponent candidates in [0, 1)"}}})},

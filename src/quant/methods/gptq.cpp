@@ -27,14 +27,16 @@ class Gptq final : public Method {
   GptqOptions o_;
 };
 
-std::unique_ptr<Method> make(const Stage& s) { return std::make_unique<Gptq>(parse_gptq_options(s)); }
+std::unique_ptr<Method> make(const Stage& s) {
+  return std::make_unique<Gptq>(parse_gptq_options(s));
+}
 
 }  // namespace
 
-LRQ_REGISTER_METHOD(gptq,
-                    {.spec = {"gptq", "GPTQ: column-wise quantization with Hessian error compensation",
-                              cat({grid_option_specs(), gptq_option_specs()})},
-                     .order = 30,
-                     .layer = make});
+LRQ_REGISTER_METHOD(
+    gptq, {.spec = {"gptq", "GPTQ: column-wise quantization with Hessian error compensation",
+                    cat({grid_option_specs(), gptq_option_specs()})},
+           .order = 30,
+           .layer = make});
 
 }  // namespace lrq

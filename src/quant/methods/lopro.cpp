@@ -23,14 +23,14 @@ namespace {
 int64_t pow2_divisor(int64_t n) { return n & -n; }
 
 struct LoproOptions {
-  GptqOptions gptq;  // the residual's: grid and damp
+  GptqOptions gptq;           // the residual's: grid and damp
   FlexRankOptions flex;
-  int64_t block = 128;    // Hadamard block, a power of two
-  int64_t protect = 1;    // most salient blocks left unrotated
+  int64_t block = 128;        // Hadamard block, a power of two
+  int64_t protect = 1;        // most salient blocks left unrotated
   enum class Importance { Diag, WDiag, MeanAbs } imp = Importance::Diag;
-  bool permute = true;
+  bool permute = true;        // columns in importance order
   enum class Rotation { Block, Global, None } rot = Rotation::Block;
-  int hp = 8;             // leading ranks stored fp16
+  int hp = 8;                 // leading ranks stored fp16
   bool fp16_factors = false;  // every rank fp16 (hp ignored)
 };
 
@@ -193,6 +193,7 @@ std::unique_ptr<Method> make(const Stage& s) {
   o.fp16_factors = s.s("factors") == "fp16";
   return std::make_unique<Lopro>(o);
 }
+
 }  // namespace
 
 LRQ_REGISTER_METHOD(
@@ -204,10 +205,12 @@ LRQ_REGISTER_METHOD(
                                               {"group", "residual group size", "128"},
                                               {"sym", "symmetric residual grid"},
                                               {"clip", "clip search for the residual grids"}}),
-                   {{"block", OptionSpec::Int, "128", "Hadamard block size, a power of two (blockN)"},
+                   {{"block", OptionSpec::Int, "128",
+                     "Hadamard block size, a power of two (blockN)"},
                     {"protect", OptionSpec::Int, "1", "most salient blocks left unrotated"},
                     {"imp", OptionSpec::Choice, "diag",
-                     "column importance: diag (H_jj), wdiag (H_jj ||W_:j||^2), meanabs (mean |x_j|)",
+                     "column importance: diag (H_jj), wdiag (H_jj ||W_:j||^2), "
+                     "meanabs (mean |x_j|)",
                      {"diag", "wdiag", "meanabs"}},
                     {"perm", OptionSpec::Choice, "on", "group columns of similar importance",
                      {"on", "off"}},

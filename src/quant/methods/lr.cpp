@@ -55,7 +55,8 @@ std::unique_ptr<Method> with_error_correction(std::unique_ptr<Method> base, cons
 }
 
 LRQ_REGISTER_METHOD(
-    lr, {.spec = {"lr", "low-rank correction L R fitted to the quantization error of the base method",
+    lr, {.spec = {"lr",
+                  "low-rank correction L R fitted to the quantization error of the base method",
                   {{"rank", OptionSpec::Int, "16", "rank (rN shorthand)"},
                    {"scale", OptionSpec::Choice, "none",
                     "error weighting: none (LoRC), diag (LQER: mean |x|), full (QERA: H^1/2)",

@@ -47,7 +47,8 @@ GptqOptions parse_gptq_options(const Stage& s) {
 }
 
 std::vector<OptionSpec> flex_option_specs() {
-  return {{"act", K::Float, "0.5", "activation-scaling exponent: R1-FLR runs on W diag(mean|x|^act)"},
+  return {{"act", K::Float, "0.5",
+           "activation-scaling exponent: R1-FLR runs on W diag(mean|x|^act)"},
           {"sketch", K::Choice, "r1", "low-rank primitive", {"r1", "block", "rsvd", "svd"}},
           {"it", K::Int, "2", "power iterations of the sketch"},
           {"x", K::Float, "0.2", "R1-FLR: stop when storage growth k > 1 + x"},
@@ -77,10 +78,12 @@ FlexRankOptions parse_flex_options(const Stage& s) {
   return o;
 }
 
-std::vector<OptionSpec> pick(const std::vector<OptionSpec>& group, std::initializer_list<Pick> keys) {
+std::vector<OptionSpec> pick(const std::vector<OptionSpec>& group,
+                             std::initializer_list<Pick> keys) {
   std::vector<OptionSpec> out;
   for (const Pick& p : keys) {
-    auto it = std::find_if(group.begin(), group.end(), [&](const auto& o) { return o.key == p.key; });
+    auto it = std::find_if(group.begin(), group.end(),
+                           [&](const auto& o) { return o.key == p.key; });
     LRQ_ASSERT(it != group.end());
     out.push_back(*it);
     if (p.help) out.back().help = *p.help;

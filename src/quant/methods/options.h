@@ -38,7 +38,8 @@ struct Pick {
   std::optional<std::string> def = {};
 };
 /// The picked options of `group`, in the order given.
-std::vector<OptionSpec> pick(const std::vector<OptionSpec>& group, std::initializer_list<Pick> keys);
+std::vector<OptionSpec> pick(const std::vector<OptionSpec>& group,
+                             std::initializer_list<Pick> keys);
 
 /// Option tables in order, one after the other.
 std::vector<OptionSpec> cat(std::initializer_list<std::vector<OptionSpec>> parts);

@@ -20,12 +20,15 @@ class Rtn final : public Method {
   RtnOptions o_;
 };
 
-std::unique_ptr<Method> make(const Stage& s) { return std::make_unique<Rtn>(parse_grid_options(s)); }
+std::unique_ptr<Method> make(const Stage& s) {
+  return std::make_unique<Rtn>(parse_grid_options(s));
+}
 
 }  // namespace
 
-LRQ_REGISTER_METHOD(rtn, {.spec = {"rtn", "round to nearest on a uniform grid", grid_option_specs()},
-                          .order = 20,
-                          .layer = make});
+LRQ_REGISTER_METHOD(
+    rtn, {.spec = {"rtn", "round to nearest on a uniform grid", grid_option_specs()},
+          .order = 20,
+          .layer = make});
 
 }  // namespace lrq
