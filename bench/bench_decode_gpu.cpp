@@ -26,7 +26,7 @@
 #include "formats/load_model.h"
 #include "quant/pipeline.h"
 #include "formats/packed_linear.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 #include "tokenizer/tokenizer.h"
 #if defined(LRQ_WITH_CUDA)
 #include "backend/cuda/cuda_common.h"

@@ -22,7 +22,7 @@
 
 #include "backend/ops.h"
 #include "formats/packed_weight.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 
 using namespace lrq;
 using Clock = std::chrono::steady_clock;

@@ -26,11 +26,11 @@
 #include "backend/ops.h"
 #include "bench_util.h"
 #include "calib/stats.h"
-#include "quant/gptq.h"
+#include "quant/kernels/gptq_solver.h"
 #include "quant/method.h"
 #include "formats/packed_weight.h"
 #include "quant/recipe.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 #if defined(LRQ_WITH_CUDA)
 #include "backend/cuda/cuda_common.h"
 #endif
@@ -171,7 +171,7 @@ int main(int argc, char** argv) {
       auto m = make_method(r);
       int rank = 0;
       const double ms = bench::wall_median_ms(reps, [&] {
-        Quantized q = m->quantize(W, st, QuantJob{"bench", &r, 1});
+        Quantized q = m->quantize(W, st, QuantJob{"bench", 1});
         rank = q.extra.value("rank", 0);
       });
       mrows.push_back({rs, rows, cols, rank, ms});

@@ -4,7 +4,7 @@
 #include <random>
 
 #include "backend/ops.h"
-#include "quant/error_correction.h"
+#include "quant/kernels/error_correction.h"
 #include "test_util.h"
 
 namespace lrq {

@@ -6,11 +6,11 @@
 
 #include "backend/ops.h"
 #include "calib/stats.h"
-#include "quant/flexible_rank.h"
+#include "quant/kernels/flexible_rank.h"
 #include "quant/method.h"
 #include "quant/objective.h"
 #include "formats/packed_linear.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 #include "test_util.h"
 
 namespace lrq {
@@ -79,7 +79,7 @@ TEST(Blc, NeverReturnsAWorsePairThanItsStart) {
   for (int64_t i = 0; i < 128; ++i) W.data<float>()[i * 256 + 7] *= 20.0f;  // outlier column
   SiteStats st = stats_of(256, 10);
   Recipe r = parse_recipe("flrq:w2g128,epochs=6,x=1");
-  Quantized q = make_method(r)->quantize(W, st, QuantJob{"t", &r, 0});
+  Quantized q = make_method(r)->quantize(W, st, QuantJob{"t", 0});
   ASSERT_TRUE(q.extra.contains("blc_curve"));
   auto curve = q.extra["blc_curve"].get<std::vector<double>>();
   const double final_err = hessian_error(difference(W, q.layer->dequantize()), st.H());
@@ -125,7 +125,7 @@ TEST(LoproLayer, RuntimeEqualsDequantizedAndBeatsGptq) {
   for (int64_t i = 0; i < m; ++i) W.data<float>()[i * n + 3] *= 10.0f;
   SiteStats st = stats_of(n, 21);
   Recipe lr = parse_recipe("lopro:w2g128,block64,x=1");
-  Quantized q = make_method(lr)->quantize(W, st, QuantJob{"t", &lr, 0});
+  Quantized q = make_method(lr)->quantize(W, st, QuantJob{"t", 0});
   auto* ql = dynamic_cast<PackedLinear*>(q.layer.get());
   ASSERT_NE(ql, nullptr);
   ASSERT_TRUE(ql->transform().find<HadamardStage>() && ql->transform().find<PermuteStage>());
@@ -137,7 +137,7 @@ TEST(LoproLayer, RuntimeEqualsDequantizedAndBeatsGptq) {
   for (int64_t i = 0; i < 5 * m; ++i)
     EXPECT_NEAR(y.data<float>()[i], ref.data<float>()[i], 1e-4 * (1 + std::fabs(ref.data<float>()[i])));
   Recipe g = parse_recipe("gptq:w2g128");
-  Quantized b = make_method(g)->quantize(W, st, QuantJob{"t", &g, 0});
+  Quantized b = make_method(g)->quantize(W, st, QuantJob{"t", 0});
   EXPECT_LT(hessian_error(difference(W, ql->dequantize()), st.H()),
             hessian_error(difference(W, b.layer->dequantize()), st.H()));
 }

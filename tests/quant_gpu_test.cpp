@@ -21,13 +21,13 @@
 #include "backend/ops.h"
 #include "compare_util.h"
 #include "calib/stats.h"
-#include "quant/error_correction.h"
-#include "quant/gptq.h"
+#include "quant/kernels/error_correction.h"
+#include "quant/kernels/gptq_solver.h"
 #include "quant/method.h"
 #include "quant/pipeline.h"
 #include "formats/packed_linear.h"
 #include "quant/recipe.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 #include "test_util.h"
 
 using namespace lrq;
@@ -471,7 +471,7 @@ struct MethodRun {
 MethodRun run_method(const std::string& recipe, const Tensor& W, const SiteStats& st, uint64_t seed) {
   const Recipe r = parse_recipe(recipe);
   auto method = make_method(r);
-  Quantized q = method->quantize(W, st, QuantJob{"test", &r, seed});
+  Quantized q = method->quantize(W, st, QuantJob{"test", seed});
   // The layer is built where W is: packed weight, input scale and low-rank parts alike.
   EXPECT_TRUE(q.layer->device() == W.device()) << recipe;
   if (const auto* ql = dynamic_cast<const PackedLinear*>(q.layer.get())) {
@@ -558,7 +558,7 @@ TEST(QuantGpu, QuantLinearDequantizesOnGpu) {
   const SiteStats st = random_stats(512, 1024, 111);
   for (const char* recipe : {"lopro:w3g128,rank=6,hp=2", "awq:w4g128", "gptq:w3g128,act_order"}) {
     const Recipe r = parse_recipe(recipe);
-    Quantized q = make_method(r)->quantize(W, st, QuantJob{"test", &r, 3});
+    Quantized q = make_method(r)->quantize(W, st, QuantJob{"test", 3});
     const Tensor want = q.layer->dequantize();
     const Tensor got = q.layer->to(Device::CUDA)->dequantize();
     ASSERT_TRUE(got.device() == Device::CUDA);
@@ -574,7 +574,7 @@ TEST(QuantGpu, GpuLayerSavesAndLoads) {
   const Tensor W = lowrank_weight(128, 512, 130);
   const SiteStats st = random_stats(512, 1024, 131);
   const Recipe r = parse_recipe("lopro:w3g128,rank=6,hp=2");
-  Quantized q = make_method(r)->quantize(gpu(W), stats_on_gpu(st), QuantJob{"test", &r, 3});
+  Quantized q = make_method(r)->quantize(gpu(W), stats_on_gpu(st), QuantJob{"test", 3});
   const auto* ql = dynamic_cast<const PackedLinear*>(q.layer.get());
   ASSERT_TRUE(ql && ql->device() == Device::CUDA);
   std::vector<std::pair<std::string, Tensor>> saved;

@@ -7,10 +7,10 @@
 #include <random>
 
 #include "backend/ops.h"
-#include "quant/gptq.h"
-#include "quant/nf.h"
+#include "quant/kernels/gptq_solver.h"
+#include "quant/kernels/nf_codebook.h"
 #include "formats/packed_weight.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 #include "test_util.h"
 
 using namespace lrq;

@@ -1,4 +1,6 @@
 // Recipe strings: canonical round trip and the errors users see.
+#include <utility>
+
 #include "core/error.h"
 #include "quant/recipe.h"
 #include "test_util.h"
@@ -11,6 +13,30 @@ TEST(Recipe, RoundTripsCanonicalStrings) {
                         "awq:w4g128", "nf:b4,block64", "gptq:w3g128+lr:r16,scale=diag",
                         "gptq:w2g64,static_groups,damp=0.1", "fp", "rtn:w8"})
     EXPECT_EQ(parse_recipe(s).str(), s);
+}
+
+// FLRQ and LoPRo carry the most options (choices, floats, shorthands among long names): the
+// canonical string reparses to the same recipe, and is the declaration-order spelling.
+TEST(Recipe, RoundTripsLowRankMethods) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"flrq:w3g128,residual=gptq,act=0", "flrq:w3g128,residual=gptq,act=0"},
+      {"flrq:w2g128,blc=off,rank=8", "flrq:w2g128,r8,blc=off"},
+      {"flrq:damp=0.05,act_order,sketch=rsvd,it=3,w3",
+       "flrq:w3,sketch=rsvd,it=3,act_order,damp=0.05"},
+      {"lopro:w2g128,block64,protect=0,rot=global,factors=fp16",
+       "lopro:w2g128,block64,protect=0,rot=global,factors=fp16"},
+      {"lopro:w3g128,sym,clip,imp=wdiag,perm=off", "lopro:w3g128,sym,clip,imp=wdiag,perm=off"},
+  };
+  for (const auto& [s, canonical] : cases) {
+    const Recipe r = parse_recipe(s);
+    EXPECT_EQ(r.str(), canonical) << s;
+    const Recipe again = parse_recipe(r.str());
+    ASSERT_EQ(again.stages.size(), r.stages.size()) << s;
+    for (size_t k = 0; k < r.stages.size(); ++k) {
+      EXPECT_EQ(again.stages[k].method, r.stages[k].method) << s;
+      EXPECT_EQ(again.stages[k].given, r.stages[k].given) << s;
+    }
+  }
 }
 
 TEST(Recipe, ReadsOptionsWithDefaults) {

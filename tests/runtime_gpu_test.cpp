@@ -26,7 +26,7 @@
 #include "formats/load_model.h"
 #include "quant/pipeline.h"
 #include "formats/packed_linear.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 #include "compare_util.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"

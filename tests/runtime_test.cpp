@@ -15,7 +15,7 @@
 #include "backend/ops.h"
 #include "formats/load_model.h"
 #include "formats/packed_linear.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 #include "test_util.h"
 
 using namespace lrq;

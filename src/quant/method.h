@@ -28,7 +28,6 @@ class Model;
 
 struct QuantJob {
   std::string layer;    // full name, for messages and reports
-  const Recipe* recipe;
   uint64_t seed = 0;
 };
 

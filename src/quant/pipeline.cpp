@@ -214,7 +214,7 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
               host_stats[size_t(s)] = std::make_unique<SiteStats>(S->to(mdev));
             S = host_stats[size_t(s)].get();
           });
-        QuantJob job{name, &r, o.seed ^ (uint64_t(l) * 0x9E3779B97F4A7C15ull + proj.size())};
+        QuantJob job{name, o.seed ^ (uint64_t(l) * 0x9E3779B97F4A7C15ull + proj.size())};
         Quantized q;
         timed(st.method, [&] { q = method->quantize(Wm, *S, job); });
         if (q.layer->device() != bdev)

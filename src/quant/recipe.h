@@ -4,7 +4,7 @@
 // Grammar:  recipe := stage ('+' stage)* ;  stage := method [':' option (',' option)*]
 //           option := key '=' value | flag | shorthand
 // Shorthands: wB[gG] (bits B, group G), bB (bits), blockN, rN (rank). Every method declares its
-// options (name, kind, default, help) in the registry (methods.cpp), so unknown names get an
+// options (name, kind, default, help) in its own file (quant/methods/), so unknown names get an
 // error listing the valid ones, and printing is canonical: the options given, in declaration
 // order, shorthands where they exist.
 #pragma once

@@ -1,4 +1,5 @@
-// RTN and GPTQ on the GPU (algorithms in quant/rtn.h and quant/gptq.h; layouts as in gptq.cpp).
+// RTN and GPTQ on the GPU (algorithms in quant/kernels/rtn_grid.h and gptq_solver.h; layouts as
+// in gptq_solver.cpp).
 //
 // Like the CPU path, GPTQ works on Wt = W^T [n, rows], so thread r of a warp reads element r
 // of a column and every access to a column is coalesced. One CTA of kRowsPerCta threads owns
@@ -31,7 +32,7 @@ namespace {
 using cuda::grid_for;
 using cuda::stream;
 
-constexpr float kMinScale = 6.103515625e-05f;  // 2^-14, as in rtn.cpp
+constexpr float kMinScale = 6.103515625e-05f;  // 2^-14, as in rtn_grid.cpp
 constexpr int kTile = 128;                     // widest lazy block the shared tile holds
 constexpr int kRowsPerCta = 32;                // one warp; Ws rows are 32 floats: no bank conflicts
 constexpr int kThreads = 256;
@@ -83,7 +84,7 @@ __device__ void minmax_grid_d(float lo, float hi, const Grid& p, float shrink, f
   *o = f16_round(__fmul_rn(-z, sc));
 }
 
-// fit_grids of rtn.cpp for one slice: values load(k), k < n, weighed by imp[k] (null: 1).
+// fit_grids of rtn_grid.cpp for one slice: values load(k), k < n, weighed by imp[k] (null: 1).
 template <class Load>
 __device__ void fit_grid_d(const Load& load, int64_t n, const float* imp, const Grid& p,
                            float* s_out, float* o_out) {

@@ -1,15 +1,16 @@
-// GPU versions of RTN and GPTQ (quant/cuda/quant_cuda.cu). rtn.cpp and gptq.cpp validate their
-// inputs and dispatch here when W lives on the GPU; the algorithms, grids and column orders are
-// the ones rtn.h and gptq.h describe, so results match the CPU up to float summation order.
+// GPU versions of RTN and GPTQ (quant/cuda/quant_cuda.cu). quant/kernels/rtn_grid.cpp and
+// gptq_solver.cpp validate their inputs and dispatch here when W lives on the GPU; the
+// algorithms, grids and column orders are the ones rtn_grid.h and gptq_solver.h describe, so
+// results match the CPU up to float summation order.
 // Built only with LRQ_WITH_CUDA.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "core/tensor.h"
-#include "quant/gptq.h"
+#include "quant/kernels/gptq_solver.h"
 #include "formats/packed_weight.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 
 namespace lrq::quant_cuda {
 

@@ -6,6 +6,7 @@
 
 #include "backend/ops.h"
 #include "quant/methods/common.h"
+#include "quant/methods/options.h"
 #include "quant/objective.h"
 
 namespace lrq {
@@ -38,24 +39,28 @@ Tensor scale_columns(const Tensor& W, const Tensor& s16, bool divide) {
   return out;
 }
 
+struct AwqOptions {
+  GptqOptions quant;  // the final quantizer's (RTN reads its grid)
+  enum class Base { Rtn, Gptq } base = Base::Rtn;
+  int grid = 20;      // exponent candidates k / grid, k < grid
+};
+
 class Awq final : public Method {
  public:
-  explicit Awq(const Stage& s)
-      : o_(gptq_options(s)), base_(s.s("base")), grid_(int(s.i("grid"))) {
-    if (grid_ < 1) fail("recipe", "awq: grid must be >= 1");
-  }
+  explicit Awq(const AwqOptions& o) : o_(o) {}
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob&) const override {
     const int64_t n = W.dim(1);
+    const RtnOptions& rtn = o_.quant.grid;
     Tensor dH = diag_h(st);
     double best = INFINITY, best_alpha = 0;
     Tensor best_s;
-    for (int k = 0; k < grid_; ++k) {
-      const double alpha = double(k) / grid_;
+    for (int k = 0; k < o_.grid; ++k) {
+      const double alpha = double(k) / o_.grid;
       Tensor s = channel_scales(st.mean_abs(), alpha);
       Tensor Ws = scale_columns(W, s, false);
       Tensor imp = scale_columns(dH.reshape({1, n}), s, true);
       imp = scale_columns(imp, s, true).reshape({n});  // diag(H') = diag(H) / s^2
-      PackedWeight q = rtn_quantize(Ws, o_.grid, o_.grid.clip_search ? imp : Tensor());
+      PackedWeight q = rtn_quantize(Ws, rtn, rtn.clip_search ? imp : Tensor());
       Tensor Wq = scale_columns(q.dequantize(), s, true);
       double e = hessian_error(difference(W, Wq), st.H());
       if (e < best) {
@@ -69,7 +74,7 @@ class Awq final : public Method {
     Tensor Ws = scale_columns(W, best_s, false);
     Quantized out;
     out.extra["awq_alpha"] = best_alpha;
-    if (base_ == "gptq") {
+    if (o_.base == AwqOptions::Base::Gptq) {
       // H' = diag(1/s) H diag(1/s).
       Tensor s = best_s.to(DType::F32);
       Tensor H = st.H().clone();
@@ -77,23 +82,40 @@ class Awq final : public Method {
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < n; ++j)
           h[i * n + j] /= double(s.data<float>()[i]) * s.data<float>()[j];
-      out.layer = from_gptq(gptq_quantize(Ws, H, o_), t);
+      out.layer = from_gptq(gptq_quantize(Ws, H, o_.quant), t);
     } else {
       Tensor imp = scale_columns(scale_columns(dH.reshape({1, n}), best_s, true), best_s, true);
       out.layer = std::make_unique<PackedLinear>(
-          rtn_quantize(Ws, o_.grid, o_.grid.clip_search ? imp.reshape({n}) : Tensor()), t,
+          rtn_quantize(Ws, rtn, rtn.clip_search ? imp.reshape({n}) : Tensor()), t,
           std::vector<LowRankPart>{});
     }
     return out;
   }
 
  private:
-  GptqOptions o_;
-  std::string base_;
-  int grid_;
+  AwqOptions o_;
 };
+
+std::unique_ptr<Method> make(const Stage& s) {
+  using B = AwqOptions::Base;
+  AwqOptions o;
+  o.quant = parse_gptq_options(s);
+  o.base = choice<B>(s, "base", {B::Rtn, B::Gptq});
+  o.grid = int(s.i("grid"));
+  if (o.grid < 1) fail("recipe", "awq: grid must be >= 1");
+  return std::make_unique<Awq>(o);
+}
+
 }  // namespace
 
-std::unique_ptr<Method> make_awq(const Stage& s) { return std::make_unique<Awq>(s); }
+LRQ_REGISTER_METHOD(
+    awq,
+    {.spec = {"awq",
+              "activation-aware per-input-channel scaling (searched exponent), then RTN or GPTQ",
+              cat({grid_option_specs(), gptq_option_specs(),
+                   {{"base", OptionSpec::Choice, "rtn", "quantizer after scaling", {"rtn", "gptq"}},
+                    {"grid", OptionSpec::Int, "20", "exponent candidates in [0, 1)"}}})},
+     .order = 40,
+     .layer = make});
 
 }  // namespace lrq

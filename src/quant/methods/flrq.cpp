@@ -16,28 +16,25 @@
 #include <cmath>
 
 #include "backend/ops.h"
-#include "quant/flexible_rank.h"
 #include "quant/methods/common.h"
+#include "quant/methods/options.h"
 #include "quant/objective.h"
 
 namespace lrq {
 
 namespace {
 
+struct FlrqOptions {
+  RtnOptions grid;                      // the residual's
+  enum class Residual { Rtn, Gptq } residual = Residual::Rtn;
+  GptqOptions gptq;                     // residual=gptq: grid, act_order, damp
+  FlexRankOptions flex;
+  int epochs = 1;                       // BLC epochs after the first fit (0: no BLC)
+};
+
 class Flrq final : public Method {
  public:
-  explicit Flrq(const Stage& s) : st_(s) {
-    grid_.bits = int(s.i("bits"));
-    grid_.group = s.i("group");
-    grid_.symmetric = !s.flag("asym");
-    grid_.clip_search = s.s("clip") == "on";
-    gptq_.grid = grid_;
-    gptq_.act_order = s.flag("act_order");
-    gptq_.damp = s.f("damp");
-    flex_ = flex_options(s);
-    epochs_ = s.i("epochs") ? int(s.i("epochs")) : (grid_.bits >= 3 ? 1 : 20);
-    if (s.s("blc") == "off") epochs_ = 0;
-  }
+  explicit Flrq(const FlrqOptions& o) : o_(o) {}
 
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
     const int64_t m = W.dim(0), n = W.dim(1);
@@ -46,24 +43,24 @@ class Flrq final : public Method {
     const Tensor& H = site->H;
     // 1-2. Activation-scaled sketch with R1-FLR's rank rule.
     Quantized out;
-    LowRank lr = flexible_low_rank(W, st, flex_, job.seed);
+    LowRank lr = flexible_low_rank(W, st, o_.flex, job.seed);
     out.extra["amax_curve"] = lr.amax_curve;
     const int r = lr.rank();
     out.extra["rank"] = r;
 
     // 3-4. Residual quantization and BLC.
-    const bool gptq = st_.s("residual") == "gptq";
+    const bool gptq = o_.residual == FlrqOptions::Residual::Gptq;
     // BLC quantizes against one H many times: GPTQ's factor of it is made once per site.
     std::shared_ptr<const GptqFactor> factor;
     if (gptq)
-      factor = st.memo<GptqFactor>(gptq_factor_key(gptq_, dev), [&] {
-        return std::make_shared<const GptqFactor>(gptq_factor(H, gptq_));
+      factor = st.memo<GptqFactor>(gptq_factor_key(o_.gptq, dev), [&] {
+        return std::make_shared<const GptqFactor>(gptq_factor(H, o_.gptq));
       });
     auto quantize_residual = [&](const Tensor& Rw, GptqResult& res) {
       if (gptq) {
-        res = gptq_quantize(Rw, H, gptq_, factor.get());
+        res = gptq_quantize(Rw, H, o_.gptq, factor.get());
       } else {
-        res.q = rtn_quantize(Rw, grid_, grid_.clip_search ? diag_h(st) : Tensor());
+        res.q = rtn_quantize(Rw, o_.grid, o_.grid.clip_search ? diag_h(st) : Tensor());
         res.perm.clear();
       }
     };
@@ -99,10 +96,10 @@ class Flrq final : public Method {
     GptqResult best_res = res;
     LowRankPart best_part = part;
     int best_epoch = 0;
-    for (int e = 1; e <= epochs_; ++e) {
+    for (int e = 1; e <= o_.epochs; ++e) {
       LowRankControl c;
-      c.col_scale = activation_scale(st.mean_abs(), flex_.act);
-      LowRankSpec spec = flex_.spec;
+      c.col_scale = activation_scale(st.mean_abs(), o_.flex.act);
+      LowRankSpec spec = o_.flex.spec;
       spec.seed = job.seed + uint64_t(e);
       LowRank f = low_rank(difference(W, Wq), r, spec, c);
       part = lowrank_part(f);
@@ -129,14 +126,45 @@ class Flrq final : public Method {
   bool runs_on(Device d) const override { return d == Device::CPU || gpu_build(); }
 
  private:
-  Stage st_;
-  RtnOptions grid_;
-  GptqOptions gptq_;
-  FlexRankOptions flex_;
-  int epochs_;
+  FlrqOptions o_;
 };
+
+std::unique_ptr<Method> make(const Stage& s) {
+  FlrqOptions o;
+  o.grid.bits = int(s.i("bits"));
+  o.grid.group = s.i("group");
+  o.grid.symmetric = !s.flag("asym");
+  o.grid.clip_search = s.s("clip") == "on";
+  using R = FlrqOptions::Residual;
+  o.residual = choice<R>(s, "residual", {R::Rtn, R::Gptq});
+  o.gptq.grid = o.grid;
+  o.gptq.act_order = s.flag("act_order");
+  o.gptq.damp = s.f("damp");
+  o.flex = parse_flex_options(s);
+  o.epochs = s.i("epochs") ? int(s.i("epochs")) : (o.grid.bits >= 3 ? 1 : 20);
+  if (s.s("blc") == "off") o.epochs = 0;
+  return std::make_unique<Flrq>(o);
+}
+
 }  // namespace
 
-std::unique_ptr<Method> make_flrq(const Stage& s) { return std::make_unique<Flrq>(s); }
+LRQ_REGISTER_METHOD(
+    flrq,
+    {.spec = {"flrq", "FLRQ: W ~ L R + Q(Clip(W - L R)), rank per layer by R1-FLR, BLC refinement",
+              cat({pick(grid_option_specs(),
+                        {{"bits", "residual code width (wB shorthand)", "3"},
+                         {"group", "residual group size", "128"}}),
+                   {{"asym", OptionSpec::Flag, "", "asymmetric residual grid (FLRQ: symmetric)"},
+                    {"clip", OptionSpec::Choice, "on", "clip search on the residual grid",
+                     {"on", "off"}},
+                    {"residual", OptionSpec::Choice, "rtn", "residual quantizer", {"rtn", "gptq"}}},
+                   flex_option_specs(),
+                   {{"blc", OptionSpec::Choice, "on", "BLC alternation", {"on", "off"}},
+                    {"epochs", OptionSpec::Int, "0",
+                     "BLC epochs (0: 1 at >= 3 bits, 20 at 2 bits)"}},
+                   pick(gptq_option_specs(), {{"act_order", "GPTQ residual: act-order"},
+                                              {"damp", "GPTQ residual: damping"}})})},
+     .order = 60,
+     .layer = make});
 
 }  // namespace lrq

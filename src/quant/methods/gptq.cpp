@@ -1,12 +1,14 @@
-// GPTQ: Hessian-compensated column-wise quantization (kernel in quant/gptq.cpp).
+// GPTQ: Hessian-compensated column-wise quantization (solver in quant/kernels/gptq_solver.cpp).
 #include "quant/methods/common.h"
+#include "quant/methods/options.h"
 
 namespace lrq {
 
 namespace {
+
 class Gptq final : public Method {
  public:
-  explicit Gptq(const Stage& s) : o_(gptq_options(s)) {}
+  explicit Gptq(const GptqOptions& o) : o_(o) {}
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
     // q/k/v (and gate/up) share one H, so its factor is made once per site and options.
     const auto f = st.memo<GptqFactor>(gptq_factor_key(o_, st.H().device()), [&] {
@@ -24,8 +26,17 @@ class Gptq final : public Method {
  private:
   GptqOptions o_;
 };
+
+std::unique_ptr<Method> make(const Stage& s) {
+  return std::make_unique<Gptq>(parse_gptq_options(s));
+}
+
 }  // namespace
 
-std::unique_ptr<Method> make_gptq(const Stage& s) { return std::make_unique<Gptq>(s); }
+LRQ_REGISTER_METHOD(
+    gptq, {.spec = {"gptq", "GPTQ: column-wise quantization with Hessian error compensation",
+                    cat({grid_option_specs(), gptq_option_specs()})},
+           .order = 30,
+           .layer = make});
 
 }  // namespace lrq

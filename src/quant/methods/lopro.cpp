@@ -12,6 +12,7 @@
 
 #include "backend/ops.h"
 #include "quant/methods/common.h"
+#include "quant/methods/options.h"
 #include "quant/objective.h"
 
 namespace lrq {
@@ -21,18 +22,21 @@ namespace {
 // Largest power of two dividing n.
 int64_t pow2_divisor(int64_t n) { return n & -n; }
 
+struct LoproOptions {
+  GptqOptions gptq;           // the residual's: grid and damp
+  FlexRankOptions flex;
+  int64_t block = 128;        // Hadamard block, a power of two
+  int64_t protect = 1;        // most salient blocks left unrotated
+  enum class Importance { Diag, WDiag, MeanAbs } imp = Importance::Diag;
+  bool permute = true;        // columns in importance order
+  enum class Rotation { Block, Global, None } rot = Rotation::Block;
+  int hp = 8;                 // leading ranks stored fp16
+  bool fp16_factors = false;  // every rank fp16 (hp ignored)
+};
+
 class Lopro final : public Method {
  public:
-  explicit Lopro(const Stage& s) : st_(s), flex_(flex_options(s)) {
-    gptq_.grid.bits = int(s.i("bits"));
-    gptq_.grid.group = s.i("group");
-    gptq_.grid.symmetric = s.flag("sym");
-    gptq_.grid.clip_search = s.flag("clip");
-    gptq_.damp = s.f("damp");
-    block_ = s.i("block");
-    if (block_ < 2 || (block_ & (block_ - 1)))
-      fail("recipe", "lopro: block must be a power of two >= 2, got {}", block_);
-  }
+  explicit Lopro(const LoproOptions& o) : o_(o) {}
 
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
     const int64_t m = W.dim(0), n = W.dim(1);
@@ -40,7 +44,7 @@ class Lopro final : public Method {
     const auto site = site_tensors(st, dev);
     Quantized out;
     // Low-rank part in its stored precision (split and rounded on the host: r (m + n) values).
-    LowRank lr = flexible_low_rank(W, st, flex_, job.seed);
+    LowRank lr = flexible_low_rank(W, st, o_.flex, job.seed);
     const int r = lr.rank();
     out.extra["rank"] = r;
     out.extra["amax_curve"] = lr.amax_curve;
@@ -48,7 +52,7 @@ class Lopro final : public Method {
     if (r > 0) {
       lr.L = lr.L.to(Device::CPU);
       lr.R = lr.R.to(Device::CPU);
-      const int hp = st_.s("factors") == "fp16" ? r : std::min<int>(r, int(st_.i("hp")));
+      const int hp = o_.fp16_factors ? r : std::min<int>(r, o_.hp);
       parts.push_back(LowRankPart::from_f32(lr.L.reshape({m, r}).clone(), lr.R, false));
       if (hp < r) {
         // Split the columns of L / rows of R: [0, hp) fp16, [hp, r) int8.
@@ -68,14 +72,14 @@ class Lopro final : public Method {
     Tensor Rw = difference(W, Wr);
 
     // Importance order (n values, on the host).
-    const std::string imp_kind = st_.s("imp");
+    using Imp = LoproOptions::Importance;
     std::vector<double> imp(n);
-    if (imp_kind == "meanabs") {
+    if (o_.imp == Imp::MeanAbs) {
       const Tensor ma = site->mean_abs.to(Device::CPU);
       for (int64_t j = 0; j < n; ++j) imp[j] = ma.at<double>(j);
     } else {
       imp = hessian_diagonal(site->H);
-      if (imp_kind == "wdiag") {
+      if (o_.imp == Imp::WDiag) {
         // ||R_:j||^2 per column. On the GPU the residual is read back for this option only.
         const Tensor Rh = Rw.to(Device::CPU);
         for (int64_t j = 0; j < n; ++j) {
@@ -91,16 +95,16 @@ class Lopro final : public Method {
       std::vector<int32_t> perm;
       int64_t had_block = 0, had_skip = 0;
     } t;
-    if (st_.s("perm") == "on") {
+    if (o_.permute) {
       t.perm.resize(n);
       std::iota(t.perm.begin(), t.perm.end(), 0);
       std::stable_sort(t.perm.begin(), t.perm.end(),
                        [&](int32_t a, int32_t b) { return imp[a] > imp[b]; });
     }
-    const std::string rot = st_.s("rot");
-    if (rot != "none") {
-      t.had_block = rot == "global" ? pow2_divisor(n) : block_;
-      t.had_skip = rot == "global" ? 0 : st_.i("protect");
+    using Rot = LoproOptions::Rotation;
+    if (o_.rot != Rot::None) {
+      t.had_block = o_.rot == Rot::Global ? pow2_divisor(n) : o_.block;
+      t.had_skip = o_.rot == Rot::Global ? 0 : o_.protect;
       if (n % t.had_block)
         fail(job.layer, "lopro: width {} is not a multiple of block {}", n, t.had_block);
       t.had_skip = std::min(t.had_skip, n / t.had_block);
@@ -157,7 +161,7 @@ class Lopro final : public Method {
       ops::fwht_rows(HtT, t.had_block, t.had_skip);
       Ht = HtT;
     }
-    GptqResult g = gptq_quantize(Rt, Ht, gptq_, nullptr);
+    GptqResult g = gptq_quantize(Rt, Ht, o_.gptq, nullptr);
     if (!g.warning.empty()) out.extra["warning"] = g.warning;
     InputTransform chain;
     if (!t.perm.empty()) chain.permute(std::move(t.perm));
@@ -168,13 +172,66 @@ class Lopro final : public Method {
   bool runs_on(Device d) const override { return d == Device::CPU || gpu_build(); }
 
  private:
-  Stage st_;
-  FlexRankOptions flex_;
-  GptqOptions gptq_;
-  int64_t block_;
+  LoproOptions o_;
 };
+
+std::unique_ptr<Method> make(const Stage& s) {
+  LoproOptions o;
+  o.gptq.grid = parse_grid_options(s);
+  o.gptq.damp = s.f("damp");
+  o.flex = parse_flex_options(s);
+  o.block = s.i("block");
+  if (o.block < 2 || (o.block & (o.block - 1)))
+    fail("recipe", "lopro: block must be a power of two >= 2, got {}", o.block);
+  o.protect = s.i("protect");
+  using Imp = LoproOptions::Importance;
+  o.imp = choice<Imp>(s, "imp", {Imp::Diag, Imp::WDiag, Imp::MeanAbs});
+  o.permute = s.s("perm") == "on";
+  using Rot = LoproOptions::Rotation;
+  o.rot = choice<Rot>(s, "rot", {Rot::Block, Rot::Global, Rot::None});
+  o.hp = int(s.i("hp"));
+  o.fp16_factors = s.s("factors") == "fp16";
+  return std::make_unique<Lopro>(o);
+}
+
 }  // namespace
 
-std::unique_ptr<Method> make_lopro(const Stage& s) { return std::make_unique<Lopro>(s); }
+LRQ_REGISTER_METHOD(
+    lopro,
+    {.spec = {"lopro",
+              "LoPRo: low-rank part + GPTQ on the importance-permuted, block-Hadamard-rotated "
+              "residual",
+              cat({pick(grid_option_specs(), {{"bits", "residual code width (wB shorthand)", "2"},
+                                              {"group", "residual group size", "128"},
+                                              {"sym", "symmetric residual grid"},
+                                              {"clip", "clip search for the residual grids"}}),
+                   {{"block", OptionSpec::Int, "128",
+                     "Hadamard block size, a power of two (blockN)"},
+                    {"protect", OptionSpec::Int, "1", "most salient blocks left unrotated"},
+                    {"imp", OptionSpec::Choice, "diag",
+                     "column importance: diag (H_jj), wdiag (H_jj ||W_:j||^2), "
+                     "meanabs (mean |x_j|)",
+                     {"diag", "wdiag", "meanabs"}},
+                    {"perm", OptionSpec::Choice, "on", "group columns of similar importance",
+                     {"on", "off"}},
+                    {"rot", OptionSpec::Choice, "block",
+                     "rotation: block WHT, one global WHT (largest power-of-two block dividing the "
+                     "width), or none",
+                     {"block", "global", "none"}}},
+                   pick(flex_option_specs(),
+                        {{"act", "activation-scaling exponent for the sketch"},
+                         {"sketch"},
+                         {"it"},
+                         {"x", "R1-FLR storage-growth bound"},
+                         {"flat", "R1-FLR amax-flattening threshold"},
+                         {"rank"},
+                         {"maxrank"}}),
+                   {{"hp", OptionSpec::Int, "8",
+                     "leading ranks stored fp16; the rest int8 with per-row scales"},
+                    {"factors", OptionSpec::Choice, "mixed",
+                     "factor precision: mixed (hp fp16 + int8) or fp16", {"mixed", "fp16"}}},
+                   pick(gptq_option_specs(), {{"damp", "GPTQ damping"}})})},
+     .order = 70,
+     .layer = make});
 
 }  // namespace lrq

@@ -1,5 +1,5 @@
-// Round-to-nearest quantization and the group-grid helpers (see rtn.h for the exact grids).
-#include "quant/rtn.h"
+// Round-to-nearest quantization and the group-grid helpers (see rtn_grid.h for the exact grids).
+#include "quant/kernels/rtn_grid.h"
 
 #include <omp.h>
 

@@ -1,5 +1,5 @@
-// NormalFloat codebooks and block-absmax quantization (construction in nf.h).
-#include "quant/nf.h"
+// NormalFloat codebooks and block-absmax quantization (construction in nf_codebook.h).
+#include "quant/kernels/nf_codebook.h"
 
 #include <omp.h>
 
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <vector>
 
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 
 namespace lrq {
 namespace {

@@ -29,7 +29,7 @@
 
 #include "core/tensor.h"
 #include "formats/packed_weight.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 
 namespace lrq {
 

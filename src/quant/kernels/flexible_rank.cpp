@@ -1,4 +1,4 @@
-#include "quant/flexible_rank.h"
+#include "quant/kernels/flexible_rank.h"
 
 #include <cmath>
 

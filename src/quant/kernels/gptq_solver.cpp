@@ -1,10 +1,10 @@
-// GPTQ on one matrix (algorithm and column-order conventions in gptq.h).
+// GPTQ on one matrix (algorithm and column-order conventions in gptq_solver.h).
 //
 // The working copy is W^T (column-major W): column i of W is a contiguous row of rows values,
 // so quantizing a column, propagating its error and the lazy GEMM update all run over
 // contiguous memory, and rows are split into independent chunks across threads (GPTQ never
 // couples two output rows).
-#include "quant/gptq.h"
+#include "quant/kernels/gptq_solver.h"
 
 #include <omp.h>
 

@@ -1,4 +1,4 @@
-#include "quant/error_correction.h"
+#include "quant/kernels/error_correction.h"
 
 #include <algorithm>
 #include <cmath>
