@@ -9,6 +9,7 @@
 #include "calib/windows.h"
 #include "eval/perplexity.h"
 #include "formats/load_model.h"
+#include "io/mapped_file.h"
 #include "formats/packed_linear.h"
 #include "formats/save.h"
 #include "quant/method.h"
