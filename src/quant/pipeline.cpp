@@ -172,11 +172,21 @@ void quantize_block(CalibRunner& run, QuantizeReport& rep, const QuantizeOptions
                      method->needs().targets ? run.targets() : no_targets, o.seed};
   std::vector<std::pair<std::string, Quantized>> out;
   run.timed(&StageTimes::method, [&] { out = method->quantize_block(job); });
-  for (const auto& [proj, q] : out)
-    if (std::find(projection_names().begin(), projection_names().end(), proj) ==
-        projection_names().end())
-      fail("quantize", "block method '{}' returned unknown projection '{}'", r.base().method,
-           proj);
+  // One layer per projection, except those the overrides keep fp, which may be left out.
+  size_t known = 0;
+  for (const auto& proj : projection_names()) {
+    const auto n = std::count_if(out.begin(), out.end(),
+                                 [&](const auto& e) { return e.first == proj; });
+    known += size_t(n);
+    const bool fp =
+        recipe_for(Model::linear_name(l, proj), o.recipe, o.overrides).base().method == "fp";
+    if (n > 1 || (n == 0 && !fp))
+      fail("quantize", "block method '{}' returned {} layers for block {}'s {}",
+           r.base().method, n, l, proj);
+  }
+  if (known != out.size())
+    fail("quantize", "block method '{}' returned a layer that is not a projection",
+         r.base().method);
   // The report measures every layer on the statistics of the block as it entered (one pass,
   // block mode's statistics whatever --calib-mode): the method replaced the projections all
   // at once, so there is no "earlier projections quantized" state to run.
