@@ -31,13 +31,6 @@ std::vector<std::string> site_projections(Site s) {
   return {};
 }
 
-Site projection_site(const std::string& proj) {
-  for (Site s : {Site::AttnIn, Site::OIn, Site::MlpIn, Site::DownIn})
-    for (const auto& p : site_projections(s))
-      if (p == proj) return s;
-  fail("model", "unknown projection '{}'", proj);
-}
-
 const std::vector<std::string>& projection_names() { return kProj; }
 
 std::unique_ptr<Linear>& Block::proj(const std::string& n) {
@@ -186,8 +179,7 @@ std::vector<Tensor> Model::embed_all(const std::vector<std::vector<int32_t>>& se
 }
 
 void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache& cache,
-                          const SiteObserver& observe, BlockActivations* save,
-                          std::optional<Site> stop_after) const {
+                          const SiteObserver& observe, std::optional<Site> stop_after) const {
   const Block& b = blocks_.at(layer);
   const int64_t T = x.dim(0);
   const Device dev = x.device();
@@ -227,34 +219,19 @@ void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache&
   if (stop_after == Site::OIn) return;
   Tensor o = buf(cfg_.hidden);
   b.o->forward(att, o);
-  if (save) {
-    save->x_in = x.clone();
-    save->attn_normed = h;
-    save->q = q;
-    save->k = k;
-    save->v = v;
-    save->attn_out = att;
-  }
   ops::add_inplace(x, o);
 
   // MLP.
-  Tensor m = save ? buf(cfg_.hidden) : h;
+  Tensor m = h;
   ops::rmsnorm(x, b.mlp_norm, cfg_.rms_eps, m);
   if (observe) observe(layer, Site::MlpIn, m);
   if (stop_after == Site::MlpIn) return;
   Tensor g = buf(cfg_.intermediate), u = buf(cfg_.intermediate);
   forward_shared_input(m, {b.gate.get(), b.up.get()}, {g, u});
-  Tensor a = save ? buf(cfg_.intermediate) : g;
+  Tensor a = g;
   ops::silu_mul(g, u, a);
   if (observe) observe(layer, Site::DownIn, a);
   if (stop_after == Site::DownIn) return;
-  if (save) {
-    save->h_mid = x.clone();
-    save->mlp_normed = m;
-    save->gate = g;
-    save->up = u;
-    save->act = a;
-  }
   b.down->forward(a, o);
   ops::add_inplace(x, o);
 }

@@ -23,8 +23,6 @@ enum class Site : uint8_t { AttnIn, OIn, MlpIn, DownIn };
 std::string_view site_name(Site s);
 /// The projections fed by a site ("self_attn.q_proj", ...), in dependency order.
 std::vector<std::string> site_projections(Site s);
-/// The site feeding a projection short name ("mlp.up_proj" -> MlpIn).
-Site projection_site(const std::string& proj);
 /// All seven projection short names in dependency order.
 const std::vector<std::string>& projection_names();
 
@@ -36,11 +34,6 @@ struct KVCache {
   std::vector<Tensor> K, V;  // per layer: capacity x kv_width, F32
   int64_t capacity = 0;  // 0: no cache (block_forward from position 0 only, nothing kept)
   int64_t length = 0;    // positions filled
-};
-
-/// Intermediate activations of one block call, for a backward pass (filled on request).
-struct BlockActivations {
-  Tensor x_in, attn_normed, q, k, v, attn_out, h_mid, mlp_normed, gate, up, act;
 };
 
 struct Block {
@@ -98,7 +91,7 @@ class Model {
   /// after observing that site (x is then left unspecified): the calibration runner collects
   /// one site's statistics without paying for the rest of the block.
   void block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache& cache,
-                     const SiteObserver& observe = {}, BlockActivations* save = nullptr,
+                     const SiteObserver& observe = {},
                      std::optional<Site> stop_after = std::nullopt) const;
   /// Final norm + LM head: logits (T x vocab) of the rows of x (T x hidden).
   Tensor head(const Tensor& x) const;

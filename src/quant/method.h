@@ -50,7 +50,10 @@ class Method {
 
 /// One block handed to a BlockMethod. Tensors live on the block's device.
 struct BlockJob {
-  const Model& model;  // block `layer` still holds its full-precision projections
+  /// Block `layer` holds its full-precision projections. A method may swap candidate layers
+  /// into it (Block::proj) to run block_forward on them, and puts the originals back before
+  /// returning.
+  Model& model;
   int64_t layer = 0;
   /// The block's inputs, one T x hidden tensor per calibration window: the outputs of the
   /// already-quantized blocks before it (or of the full-precision ones with --fp-inputs).

@@ -1,9 +1,9 @@
 #include "quant/pipeline.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
-#include "backend/memory.h"
 #include "backend/ops.h"
 #include "calib/stats.h"
 #include "core/interrupt.h"
@@ -32,21 +32,6 @@ Tensor dense_f32(const Linear& lin) {
 }
 
 }  // namespace
-
-CalibMode parse_calib_mode(const std::string& name, const std::string& arg) {
-  if (name == "sites") return CalibMode::Sites;
-  if (name == "block") return CalibMode::Block;
-  fail(arg, "unknown calibration mode '{}' (sites | block)", name);
-}
-
-std::string_view calib_mode_name(CalibMode m) {
-  return m == CalibMode::Block ? "block" : "sites";
-}
-
-nlohmann::json StageTimes::to_json() const {
-  return {{"forward", forward}, {"stats", stats},      {"method", method},
-          {"report", report},   {"transfer", transfer}, {"offload", offload}};
-}
 
 size_t QuantizeReport::total_bytes() const {
   size_t b = 0;
@@ -92,193 +77,158 @@ nlohmann::json QuantizeReport::to_json() const {
   return j;
 }
 
+namespace {
+
+// The projection's bias (Qwen2 q/k/v) stays outside the quantized weight.
+std::unique_ptr<Linear> keep_bias(const Model& model, const std::string& name,
+                                  std::unique_ptr<Linear> layer) {
+  const auto* dense = dynamic_cast<const DenseLinear*>(&model.linear(name));
+  const Tensor bias = dense ? dense->bias() : Tensor();
+  if (bias.defined()) return std::make_unique<BiasedLinear>(std::move(layer), bias);
+  return layer;
+}
+
+// Reports a quantized layer against its full-precision weight W on its site's statistics,
+// then installs it; `seconds` so far are the layer's share of the method's time.
+void report_and_install(CalibRunner& run, QuantizeReport& rep, const std::string& name,
+                        const Recipe& r, const Tensor& W, Quantized q, const SiteStats& st,
+                        double seconds) {
+  const auto t0 = std::chrono::steady_clock::now();
+  q.layer = keep_bias(run.model(), name, run.to_block_device(std::move(q.layer)));
+  LayerReport lr;
+  lr.name = name;
+  lr.recipe = r.str();
+  lr.describe = q.layer->describe();
+  lr.in = W.dim(1);
+  lr.out = W.dim(0);
+  lr.bytes = q.layer->storage_bytes();
+  lr.bpw = q.layer->bits_per_weight();
+  // The dequantized matrix is made for the errors anyway; on the GPU it is the layer's dense
+  // stand-in for the block's later forwards.
+  Tensor Wq;
+  run.timed(&StageTimes::report, [&] {
+    Wq = q.layer->dequantize().to(W.device());
+    const LayerErrors e = layer_errors(W, Wq, st.H());
+    lr.weight_err = e.weight;
+    lr.output_err = e.output;
+  });
+  lr.seconds = seconds + seconds_since(t0);
+  lr.extra = std::move(q.extra);
+  rep.layers.push_back(std::move(lr));
+  run.install(name, std::move(q.layer), Wq);
+}
+
+constexpr Site kSites[] = {Site::AttnIn, Site::OIn, Site::MlpIn, Site::DownIn};
+
+// Per-layer methods: per site in dependency order, each projection from its site's statistics.
+void quantize_layers(CalibRunner& run, QuantizeReport& rep, const QuantizeOptions& o) {
+  const int64_t l = run.layer();
+  for (Site s : kSites) {
+    for (const auto& proj : site_projections(s)) {
+      check_interrupted();
+      const std::string name = Model::linear_name(l, proj);
+      const Recipe& r = recipe_for(name, o.recipe, o.overrides);
+      if (r.base().method == "fp") continue;
+      const auto t0 = std::chrono::steady_clock::now();
+      const SiteStats& S = run.stats(s);
+      const Device bdev = run.block_device();
+      auto method = make_method(r);
+      // A method that cannot run where the block is gets CPU copies of W and the statistics.
+      const Device mdev = method->runs_on(bdev) ? bdev : Device::CPU;
+      Tensor W;
+      run.timed(&StageTimes::method, [&] { W = dense_f32(run.model().linear(name)); });
+      Tensor Wm = W;
+      if (mdev != bdev) run.timed(&StageTimes::transfer, [&] { Wm = W.to(mdev); });
+      const SiteStats& Sm = run.stats(s, mdev);
+      QuantJob job{name, layer_seed(o.seed, name)};
+      Quantized q;
+      run.timed(&StageTimes::method, [&] { q = method->quantize(Wm, Sm, job); });
+      report_and_install(run, rep, name, r, W, std::move(q), S, seconds_since(t0));
+    }
+  }
+}
+
+// A block method: the whole block at once from its inputs (and targets). Its projections take
+// the block's recipe or fp; a per-layer override to anything else is an error.
+void quantize_block(CalibRunner& run, QuantizeReport& rep, const QuantizeOptions& o,
+                    const Recipe& r) {
+  const int64_t l = run.layer();
+  check_interrupted();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto method = make_block_method(r);
+  if (!method->runs_on(run.block_device()))
+    fail("quantize", "block method '{}' cannot run on {}; calibrate on the CPU",
+         r.base().method, device_name(run.block_device()));
+  for (const auto& proj : projection_names()) {
+    const std::string name = Model::linear_name(l, proj);
+    const Recipe& rp = recipe_for(name, o.recipe, o.overrides);
+    if (rp.base().method != "fp" && rp.str() != r.str())
+      fail("recipe", "{}: block {} is quantized by block method '{}' (the recipe of its "
+           "q_proj); its projections take that recipe or fp, not '{}'",
+           name, l, r.str(), rp.str());
+  }
+  static const std::vector<Tensor> no_targets;
+  const BlockJob job{run.model(), l, run.inputs(),
+                     method->needs().targets ? run.targets() : no_targets, o.seed};
+  std::vector<std::pair<std::string, Quantized>> out;
+  run.timed(&StageTimes::method, [&] { out = method->quantize_block(job); });
+  // One layer per projection, except those the overrides keep fp, which may be left out.
+  size_t known = 0;
+  for (const auto& proj : projection_names()) {
+    const auto n = std::count_if(out.begin(), out.end(),
+                                 [&](const auto& e) { return e.first == proj; });
+    known += size_t(n);
+    const bool fp =
+        recipe_for(Model::linear_name(l, proj), o.recipe, o.overrides).base().method == "fp";
+    if (n > 1 || (n == 0 && !fp))
+      fail("quantize", "block method '{}' returned {} layers for block {}'s {}",
+           r.base().method, n, l, proj);
+  }
+  if (known != out.size())
+    fail("quantize", "block method '{}' returned a layer that is not a projection",
+         r.base().method);
+  // The report measures every layer on the statistics of the block as it entered (one pass,
+  // block mode's statistics whatever --calib-mode): the method replaced the projections all
+  // at once, so there is no "earlier projections quantized" state to run.
+  run.gather_all_sites();
+  const double share = seconds_since(t0) / double(std::max<size_t>(1, out.size()));
+  for (Site s : kSites)
+    for (const auto& proj : site_projections(s))
+      for (auto& [p, q] : out) {
+        if (p != proj) continue;
+        const std::string name = Model::linear_name(l, proj);
+        if (recipe_for(name, o.recipe, o.overrides).base().method == "fp") continue;
+        Tensor W;
+        run.timed(&StageTimes::report, [&] { W = dense_f32(run.model().linear(name)); });
+        report_and_install(run, rep, name, r, W, std::move(q), run.stats(s), share);
+      }
+}
+
+}  // namespace
+
 QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_t>>& windows,
                               const QuantizeOptions& o) {
   const auto t_start = std::chrono::steady_clock::now();
-  const ModelConfig& cfg = model.config();
-  LRQ_ASSERT(!windows.empty());
-  const int64_t L = int64_t(windows[0].size());
-  const Device dev = o.device;
-  if (model.device() != Device::CPU && model.device() != dev)
-    fail("quantize", "the model is on {} but calibration was asked on {}",
-         device_name(model.device()), device_name(dev));
-  const bool streamed = dev != Device::CPU && model.device() == Device::CPU;
-  const bool gpu = dev != Device::CPU;
+  CalibRunner run(model, windows,
+                  CalibOptions{o.device, o.tf32, o.bf16, o.calib_mode, o.fp_inputs, o.progress});
   QuantizeReport rep;
-  rep.device = dev;
-  rep.streamed = streamed;
-  if (gpu) backend::reset_gpu_peak();
-  StageTimes& st = rep.stages;
-  // Charges the wall time of f to a stage; GPU work is drained first and after, so kernels
-  // queued by one stage are not billed to the next.
-  auto timed = [&](double& slot, auto&& f) {
-    if (gpu) ops::synchronize();
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    if (gpu) ops::synchronize();
-    slot += seconds_since(t0);
-  };
-  // TF32/BF16 cover the calibration products only; the methods and the error report keep
-  // F32/F64. BF16 leaves the F32 products it does not take to TF32 and runs attention prefill
-  // in the fused BF16 kernel; TF32 alone runs it as TF32 GEMMs.
-  struct PrecisionScope {
-    bool tf32, bf16, prev_tf32 = false, prev_bf16 = false;
-    PrecisionScope(bool t, bool b) : tf32(t || b), bf16(b) {
-      if (tf32) prev_tf32 = ops::set_allow_tf32(true);
-      if (bf16) prev_bf16 = ops::set_bf16_matmul(true);
-    }
-    ~PrecisionScope() {
-      if (tf32) ops::set_allow_tf32(prev_tf32);
-      if (bf16) ops::set_bf16_matmul(prev_bf16);
-    }
-  };
-  const bool tf32 = gpu && o.tf32, bf16 = gpu && o.bf16;
-
-  // One block's activations at a time: X holds the inputs of the current block, on `dev`.
-  std::vector<Tensor> X;
-  timed(st.transfer, [&] { X = model.embed_all(windows, dev); });
-  // Streaming: block l + 1's weights cross while block l computes and block l - 1's quantized
-  // layers go back meanwhile; the transfer stages hold only what the work had to wait for.
-  std::unique_ptr<backend::CopyQueue> copies;
-  if (streamed) {
-    copies = std::make_unique<backend::CopyQueue>();
-    backend::CopyQueue::Capture c(*copies);
-    model.block_to(0, dev);
+  rep.device = o.device;
+  rep.streamed = run.streamed();
+  for (int64_t l = 0; l < model.n_layers(); ++l) {
+    run.begin_block(l);
+    // A block runs a block method when its q_proj's recipe names one (docs/DECISIONS.md).
+    const Recipe& r = recipe_for(Model::linear_name(l, "self_attn.q_proj"), o.recipe, o.overrides);
+    if (is_block_method(r))
+      quantize_block(run, rep, o, r);
+    else
+      quantize_layers(run, rep, o);
+    run.end_block();
   }
-  // Every window is a one-shot forward from position 0: no KV cache (attention reads each
-  // call's own k and v).
-  KVCache cache;
-  const std::vector<Site> sites = {Site::AttnIn, Site::OIn, Site::MlpIn, Site::DownIn};
-  auto site_width = [&](Site s) {
-    return s == Site::OIn ? cfg.q_width() : s == Site::DownIn ? cfg.intermediate : cfg.hidden;
-  };
-  Progress prog("quantize", cfg.n_layers, o.progress);
-
-  for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    if (streamed) {
-      timed(st.transfer, [&] { copies->fence_uploads(); });
-      if (l + 1 < cfg.n_layers) {
-        backend::CopyQueue::Capture c(*copies);
-        model.block_to(l + 1, dev);
-      }
-    }
-    // Statistics: per site, from the block with the projections before it already quantized
-    // (sites mode), or all four sites from one pass of the block as it enters (block mode,
-    // fp_inputs).
-    std::vector<std::unique_ptr<SiteStats>> stats(4);
-    std::vector<std::unique_ptr<SiteStats>> host_stats(4);  // CPU copies for CPU-only methods
-    auto run_sites = [&](const std::vector<Site>& want, Site stop) {
-      PrecisionScope scope(tf32, bf16);
-      const auto t0 = std::chrono::steady_clock::now();
-      double in_stats = 0;
-      for (Site s : want) stats[size_t(s)] = std::make_unique<SiteStats>(site_width(s), dev);
-      for (const Tensor& x0 : X) {
-        Tensor x = x0.clone();
-        model.block_forward(
-            l, x, 0, cache,
-            [&](int64_t, Site s, const Tensor& in) {
-              if (stats[size_t(s)] && std::find(want.begin(), want.end(), s) != want.end())
-                timed(in_stats, [&] { stats[size_t(s)]->add(in); });
-            },
-            nullptr, stop);
-      }
-      timed(in_stats, [&] {
-        for (Site s : want) stats[size_t(s)]->finalize();
-      });
-      if (gpu) ops::synchronize();
-      st.forward += seconds_since(t0) - in_stats;
-      st.stats += in_stats;
-    };
-    const bool one_pass = o.fp_inputs || o.calib_mode == CalibMode::Block;
-    std::vector<std::pair<std::string, std::unique_ptr<Linear>>> pending;
-    if (one_pass) run_sites(sites, Site::DownIn);
-    for (Site s : sites) {
-      if (!one_pass) run_sites({s}, s);
-      for (const auto& proj : site_projections(s)) {
-        check_interrupted();
-        const std::string name = Model::linear_name(l, proj);
-        const Recipe& r = recipe_for(name, o.recipe, o.overrides);
-        if (r.base().method == "fp") continue;
-        auto t0 = std::chrono::steady_clock::now();
-        const Device bdev = model.block_device(l);
-        auto method = make_method(r);
-        const Device mdev = method->runs_on(bdev) ? bdev : Device::CPU;
-        Tensor W;
-        timed(st.method, [&] { W = dense_f32(model.linear(name)); });
-        Tensor Wm = W;
-        const SiteStats* S = stats[size_t(s)].get();
-        if (mdev != bdev)
-          timed(st.transfer, [&] {
-            Wm = W.to(mdev);
-            if (!host_stats[size_t(s)])
-              host_stats[size_t(s)] = std::make_unique<SiteStats>(S->to(mdev));
-            S = host_stats[size_t(s)].get();
-          });
-        QuantJob job{name, o.seed ^ (uint64_t(l) * 0x9E3779B97F4A7C15ull + proj.size())};
-        Quantized q;
-        timed(st.method, [&] { q = method->quantize(Wm, *S, job); });
-        if (q.layer->device() != bdev)
-          timed(st.transfer, [&] { q.layer = q.layer->to(bdev); });
-        // The projection's bias (Qwen2 q/k/v) stays outside the quantized weight.
-        const auto* dense = dynamic_cast<const DenseLinear*>(&model.linear(name));
-        const Tensor bias = dense ? dense->bias() : Tensor();
-        if (bias.defined()) q.layer = std::make_unique<BiasedLinear>(std::move(q.layer), bias);
-        LayerReport lr;
-        lr.name = name;
-        lr.recipe = r.str();
-        lr.describe = q.layer->describe();
-        lr.in = W.dim(1);
-        lr.out = W.dim(0);
-        lr.bytes = q.layer->storage_bytes();
-        lr.bpw = q.layer->bits_per_weight();
-        // On the GPU the block's later forwards (statistics of later sites, the next block's
-        // inputs) run the dequantized matrix the report makes anyway, as a dense stand-in:
-        // the same function as the packed layer, without re-dequantizing it for every window.
-        std::unique_ptr<Linear> stand_in;
-        timed(st.report, [&] {
-          Tensor Wq = q.layer->dequantize().to(W.device());
-          const LayerErrors e = layer_errors(W, Wq, stats[size_t(s)]->H());
-          lr.weight_err = e.weight;
-          lr.output_err = e.output;
-          if (gpu && !o.fp_inputs)
-            stand_in = std::make_unique<DenseLinear>(bf16 ? ops::to_bf16(Wq) : Wq, bias);
-        });
-        lr.seconds = seconds_since(t0);
-        lr.extra = std::move(q.extra);
-        rep.layers.push_back(std::move(lr));
-        if (o.fp_inputs) {
-          pending.emplace_back(name, std::move(q.layer));
-        } else if (stand_in) {
-          model.set_linear(name, std::move(stand_in));
-          pending.emplace_back(name, std::move(q.layer));
-        } else {
-          model.set_linear(name, std::move(q.layer));
-        }
-      }
-    }
-    stats.clear();
-    host_stats.clear();
-    // Inputs of the next block.
-    timed(st.forward, [&] {
-      PrecisionScope scope(tf32, bf16);
-      for (Tensor& x : X) model.block_forward(l, x, 0, cache);
-    });
-    for (auto& [name, layer] : pending) model.set_linear(name, std::move(layer));
-    if (streamed) timed(st.offload, [&] {
-        backend::CopyQueue::Capture c(*copies);
-        model.block_to(l, Device::CPU);  // Linear::to only copies: nothing reads the bytes yet
-      });
-    prog.update(l + 1, "block " + std::to_string(l));
-  }
-  if (streamed) timed(st.offload, [&] { copies->fence(); });  // the last blocks' bytes
-  if (gpu) {
-    X.clear();
-    const backend::GpuMemory m = backend::gpu_memory();
-    rep.peak_gpu_bytes = m.peak_used;
-    rep.gpu_device_used_bytes = m.total - m.free;
-  }
+  run.finish();
+  rep.stages = run.times();
+  rep.peak_gpu_bytes = run.peak_gpu_bytes();
+  rep.gpu_device_used_bytes = run.gpu_device_used_bytes();
   rep.seconds = seconds_since(t_start);
-  prog.finish();
   return rep;
 }
 

@@ -1,5 +1,6 @@
-// The quantization pipeline: calibration activations flow block by block through the model;
-// each projection is quantized from its input statistics and swapped in place.
+// The quantization pipeline: per block, the calibration runner (calib/runner.h) supplies inputs,
+// statistics and targets; a block whose recipe names a block method is quantized whole, any
+// other projection by projection from its site's statistics; each result is swapped in place.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -7,25 +8,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "calib/runner.h"
 #include "model/llama.h"
 #include "quant/objective.h"
 #include "quant/recipe.h"
 
 namespace lrq {
-
-/// How a block's statistics are gathered (docs/DECISIONS.md, "Calibration modes").
-enum class CalibMode : uint8_t {
-  /// Re-run the block up to each site with the projections before it already quantized
-  /// ("true sequential"): four passes per block plus one for the next block's inputs.
-  Sites,
-  /// One pass collects all four sites' statistics from the block as it enters (its earlier
-  /// blocks quantized), then every projection is quantized, then one pass with the quantized
-  /// block gives the next inputs: two passes per block, the reference GPTQ's default.
-  Block,
-};
-/// "sites" / "block"; anything else is an Error naming `arg`.
-CalibMode parse_calib_mode(const std::string& name, const std::string& arg = "--calib-mode");
-std::string_view calib_mode_name(CalibMode m);
 
 struct QuantizeOptions {
   Recipe recipe;
@@ -48,19 +36,6 @@ struct QuantizeOptions {
   /// rounded to BF16 on the tensor cores (the rest as with tf32). About twice as fast again;
   /// every activation carries BF16's 2^-9 rounding into H (docs/DECISIONS.md).
   bool bf16 = false;
-};
-
-/// Where the pipeline's time went (seconds, summed over blocks; GPU work is synchronized at
-/// each stage boundary so queued kernels are charged to the stage that queued them).
-struct StageTimes {
-  double forward = 0;   // block forwards, statistics passes and the next-input pass
-  double stats = 0;     // X^T X and mean |x| accumulation, finalize
-  double method = 0;    // the methods' quantize() (dequantizing W included)
-  double report = 0;    // weight and output errors of every layer
-  double transfer = 0;  // embeddings to the device, blocks in (what the GPU waited for), CPU
-                        // copies for methods
-  double offload = 0;   // quantized blocks back to the host (streaming)
-  nlohmann::json to_json() const;
 };
 
 struct LayerReport {
