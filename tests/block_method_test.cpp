@@ -14,7 +14,7 @@
 #include "formats/save.h"
 #include "quant/method.h"
 #include "quant/pipeline.h"
-#include "quant/rtn.h"
+#include "quant/kernels/rtn_grid.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
