@@ -2,7 +2,8 @@
 # Fingerprints the lab-s checkpoints that `lrquant quantize` writes for every recipe of
 # docs/RECIPES.md's examples plus awq, nf and the +lr weightings: one line per recipe with the
 # SHA-256 of model.safetensors and of quantization_config.layers (canonical JSON, without the
-# per-layer "kind" tag that format_version 2 adds; provenance holds timings and is left out).
+# per-layer "kind" and "transforms" tags that format_version 2 adds; provenance holds timings
+# and is left out).
 # Run it with two binaries and diff the outputs to show a refactor is behaviour-neutral:
 #   scripts/checkpoint_identity.sh build/release/lrquant > after.txt
 # Needs ../shared (or $LRQ_SHARED) for the calibration text. 2-core box: about 1 minute.
@@ -27,7 +28,9 @@ for r in "${RECIPES[@]}"; do
   meta=$(python3 -c '
 import json, sys, hashlib
 q = json.load(open(sys.argv[1]))["quantization_config"]["layers"]
-for v in q.values(): v.pop("kind", None)
+for v in q.values():
+    v.pop("kind", None)
+    v.pop("transforms", None)
 print(hashlib.sha256(json.dumps(q, sort_keys=True).encode()).hexdigest()[:16])' "$out/config.json")
   printf '%-36s safetensors %s layers %s\n' "$r" "$st" "$meta"
 done
