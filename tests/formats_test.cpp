@@ -15,18 +15,13 @@
 #include "formats/packed_linear.h"
 #include "formats/registry.h"
 #include "formats/transform.h"
+#include "test_util.h"
 
 using namespace lrq;
 
 namespace {
 
-Tensor randn(Shape s, uint64_t seed, double sd = 1.0, double mean = 0.0) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<double> d(mean, sd);
-  Tensor x = Tensor::empty(std::move(s));
-  for (int64_t i = 0; i < x.numel(); ++i) x.at<float>(i) = float(d(g));
-  return x;
-}
+using test::randn;
 
 PackedWeight random_packed(int64_t rows, int64_t cols, int bits, int64_t group, QuantFormat f,
                            uint64_t seed) {

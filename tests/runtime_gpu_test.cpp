@@ -36,13 +36,7 @@ using namespace lrq;
 namespace {
 
 
-Tensor randn(Shape s, uint64_t seed, double sd = 1.0, double mean = 0.0) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<double> d(mean, sd);
-  Tensor x = Tensor::empty(std::move(s));
-  for (int64_t i = 0; i < x.numel(); ++i) x.at<float>(i) = float(d(g));
-  return x;
-}
+using test::randn;
 
 Tensor gpu(const Tensor& t) { return t.to(Device::CUDA); }
 

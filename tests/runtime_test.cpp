@@ -22,13 +22,7 @@ using namespace lrq;
 
 namespace {
 
-Tensor randn(Shape s, uint64_t seed, double sd = 1.0) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<double> d(0.0, sd);
-  Tensor x = Tensor::empty(std::move(s));
-  for (int64_t i = 0; i < x.numel(); ++i) x.at<float>(i) = float(d(g));
-  return x;
-}
+using test::randn;
 
 double rel_err(const Tensor& got, const std::vector<double>& want) {
   double num = 0, den = 0;

@@ -1,3 +1,4 @@
+#include <random>
 #include "test_util.h"
 
 #include <unistd.h>
@@ -48,6 +49,14 @@ std::string temp_dir() {
   if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed");
   g_temps.dirs.emplace_back(buf.data());
   return buf.data();
+}
+
+Tensor randn(Shape s, uint64_t seed, double sd, double mean) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<double> d(mean, sd);
+  Tensor x = Tensor::empty(std::move(s));
+  for (int64_t i = 0; i < x.numel(); ++i) x.at<float>(i) = float(d(g));
+  return x;
 }
 
 CliResult run_cli(const std::string& args, const std::string& binary) {

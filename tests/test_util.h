@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "backend/memory.h"
+#include "core/tensor.h"
 
 #include <string>
 
@@ -18,6 +19,10 @@ std::string repo(const std::string& rel);
 std::string test_data(const std::string& rel);
 /// A fresh empty temporary directory, removed at process exit.
 std::string temp_dir();
+
+/// F32 N(mean, sd^2) samples from std::mt19937_64(seed), in order: the same values whatever
+/// the machine, for tests that need a random matrix.
+Tensor randn(Shape s, uint64_t seed, double sd = 1.0, double mean = 0.0);
 
 struct CliResult {
   int exit_code;

@@ -1,17 +1,14 @@
 #include "formats/transform.h"
 
-#include <cstdio>
-#include <cstdlib>
-#include <map>
-
 #include "backend/ops.h"
 #include "core/error.h"
+#include "core/registry.h"
 
 namespace lrq {
 
 namespace {
-std::map<std::string, TransformLoader>& loaders() {
-  static std::map<std::string, TransformLoader> l;
+Registry<TransformLoader>& loaders() {
+  static Registry<TransformLoader> l("input transform");
   return l;
 }
 
@@ -21,11 +18,7 @@ Tensor host_f32(const Tensor& t) { return t.to(Device::CPU).to(DType::F32); }
 }  // namespace
 
 bool register_transform(const std::string& name, TransformLoader loader) {
-  if (!loaders().emplace(name, loader).second) {
-    std::fprintf(stderr, "lrquant: transform '%s' registered twice\n", name.c_str());
-    std::abort();
-  }
-  return true;
+  return loaders().add(name, loader);
 }
 
 // ------------------------------------------------------------------ scale
@@ -259,13 +252,10 @@ InputTransform InputTransform::load(const LayerSource& src) {
   }
   InputTransform t;
   for (const auto& n : names) {
-    auto it = loaders().find(n);
-    if (it == loaders().end()) {
-      std::string known;
-      for (const auto& [k, _] : loaders()) known += (known.empty() ? "" : ", ") + k;
-      fail(src.where, "unknown input transform '{}' (this build reads: {})", n, known);
-    }
-    t.then(it->second(src));
+    const TransformLoader* load = loaders().find(n);
+    if (!load)
+      fail(src.where, "unknown input transform '{}' (this build reads: {})", n, loaders().joined());
+    t.then((*load)(src));
   }
   return t;
 }

@@ -2,28 +2,23 @@
 // base method with its modifier stages. Registered orders keep the listing of
 // `lrquant recipes`: fp 10, rtn 20, gptq 30, awq 40, nf 50, flrq 60, lopro 70, lr 80.
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
-#include <map>
 
 #include "core/error.h"
+#include "core/registry.h"
 #include "quant/methods/common.h"
 
 namespace lrq {
 
 namespace {
-std::map<std::string, MethodEntry>& registry() {
-  static std::map<std::string, MethodEntry> r;
+Registry<MethodEntry>& registry() {
+  static Registry<MethodEntry> r("method");
   return r;
 }
 }  // namespace
 
 bool register_method(MethodEntry e) {
-  if (!registry().emplace(e.spec.name, e).second) {
-    std::fprintf(stderr, "lrquant: method '%s' registered twice\n", e.spec.name.c_str());
-    std::abort();
-  }
-  return true;
+  const std::string name = e.spec.name;
+  return registry().add(name, std::move(e));
 }
 
 const std::vector<MethodSpec>& method_specs() {
@@ -32,7 +27,7 @@ const std::vector<MethodSpec>& method_specs() {
   static size_t seen = size_t(-1);
   if (seen != registry().size()) {
     std::vector<const MethodEntry*> all;
-    for (const auto& [_, e] : registry()) all.push_back(&e);
+    for (const auto& [_, e] : registry().entries()) all.push_back(&e);
     std::stable_sort(all.begin(), all.end(),
                      [](const auto* a, const auto* b) { return a->order < b->order; });
     specs.clear();
@@ -43,17 +38,17 @@ const std::vector<MethodSpec>& method_specs() {
 }
 
 bool is_block_method(const Recipe& r) {
-  auto it = registry().find(r.base().method);
-  return it != registry().end() && it->second.block;
+  const MethodEntry* e = registry().find(r.base().method);
+  return e && e->block;
 }
 
 std::unique_ptr<BlockMethod> make_block_method(const Recipe& r) {
-  auto it = registry().find(r.base().method);
-  if (it == registry().end() || !it->second.block)
+  const MethodEntry* e = registry().find(r.base().method);
+  if (!e || !e->block)
     fail("recipe", "method '{}' does not quantize whole blocks", r.base().method);
   if (r.stages.size() > 1)
     fail("recipe", "block method '{}' takes no modifier stages", r.base().method);
-  return it->second.block(r.base());
+  return e->block(r.base());
 }
 
 uint64_t layer_seed(uint64_t run_seed, const std::string& layer_name) {
@@ -66,13 +61,13 @@ uint64_t layer_seed(uint64_t run_seed, const std::string& layer_name) {
 }
 
 std::unique_ptr<Method> make_method(const Recipe& r) {
-  auto it = registry().find(r.base().method);
-  if (it != registry().end() && it->second.block)
+  const MethodEntry* e = registry().find(r.base().method);
+  if (e && e->block)
     fail("recipe", "method '{}' quantizes whole blocks, not single layers", r.base().method);
-  if (it == registry().end() || !it->second.layer)
+  if (!e || !e->layer)
     fail("recipe", "method '{}' cannot quantize a layer", r.base().method);
   // Base method, then the modifier stages of the recipe in order, each wrapping the one before.
-  std::unique_ptr<Method> m = it->second.layer(r.base());
+  std::unique_ptr<Method> m = e->layer(r.base());
   for (size_t k = 1; k < r.stages.size(); ++k) {
     const Stage& s = r.stages[k];
     if (s.method != "lr") fail("recipe", "modifier '{}' is not implemented", s.method);
