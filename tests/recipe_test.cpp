@@ -71,6 +71,12 @@ TEST(Recipe, ErrorsListTheValidChoices) {
   EXPECT_NE(msg("rtn:w4+gptq:w4").find("only one base method"), std::string::npos);
   EXPECT_NE(msg("nf:b2").find("unsupported bits 2"), std::string::npos);
   EXPECT_NE(msg("gptq:w4+lr:scale=some").find("valid: none, diag, full"), std::string::npos);
+  // Integer options fit the methods' int (a 64-bit value used to wrap to rank 1).
+  EXPECT_NE(msg("gptq:w3+lr:rank=4294967297").find("lr: rank 4294967297 is out of range (at most 2147483647)"),
+            std::string::npos)
+      << msg("gptq:w3+lr:rank=4294967297");
+  EXPECT_NE(msg("flrq:w3g128,rank=2147483648").find("out of range"), std::string::npos);
+  EXPECT_EQ(parse_recipe("flrq:w3g128,maxrank=2147483647").str(), "flrq:w3g128,maxrank=2147483647");
 }
 
 TEST(Recipe, LayerOverridesMatchByRegex) {

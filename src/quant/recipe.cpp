@@ -1,5 +1,6 @@
 #include "quant/recipe.h"
 
+#include <limits>
 #include <regex>
 
 #include "core/error.h"
@@ -55,6 +56,11 @@ std::string check_value(const std::string& where, const MethodSpec& m, const Opt
           std::find(o.choices.begin(), o.choices.end(), std::to_string(x)) == o.choices.end())
         fail(where, "{}: unsupported {} {} (valid: {})", m.name, o.key, x, join(o.choices));
       if (o.choices.empty() && x < 0) fail(where, "{}: {} must be >= 0, got {}", m.name, o.key, x);
+      // Methods keep integer options in int: a wider value would wrap (issue 25: rank=4294967297
+      // ran rank 1 and was recorded as r4294967297).
+      if (x > std::numeric_limits<int32_t>::max())
+        fail(where, "{}: {} {} is out of range (at most {})", m.name, o.key, x,
+             std::numeric_limits<int32_t>::max());
       return std::to_string(x);
     }
     case OptionSpec::Float: {
