@@ -227,6 +227,33 @@ TEST(Pipeline, ExistingOutputAndBadInputsAreRefused) {
   // No temporary folder is left beside the output.
   for (const auto& e : fs::directory_iterator(fs::path(dir).parent_path()))
     EXPECT_EQ(e.path().filename().string().find(".partial"), std::string::npos);
+  // --out over the model's own folder (or a folder holding it) is refused, even with --force:
+  // the source would be deleted (issue 25).
+  const std::string src = test::temp_dir() + "/model";
+  fs::copy(test::repo("models/lab-s"), src);
+  auto m3 = load_model(src);
+  try {
+    save_quantized(*m3, {src, true, {}});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("would replace the model"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(save_quantized(*m3, {fs::path(src).parent_path().string(), true, {}}), Error);
+  EXPECT_THROW(save_quantized(*m3, {src + "/", true, {}}), Error);
+  EXPECT_THROW(save_quantized(*m3, {src + "/../model", true, {}}), Error);
+  EXPECT_TRUE(fs::exists(src + "/model.safetensors"));
+  const auto cli = test::run_cli("quantize --model " + src + " --calib " + src +
+                                 "/README.md --recipe rtn:w4g128 --force --out " + src);
+  EXPECT_NE(cli.exit_code, 0);
+  EXPECT_NE(cli.err.find("would replace the model"), std::string::npos) << cli.err;
+  const std::string calib = test::temp_dir() + "/calib";
+  fs::create_directory(calib);
+  fs::copy_file(test::shared("data/lab-corpus/calib.txt"), calib + "/c.txt");
+  const auto cli2 = test::run_cli("quantize --model " + src + " --calib " + calib +
+                                  "/c.txt --recipe rtn:w4g128 --force --out " + calib);
+  EXPECT_NE(cli2.exit_code, 0);
+  EXPECT_NE(cli2.err.find("would replace the calibration file"), std::string::npos) << cli2.err;
+  EXPECT_TRUE(fs::exists(calib + "/c.txt"));
   // Too little calibration text.
   std::vector<int32_t> few(1000, 5);
   EXPECT_THROW(draw_windows(few, 16, 128, 0, "calib.txt"), Error);

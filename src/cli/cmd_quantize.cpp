@@ -106,9 +106,13 @@ Command add_quantize(CLI::App& app) {
             o.bf16 = a->bf16;
             if (o.tf32 && o.device == Device::CPU) fail("--tf32", "needs --device cuda");
             if (o.bf16 && o.device == Device::CPU) fail("--bf16", "needs --device cuda");
-            // Refuse an existing output before spending minutes on calibration.
+            // Refuse an existing output, or one that would replace an input, before spending
+            // minutes on calibration.
             if (std::filesystem::exists(a->out) && !a->force)
               fail(a->out, "output folder exists (pass --force to replace it)");
+            refuse_output_over_input(a->out, a->model, "model");
+            for (const auto& f : split_commas(a->calib))
+              refuse_output_over_input(a->out, f, "calibration file");
             Loaded m = open_model(a->model, a->tokenizer, true);
             auto files = split_commas(a->calib);
             if (files.empty()) fail("--calib", "no calibration file given");

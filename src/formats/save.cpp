@@ -55,7 +55,27 @@ nlohmann::json base_config(const Model& m) {
 }
 }  // namespace
 
+void refuse_output_over_input(const std::string& out_dir, const std::string& input,
+                              const std::string& what) {
+  if (input.empty()) return;
+  std::error_code ec;
+  // Resolved through links, without a trailing separator ("dir/" has an empty last component).
+  auto resolve = [&](const std::string& p) {
+    fs::path r = fs::weakly_canonical(fs::absolute(p), ec);
+    return r.has_filename() ? r : r.parent_path();
+  };
+  const fs::path out = resolve(out_dir), in = resolve(input);
+  if (ec) return;  // unresolvable: nothing of ours to protect there
+  // `in` lies at or below `out` when out's components are a prefix of in's.
+  auto o = out.begin(), i = in.begin();
+  for (; o != out.end() && i != in.end() && *o == *i; ++o, ++i) {
+  }
+  if (o == out.end())
+    fail(out_dir, "output folder would replace the {} {} (choose another --out)", what, input);
+}
+
 void save_quantized(const Model& m, const SaveOptions& o) {
+  refuse_output_over_input(o.out_dir, m.checkpoint().path, "model");
   const fs::path out = fs::absolute(o.out_dir);
   if (fs::exists(out) && !o.force)
     fail(o.out_dir, "output folder exists (pass --force to replace it)");

@@ -14,6 +14,11 @@ struct SaveOptions {
   nlohmann::json provenance;  // recipe, overrides, calibration settings, report totals
 };
 
+/// Error naming `out_dir` when replacing it would delete `input` (a model folder or file, a
+/// calibration text): `out_dir` is `input` or a folder that contains it.
+void refuse_output_over_input(const std::string& out_dir, const std::string& input,
+                              const std::string& what);
+
 /// Writes config.json (with quantization_config), the tokenizer files found beside the source,
 /// and model.safetensors. Everything goes to a temporary folder beside `out_dir` that is renamed
 /// into place at the end, so a failure or an interruption leaves no partial output.
