@@ -257,6 +257,9 @@ TEST(Pipeline, ExistingOutputAndBadInputsAreRefused) {
   // Too little calibration text.
   std::vector<int32_t> few(1000, 5);
   EXPECT_THROW(draw_windows(few, 16, 128, 0, "calib.txt"), Error);
+  // A product that wraps in 64 bits (2^33 x 2^31 = 2^64) is still "too few tokens".
+  EXPECT_THROW(draw_windows(few, int64_t(1) << 33, int64_t(1) << 31, 0, "calib.txt"), Error);
+  EXPECT_EQ(draw_windows(few, 2, 500, 0, "calib.txt").size(), 2u);
   // Group size that does not divide the width: lab-s has width 256 and 640.
   auto m2 = load_model(test::repo("models/lab-s"));
   QuantizeOptions o;

@@ -25,9 +25,9 @@ std::vector<std::vector<int32_t>> draw_windows(std::span<const int32_t> stream, 
   if (n <= 0) fail("--nsamples", "must be positive, got {}", n);
   if (L <= 1) fail("--seqlen", "must be at least 2, got {}", L);
   const int64_t len = int64_t(stream.size());
-  if (len < n * L)
-    fail(what, "calibration text has {} tokens, fewer than {} windows x {} tokens = {}", len, n,
-         L, n * L);
+  // n * L in 64 bits can wrap for hostile arguments (issue 25): compare by division instead.
+  if (n > len / L)
+    fail(what, "calibration text has {} tokens, fewer than {} windows x {} tokens", len, n, L);
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> pick(0, len - L);
   std::vector<std::vector<int32_t>> out;
