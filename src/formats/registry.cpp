@@ -19,8 +19,7 @@ bool register_layer_kind(const std::string& kind, LayerLoader loader) {
 std::vector<std::string> layer_kinds() { return kinds().names(); }
 
 std::unique_ptr<Linear> load_layer(const LayerSource& src) {
-  const auto* tag = src.meta.is_object() ? &src.meta : nullptr;
-  if (!tag) fail(src.where, "layer metadata is not a JSON object");
+  if (!src.meta.is_object()) fail(src.where, "layer metadata is not a JSON object");
   std::string kind = "packed";
   if (auto it = src.meta.find("kind"); it != src.meta.end()) {
     if (!it->is_string()) fail(src.where, "layer kind must be a string, got {}", it->type_name());

@@ -12,8 +12,7 @@ Registry<TransformLoader>& loaders() {
   return l;
 }
 
-// Columns of W (out x in) <- W[:, j] / s[j] and/or W[:, inv[j]] (the inverse gather of a
-// permutation): one permute_scale_cols on the GPU, plain loops on the host.
+// A stored (F16) tensor as F32 on the host, for the CPU loops below.
 Tensor host_f32(const Tensor& t) { return t.to(Device::CPU).to(DType::F32); }
 }  // namespace
 
