@@ -349,3 +349,76 @@ void packed_matmul(const Packed& w, const Tensor& x, const Tensor& y, bool,
 }
 
 }  // namespace lrq::checks
+
+// ------------------------------------------------------------------ LoRDS matrices
+namespace lrq::checks {
+namespace {
+void need_lords(const Lords& w, const char* op) {
+  const bool bits_ok = w.bits == 2 || w.bits == 3 || w.bits == 4 || w.bits == 8;
+  if (!bits_ok || !w.codes.defined() || w.codes.ndim() != 2 || w.codes.dtype() != DType::U8 ||
+      w.codes.dim(1) % (4 * w.bits) != 0)
+    fail("", "{}: codes {} at {} bits are not a packed matrix", op, opt_str(w.codes), w.bits);
+  const int64_t r = w.A.defined() && w.A.ndim() == 2 ? w.A.dim(0) : -1;
+  if (r < 1 || w.A.dtype() != DType::F16 || w.A.dim(1) != w.cols() || !w.B.defined() ||
+      w.B.dtype() != DType::F16 || w.B.shape() != Shape{w.rows(), r} || !w.codebook.defined() ||
+      w.codebook.dtype() != DType::F32 || w.codebook.numel() != 1 << w.bits)
+    fail("", "{}: B {} A {} codebook {} do not fit codes {}", op, opt_str(w.B), opt_str(w.A),
+         opt_str(w.codebook), w.codes.str());
+  for (const Tensor* t : {&w.B, &w.A, &w.codebook})
+    if (t->device() != w.codes.device())
+      fail("", "{}: {} is not on the codes' device ({})", op, t->str(),
+           device_name(w.codes.device()));
+}
+}  // namespace
+
+void lords_dequantize(const Lords& w, const Tensor& out) {
+  need_lords(w, "lords_dequantize");
+  if (out.dtype() != DType::F32 || out.numel() != w.rows() * w.cols())
+    fail("", "lords_dequantize: out {} for a [{}, {}] matrix", out.str(), w.rows(), w.cols());
+}
+
+void lords_matmul(const Lords& w, const Tensor& x, const Tensor& y, bool) {
+  need_lords(w, "lords_matmul");
+  if (x.ndim() != 2 || x.dtype() != DType::F32 || x.dim(1) != w.cols())
+    fail("", "lords_matmul: x must be F32 [T, {}], got {}", w.cols(), x.str());
+  if (y.ndim() != 2 || y.dtype() != DType::F32 || y.dim(0) != x.dim(0) || y.dim(1) != w.rows())
+    fail("", "lords_matmul: y must be F32 [{}, {}], got {}", x.dim(0), w.rows(), y.str());
+}
+
+void lords_assign(const Tensor& W, const Tensor& S, const Tensor& codebook, const Tensor& h,
+                  const Tensor& codes, const Tensor& D, const Tensor& G) {
+  const char* op = "lords_assign";
+  need_matrix(W, op, "W");
+  need_f32(W, op, "W");
+  need_f32(S, op, "S");
+  need_f32(codebook, op, "codebook");
+  if (S.shape() != W.shape() || codebook.ndim() != 1 || codebook.numel() < 1 ||
+      codebook.numel() > 256 || (h.defined() && (h.dtype() != DType::F32 || h.numel() != W.dim(1))))
+    fail("", "{}: W {} S {} codebook {} h {} do not fit", op, W.str(), S.str(), codebook.str(),
+         opt_str(h));
+  if ((codes.defined() && (codes.dtype() != DType::U8 || codes.shape() != W.shape())) ||
+      (D.defined() && (D.dtype() != DType::F32 || D.shape() != W.shape())) ||
+      (G.defined() && (G.dtype() != DType::F32 || G.shape() != W.shape())))
+    fail("", "{}: outputs codes {} D {} G {} must be [{}] like W", op, opt_str(codes), opt_str(D),
+         opt_str(G), W.str());
+}
+
+void scale_by_codebook(const Tensor& G, const Tensor& codes, const Tensor& codebook, double) {
+  if (G.dtype() != DType::F32 || codes.dtype() != DType::U8 || codes.shape() != G.shape() ||
+      codebook.dtype() != DType::F32 || codebook.ndim() != 1 || codebook.numel() > 256)
+    fail("", "scale_by_codebook: G {} codes {} codebook {}", G.str(), codes.str(),
+         codebook.str());
+}
+
+// ------------------------------------------------------------------ optimization
+void adam_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v,
+               const AdamParams& a) {
+  for (const Tensor* t : {&p, &g, &m, &v})
+    if (t->dtype() != DType::F32 || t->shape() != p.shape())
+      fail("", "adam_step: p {} g {} m {} v {} must be F32 of one shape", p.str(), g.str(),
+           m.str(), v.str());
+  if (a.step < 1 || !(a.lr >= 0) || !(a.beta1 >= 0 && a.beta1 < 1) || !(a.beta2 >= 0 && a.beta2 < 1))
+    fail("", "adam_step: step {} lr {} betas {} {} out of range", a.step, a.lr, a.beta1, a.beta2);
+}
+
+}  // namespace lrq::checks

@@ -11,6 +11,8 @@
 namespace lrq::checks {
 
 using ops::LowRankTerm;
+using ops::AdamParams;
+using ops::Lords;
 using ops::Packed;
 
 #define LRQ_OP(name, ret, params, args, devices) void name params;

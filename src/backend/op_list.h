@@ -192,5 +192,38 @@ LRQ_OP(packed_matmul, void,
         std::span<const LowRankTerm> terms LRQ_DEFAULT({})),
        (w, x, y, accumulate, terms), (&w.codes, &x, &y))
 
+// ------------------------------------------------------------------ LoRDS matrices
+/// out (F32 [w.rows(), w.cols()]) <- codebook[c_ij] * s_ij with s_ij = B_i . A_j evaluated in
+/// F32 from the F16 factors (sum over k in order), one row at a time: S is never stored whole.
+LRQ_OP(lords_dequantize, void, (const Lords& w, const Tensor& out), (w, out), (&w.codes, &out))
+/// y[T, rows] (+)= x[T, cols] * W^T for the LoRDS W above, without materializing W or S:
+/// each row (on the GPU, each tile) of S is formed from B and A inside the decode. F32 x, y.
+LRQ_OP(lords_matmul, void,
+       (const Lords& w, const Tensor& x, const Tensor& y, bool accumulate LRQ_DEFAULT(false)),
+       (w, x, y, accumulate), (&w.codes, &x, &y))
+/// The elementwise pass of LoRDS refinement for W and S (F32 [m, n]) and an ascending codebook
+/// (F32 [K]): code c_ij = the entry nearest to W_ij / S_ij (ties to the lower entry; |S_ij| below
+/// 1e-30 gives the entry nearest 0), q_ij = codebook[c_ij], D_ij = W_ij - q_ij S_ij. Writes the
+/// codes (U8 [m, n]), D (F32 [m, n]) and G_ij = -2 h_j D_ij q_ij (F32 [m, n], the gradient of
+/// the loss in S) where those tensors are defined, and returns the loss sum_ij h_j D_ij^2
+/// (accumulated in F64 in a fixed order). h: F32 [n] column weights, undefined = all ones.
+LRQ_OP(lords_assign, double,
+       (const Tensor& W, const Tensor& S, const Tensor& codebook, const Tensor& h,
+        const Tensor& codes, const Tensor& D, const Tensor& G),
+       (W, S, codebook, h, codes, D, G), (&W, &S, &codebook, &h, &codes, &D, &G))
+/// G_ij <- alpha * G_ij * codebook[c_ij] for G (F32 [m, n]) and codes (U8 [m, n]): the chain
+/// rule from a residual's gradient to the scales' (LoRDS under a full-H objective).
+LRQ_OP(scale_by_codebook, void,
+       (const Tensor& G, const Tensor& codes, const Tensor& codebook, double alpha),
+       (G, codes, codebook, alpha), (&G, &codes, &codebook))
+
+// ------------------------------------------------------------------ optimization
+/// One Adam step in place, all F32 and the same shape: m <- b1 m + (1 - b1) g,
+/// v <- b2 v + (1 - b2) g^2, p <- p - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+/// Each element is updated alone, so the result does not depend on threads or launch shape.
+LRQ_OP(adam_step, void,
+       (const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, const AdamParams& a),
+       (p, g, m, v, a), (&p, &g, &m, &v))
+
 #undef LRQ_OP
 #undef LRQ_DEFAULT

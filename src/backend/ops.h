@@ -48,6 +48,27 @@ struct LowRankTerm {
   Tensor L, h;
 };
 
+/// A LoRDS matrix (formats/lords_linear.h): W_ij = codebook[c_ij] * (B_i . A_j), the codes
+/// packed in the layout of Packed (one group spanning the row), the scale matrix S = B A of low
+/// rank r never stored. All tensors on one device.
+struct Lords {
+  Tensor codes;     // U8 [rows, cols * bits / 8]
+  Tensor codebook;  // F32 [2^bits]
+  Tensor B;         // F16 [rows, r]
+  Tensor A;         // F16 [r, cols]
+  int bits = 0;     // 2, 3, 4 or 8
+
+  int64_t rows() const { return codes.dim(0); }
+  int64_t cols() const { return codes.dim(1) / (4 * bits) * kPackedChunk; }
+  int64_t rank() const { return A.dim(0); }
+};
+
+/// One Adam step's settings (adam_step). `step` counts from 1 (bias correction).
+struct AdamParams {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  int64_t step = 1;
+};
+
 /// packed_encode's verdict on the codes: the flat index of the first code that does not fit
 /// (-1 when all do) and its value.
 struct PackedEncodeResult {

@@ -19,6 +19,8 @@ namespace lrq::cpu {
 
 using ops::LowRankTerm;
 using ops::NormStats;
+using ops::AdamParams;
+using ops::Lords;
 using ops::Packed;
 using ops::PackedEncodeResult;
 

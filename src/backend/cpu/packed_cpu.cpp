@@ -117,6 +117,10 @@ Plan make_plan(const Packed& w) {
 
 // Per-row fp32 scales and offsets (affine: stored; symmetric: -2^(b-1) s; codebook: none).
 void row_scales(const Plan& p, int64_t r, float* sc, float* off) {
+  if (!p.scales) {  // a LoRDS row: codebook values alone, its scales come from B A
+    sc[0] = 1.f;
+    return;
+  }
   convert_to_f32(p.scales + r * p.ngroups, DType::F16, sc, size_t(p.ngroups));
   if (p.offsets) {
     convert_to_f32(p.offsets + r * p.ngroups, DType::F16, off, size_t(p.ngroups));
@@ -493,6 +497,141 @@ void packed_matmul(const Packed& w, const Tensor& x, const Tensor& y, bool accum
     }
   }
   add_terms();
+}
+
+
+// ------------------------------------------------------------------ LoRDS rows
+// A LoRDS row is decoded like a codebook row with a unit scale (Plan with no scales), then each
+// value is multiplied by s_j = sum_k B_rk A_kj, formed in registers 8 columns at a time: S is
+// never stored, and every s_j is the same chain of F32 fused multiply-adds in k order on every
+// path (scalar std::fma, AVX2, the CUDA fmaf), so all three give the same dequantized values.
+namespace {
+
+struct LordsPlan {
+  Plan codes;
+  std::vector<float> B, A;  // F32 copies of the F16 factors: [rows, r], [r, cols]
+  int64_t rank;
+};
+
+LordsPlan make_lords_plan(const Lords& w) {
+  LordsPlan lp{Plan{w.codes.data<uint8_t>(), w.codes.dim(1), w.cols(), 1, w.cols() / kChunk,
+                    w.bits, PackedFormat::Codebook, nullptr, nullptr, w.codebook.data<float>()},
+               std::vector<float>(size_t(w.B.numel())), std::vector<float>(size_t(w.A.numel())),
+               w.rank()};
+  convert_to_f32(w.B.raw(), DType::F16, lp.B.data(), lp.B.size());
+  convert_to_f32(w.A.raw(), DType::F16, lp.A.data(), lp.A.size());
+  return lp;
+}
+
+// v (the row's codebook values) <- v * s; with nt > 0 instead out[t] = sum_j v_j s_j x[t, j]
+// (v left unspecified).
+void lords_scale_row_scalar(const LordsPlan& lp, int64_t r, float* v, const float* x, int64_t nt,
+                            float* out) {
+  const int64_t n = lp.codes.cols, k = lp.rank;
+  const float* b = lp.B.data() + r * k;
+  for (int64_t t = 0; t < nt; ++t) out[t] = 0;
+  for (int64_t j0 = 0; j0 < n; j0 += 8) {
+    float acc[kGemvMaxT][8] = {};
+    for (int64_t j = j0; j < j0 + 8; ++j) {
+      float s = 0;
+      for (int64_t q = 0; q < k; ++q) s = std::fma(b[q], lp.A[size_t(q * n + j)], s);
+      const float w = v[j] * s;
+      if (nt == 0) v[j] = w;
+      for (int64_t t = 0; t < nt; ++t) acc[t][j - j0] += w * x[t * n + j];
+    }
+    for (int64_t t = 0; t < nt; ++t)
+      for (int l = 0; l < 8; ++l) out[t] += acc[t][l];
+  }
+}
+
+#if defined(LRQ_X86)
+LRQ_AVX2 void lords_scale_row_avx2(const LordsPlan& lp, int64_t r, float* v, const float* x,
+                                   int64_t nt, float* out) {
+  const int64_t n = lp.codes.cols, k = lp.rank;
+  const float* b = lp.B.data() + r * k;
+  const float* A = lp.A.data();
+  __m256 acc[kGemvMaxT];
+  for (int64_t t = 0; t < nt; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n; j += 8) {
+    __m256 s = _mm256_setzero_ps();
+    for (int64_t q = 0; q < k; ++q)
+      s = _mm256_fmadd_ps(_mm256_set1_ps(b[q]), _mm256_loadu_ps(A + q * n + j), s);
+    const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(v + j), s);
+    if (nt == 0) _mm256_storeu_ps(v + j, w);
+    for (int64_t t = 0; t < nt; ++t)
+      acc[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + t * n + j), acc[t]);
+  }
+  for (int64_t t = 0; t < nt; ++t) out[t] = hsum_avx2(acc[t]);
+}
+#endif
+
+using LordsRowFn = void (*)(const LordsPlan&, int64_t, float*, const float*, int64_t, float*);
+LordsRowFn lords_row_fn() {
+#if defined(LRQ_X86)
+  if (use_simd()) return lords_scale_row_avx2;
+#endif
+  return lords_scale_row_scalar;
+}
+
+// Rows [begin, end) of the LoRDS matrix into out; one thread per row (thread-count independent).
+void lords_rows(const LordsPlan& lp, int64_t begin, int64_t end, float* out) {
+  const DequantRowFn dec = dequant_fn(lp.codes);
+  const LordsRowFn fn = lords_row_fn();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = begin; r < end; ++r) {
+    float sc = 0, off = 0;
+    float* row = out + (r - begin) * lp.codes.cols;
+    dec(lp.codes, r, &sc, &off, row);
+    fn(lp, r, row, nullptr, 0, nullptr);
+  }
+}
+
+}  // namespace
+
+void lords_dequantize(const Lords& w, const Tensor& out) {
+  if (w.rows() == 0) return;
+  lords_rows(make_lords_plan(w), 0, w.rows(), out.data<float>());
+}
+
+void lords_matmul(const Lords& w, const Tensor& x, const Tensor& y, bool accumulate) {
+  const int64_t T = x.dim(0), rows = w.rows(), cols = w.cols();
+  if (T == 0 || rows == 0) return;
+  const LordsPlan lp = make_lords_plan(w);
+  const float* xp = x.data<float>();
+  float* yp = y.data<float>();
+  if (T > kGemvMaxT) {
+    const int64_t slab = std::min(rows, std::max<int64_t>(16, kSlabBytes / (cols * 4)));
+    Tensor buf = Tensor::empty({slab, cols}), tmp = Tensor::empty({T, slab});
+    for (int64_t r0 = 0; r0 < rows; r0 += slab) {
+      const int64_t n = std::min(slab, rows - r0);
+      Tensor wr = buf.rows(0, n), o = n == slab ? tmp : Tensor::empty({T, n});
+      lords_rows(lp, r0, r0 + n, wr.data<float>());
+      ops::gemm(x, false, wr, true, o);
+      const float* op = o.data<float>();
+#pragma omp parallel for schedule(static)
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < n; ++j)
+          yp[t * rows + r0 + j] = (accumulate ? yp[t * rows + r0 + j] : 0.f) + op[t * n + j];
+    }
+    return;
+  }
+  const DequantRowFn dec = dequant_fn(lp.codes);
+  const LordsRowFn fn = lords_row_fn();
+#pragma omp parallel
+  {
+    std::vector<float> row(size_t(cols));
+    float out[kGemvMaxT];
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      float sc = 0, off = 0;
+      dec(lp.codes, r, &sc, &off, row.data());
+      fn(lp, r, row.data(), xp, T, out);
+      for (int64_t t = 0; t < T; ++t) {
+        float& dst = yp[t * rows + r];
+        dst = accumulate ? dst + out[t] : out[t];
+      }
+    }
+  }
 }
 
 }  // namespace lrq::cpu

@@ -16,6 +16,8 @@ namespace lrq::cuda {
 
 using ops::LowRankTerm;
 using ops::NormStats;
+using ops::AdamParams;
+using ops::Lords;
 using ops::Packed;
 using ops::PackedEncodeResult;
 
