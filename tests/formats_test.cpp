@@ -12,7 +12,9 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "formats/lords_linear.h"
 #include "formats/packed_linear.h"
+#include "quant/kernels/nf_codebook.h"
 #include "formats/registry.h"
 #include "formats/transform.h"
 #include "test_util.h"
@@ -71,6 +73,13 @@ std::vector<Case> all_cases() {
       InputTransform().hadamard(128, 0).permute(perm), {});
   add("affine w2g32 perm", random_packed(out, in, 2, 32, QuantFormat::Affine, 40),
       InputTransform().permute(perm), {});
+  {
+    Tensor codes = Tensor::empty({out, in}, DType::U8);
+    for (int64_t e = 0; e < codes.numel(); ++e) codes.data<uint8_t>()[e] = uint8_t((e * 7 + 3) % 8);
+    cases.push_back({"lords b3 r5", LordsLinear::pack(codes, randn({out, 5}, 60, 0.3, 0.5),
+                                                      randn({5, in}, 61, 0.3, 0.5),
+                                                      nf_codebook(3), 3)});
+  }
   auto inner = std::make_unique<PackedLinear>(random_packed(out, in, 8, 128, QuantFormat::Symmetric, 50),
                                               InputTransform(), std::vector<LowRankPart>{});
   cases.push_back({"symmetric w8 + bias",

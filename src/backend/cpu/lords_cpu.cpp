@@ -32,7 +32,7 @@ double lords_assign(const Tensor& W, const Tensor& S, const Tensor& codebook, co
   float* d = D.defined() ? D.data<float>() : nullptr;
   float* g = G.defined() ? G.data<float>() : nullptr;
   // Row losses summed in row order afterwards: the total does not depend on the threads.
-  std::vector<double> row_loss(size_t(m));
+  std::vector<double> row_loss(static_cast<size_t>(m));
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < m; ++i) {
     double l = 0;

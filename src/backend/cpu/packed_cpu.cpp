@@ -619,7 +619,7 @@ void lords_matmul(const Lords& w, const Tensor& x, const Tensor& y, bool accumul
   const LordsRowFn fn = lords_row_fn();
 #pragma omp parallel
   {
-    std::vector<float> row(size_t(cols));
+    std::vector<float> row(static_cast<size_t>(cols));
     float out[kGemvMaxT];
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
