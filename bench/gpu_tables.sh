@@ -4,6 +4,7 @@
 # `quantize --device cuda` and `eval --device cuda` (valid with KLD against the model, and
 # WikiText-2). Needs the models and data in .carry/ (see bench/NOTES.md) and the cuda preset.
 #   bench/gpu_tables.sh [m|mx|both] [JOBS]
+# SET=lords runs the LoRDS table (issue 21) instead of the low-rank one.
 # MATCH=REGEX keeps only the recipes matching it (and drops the fp row), e.g. MATCH='^(flrq|lopro)'
 # for the rows a change of the low-rank methods' seeds moves.
 # Writes $OUT/<model>.json (all rows) and prints the markdown table of each model last.
@@ -15,6 +16,20 @@ cmake --preset cuda -DLRQ_TESTS=OFF -DLRQ_BENCH=OFF >/dev/null
 cmake --build build/cuda -j"$(nproc)" --target lrquant >/dev/null
 OUTDIR=${OUT:-out/gpu_tables}
 mkdir -p "$OUTDIR"
+if [ "${SET:-lowrank}" = lords ]; then
+# LoRDS (issue 21): at 4/3/2 bits against NF with block-128 scales (the same scale-parameter
+# count: equal bpw up to the codebook), GPTQ at that bpw (sym) and one step above (asym), and
+# the wave-1 best rows; then the ablations at 3 bits (rank x0.5/x2 through blk=256/64).
+RECIPES=()
+for b in 4 3 2; do
+  RECIPES+=("nf:b$b,block128" "gptq:w${b}g128,sym,clip" "gptq:w${b}g128" "lords:b$b,steps=0"
+            "lords:b$b" "lords:b$b,objective=diag" "lords:b$b,objective=full"
+            "lords:b$b,objective=full,assign=gptq")
+done
+RECIPES+=('lopro:w3g128,sym,clip' 'lopro:w2g128,sym,clip'
+          'lords:b3,init=exact' 'lords:b3,init=exact,steps=0' 'lords:b3,blk=256' 'lords:b3,blk=64'
+          'lords:b3,steps=100' 'lords:b3,steps=2000' 'lords:b3,codebook=int')
+else
 RECIPES=(
   # baselines on the same footing
   'gptq:w3g128' 'gptq:w2g128' 'gptq:w3g64' 'gptq:w2g64'
@@ -33,6 +48,7 @@ RECIPES=(
   'lopro:w2g128,perm=off' 'lopro:w2g128,rot=none' 'lopro:w2g128,protect=0'
   'lopro:w2g128,rot=global' 'lopro:w2g128,factors=fp16'
 )
+fi
 if [ -n "${MATCH:-}" ]; then
   kept=()
   for r in "${RECIPES[@]}"; do [[ $r =~ $MATCH ]] && kept+=("$r"); done

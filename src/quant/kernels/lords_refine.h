@@ -32,7 +32,7 @@ struct LordsOptions {
   enum class Init { Block, Exact } init = Init::Block;
   enum class Objective { Weight, Diag, Full } objective = Objective::Weight;
   enum class Assign { Nearest, Gptq } assign = Assign::Nearest;
-  double lr = 1e-3;                                    ///< Adam, cosine-decayed to lr/10
+  double lr = 0.03;                                    ///< Adam, cosine-decayed to lr/10
   double damp = 0.01;                                  ///< assign=gptq: GPTQ's damping
 };
 

@@ -74,7 +74,7 @@ LRQ_REGISTER_METHOD(
                {"assign", OptionSpec::Choice, "nearest",
                 "final codes: nearest, or gptq (error feedback through H^-1 under the final S)",
                 {"nearest", "gptq"}},
-               {"lr", OptionSpec::Float, "0.001", "Adam learning rate (cosine decay to lr/10)"},
+               {"lr", OptionSpec::Float, "0.03", "Adam learning rate (cosine decay to lr/10)"},
                {"damp", OptionSpec::Float, "0.01", "assign=gptq: damping as a fraction of mean diag(H)"}}},
      .order = 55,
      .layer = make});

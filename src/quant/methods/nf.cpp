@@ -30,7 +30,7 @@ std::unique_ptr<Method> make(const Stage& s) {
 
 LRQ_REGISTER_METHOD(
     nf, {.spec = {"nf", "NormalFloat codebook (QLoRA) with per-block absmax",
-                  {{"bits", OptionSpec::Int, "4", "code width (bB shorthand)", {"3", "4"}},
+                  {{"bits", OptionSpec::Int, "4", "code width (bB shorthand)", {"2", "3", "4"}},
                    {"block", OptionSpec::Int, "64",
                     "weights per absmax block along the input (blockN)"}}},
          .order = 50,
