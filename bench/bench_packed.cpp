@@ -7,6 +7,8 @@
 // Enough copies of each packed matrix are cycled through that the working set exceeds the last
 // level cache, so the numbers are DRAM-bound, as for a real model's sequence of layers.
 // Bandwidth references: a STREAM-style triad a = b + s c and a large memcpy.
+// Then LoRDS (element-wise low-rank scales, rank matched to block 128) against the packed GEMV at
+// the same bits: the cost of forming s_ij = B_i . A_j in the decode (r FMAs per weight).
 // Usage: bench_packed [min_seconds_per_case (default 0.5)]. Prints a markdown table; times are
 // the fastest call.
 #include <omp.h>
@@ -21,7 +23,9 @@
 #include <vector>
 
 #include "backend/ops.h"
+#include "formats/lords_linear.h"
 #include "formats/packed_weight.h"
+#include "quant/kernels/nf_codebook.h"
 #include "quant/kernels/rtn_grid.h"
 
 using namespace lrq;
@@ -122,6 +126,44 @@ int main(int argc, char** argv) {
                   q.bits_per_weight(), t_packed * 1e3, gbs, 100 * gbs / triad_gbs, t_scalar * 1e3,
                   t_deq * 1e3, t_dense * 1e3,
                   double(dense.nbytes() + size_t(cols + rows) * 4) / t_dense / 1e9);
+      std::fflush(stdout);
+    }
+  }
+
+  std::printf("\n| W (out x in) | bits | rank | LoRDS GEMV ms | packed w{b}g128 GEMV ms | ratio | LoRDS T=8 ms |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  for (auto [rows, cols] : shapes) {
+    const Tensor W = random_weight(rows, cols, uint64_t(rows));
+    const Tensor x = random_weight(1, cols, 7), y = Tensor::empty({1, rows});
+    const Tensor x8 = random_weight(8, cols, 8), y8 = Tensor::empty({8, rows});
+    const int64_t r = lords_matched_rank(rows, cols, 128);
+    for (int bits : {4, 3}) {
+      std::mt19937_64 g(static_cast<uint64_t>(bits));
+      Tensor codes = Tensor::empty({rows, cols}, DType::U8);
+      for (int64_t e = 0; e < codes.numel(); ++e) codes.data<uint8_t>()[e] = uint8_t(g() % (1u << bits));
+      const auto l = LordsLinear::pack(codes, random_weight(rows, r, 3), random_weight(r, cols, 4),
+                                       nf_codebook(bits), bits);
+      const int copies = int(std::max<size_t>(1, kWorkingSetBytes / l->storage_bytes()));
+      std::vector<std::unique_ptr<Linear>> ls;
+      const ops::Lords& v = l->view();
+      for (int i = 0; i < copies; ++i)  // copies, so the cycle runs from DRAM
+        ls.push_back(std::make_unique<LordsLinear>(
+            ops::Lords{v.codes.clone(), v.codebook.clone(), v.B.clone(), v.A.clone(), bits}, "bench"));
+      const double t_l = time_it([&](int i) { ls[size_t(i % copies)]->forward(x, y); }, min_s);
+      const double t_l8 = time_it([&](int i) { ls[size_t(i % copies)]->forward(x8, y8); }, min_s);
+      RtnOptions opt;
+      opt.bits = bits;
+      opt.group = 128;
+      const PackedWeight q = rtn_quantize(W, opt);
+      const int pc = int(std::max<size_t>(1, kWorkingSetBytes / q.storage_bytes()));
+      std::vector<PackedWeight> qs;
+      for (int i = 0; i < pc; ++i)
+        qs.push_back(PackedWeight::from_tensors(q.codes().clone(), q.scales().clone(),
+                                                q.offsets().clone(), Tensor(), bits, 128,
+                                                q.format(), "bench"));
+      const double t_p = time_it([&](int i) { qs[size_t(i % pc)].matmul(x, y); }, min_s);
+      std::printf("| %ldx%ld | %d | %ld | %.3f | %.3f | %.2f | %.3f |\n", long(rows), long(cols), bits,
+                  long(r), t_l * 1e3, t_p * 1e3, t_l / t_p, t_l8 * 1e3);
       std::fflush(stdout);
     }
   }
