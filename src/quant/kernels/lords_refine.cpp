@@ -212,12 +212,15 @@ LordsResult lords_quantize(const Tensor& W, const Tensor& H, const LordsOptions&
   Tensor D = opt.objective == Obj::Full ? Tensor::empty({m, n}, DType::F32, dev) : Tensor();
 
   // The objective at (B, A) with nearest codes; fills the gradient in S into G when asked.
-  auto evaluate = [&](bool grad) {
+  // The full objective's value costs an F64 m x n x n product, so it is only evaluated when
+  // `want_loss` (every kFullCheck steps); other steps return NaN and are not candidates.
+  constexpr int kFullCheck = 10;
+  auto evaluate = [&](bool grad, bool want_loss) {
     ops::gemm(B, false, A, false, S);
     if (opt.objective != Obj::Full)
       return ops::lords_assign(W, S, res.codebook, h, codes, Tensor(), grad ? G : Tensor());
     ops::lords_assign(W, S, res.codebook, Tensor(), codes, D, Tensor());
-    const double loss = hessian_error(D, H);
+    const double loss = want_loss ? hessian_error(D, H) : std::nan("");
     if (grad) {
       ops::gemm(D, false, Hf, false, G);
       ops::scale_by_codebook(G, codes, res.codebook, -2.0);
@@ -232,9 +235,9 @@ LordsResult lords_quantize(const Tensor& W, const Tensor& H, const LordsOptions&
   double best = 0;
   for (int step = 0; step <= opt.steps; ++step) {
     const bool last = step == opt.steps;
-    const double loss = evaluate(!last);
+    const double loss = evaluate(!last, last || step % kFullCheck == 0);
     if (step == 0) res.loss_init = loss;
-    if (step == 0 || loss < best) {
+    if (step == 0 || loss < best) {  // false for NaN: unchecked steps are not kept
       best = loss;
       res.best_step = step;
       if (step > 0) {
@@ -255,7 +258,7 @@ LordsResult lords_quantize(const Tensor& W, const Tensor& H, const LordsOptions&
   }
   B = bestB;
   A = bestA;
-  res.loss = evaluate(false);  // codes of the kept factors
+  res.loss = evaluate(false, true);  // codes of the kept factors
 
   if (opt.assign == LordsOptions::Assign::Gptq) {
     // Judged by the output error it minimizes, whatever the refinement's objective.
