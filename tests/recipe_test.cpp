@@ -69,7 +69,7 @@ TEST(Recipe, ErrorsListTheValidChoices) {
   EXPECT_NE(msg("gptq:damp=x").find("needs a number"), std::string::npos);
   EXPECT_NE(msg("lr:r4").find("cannot come first"), std::string::npos);
   EXPECT_NE(msg("rtn:w4+gptq:w4").find("only one base method"), std::string::npos);
-  EXPECT_NE(msg("nf:b2").find("unsupported bits 2"), std::string::npos);
+  EXPECT_NE(msg("nf:b5").find("unsupported bits 5"), std::string::npos) << msg("nf:b5");
   EXPECT_NE(msg("gptq:w4+lr:scale=some").find("valid: none, diag, full"), std::string::npos);
   // Integer options fit the methods' int (a 64-bit value used to wrap to rank 1).
   EXPECT_NE(msg("gptq:w3+lr:rank=4294967297").find("lr: rank 4294967297 is out of range (at most 2147483647)"),
