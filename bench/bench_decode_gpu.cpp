@@ -32,6 +32,7 @@
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/packed_cuda.h"
 #include "backend/cuda/packed_mma_cuda.h"
+#include "bench_gpu_util.h"
 #endif
 
 using namespace lrq;
@@ -40,70 +41,10 @@ using namespace lrq;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double g_l2_bytes = 50e6;  // read from the device in main()
-
-Tensor randn(Shape s, uint64_t seed, float sd = 1.f) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<float> d(0.f, sd);
-  Tensor x = Tensor::empty(std::move(s));
-  for (int64_t i = 0; i < x.numel(); ++i) x.at<float>(i) = d(g);
-  return x;
-}
-
-// Median milliseconds per call: `calls` invocations of op(i) captured into one CUDA graph,
-// replayed `reps` times after two warm-up replays.
-double per_call_ms(int calls, int reps, const std::function<void(int)>& op) {
-  cudaStream_t s = cuda::stream();
-  op(0);  // first use outside the capture: handles, statics, pool
-  LRQ_CUDA_CHECK(cudaStreamSynchronize(s));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  LRQ_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  try {
-    for (int i = 0; i < calls; ++i) op(i);
-  } catch (...) {
-    // Leave the stream usable for the next measurement.
-    if (cudaStreamEndCapture(s, &graph) == cudaSuccess) cudaGraphDestroy(graph);
-    cudaGetLastError();
-    throw;
-  }
-  LRQ_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
-  LRQ_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t a, b;
-  LRQ_CUDA_CHECK(cudaEventCreate(&a));
-  LRQ_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 2; ++i) LRQ_CUDA_CHECK(cudaGraphLaunch(exec, s));
-  std::vector<double> ms;
-  for (int r = 0; r < reps; ++r) {
-    LRQ_CUDA_CHECK(cudaEventRecord(a, s));
-    LRQ_CUDA_CHECK(cudaGraphLaunch(exec, s));
-    LRQ_CUDA_CHECK(cudaEventRecord(b, s));
-    LRQ_CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0;
-    LRQ_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(double(t) / calls);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
-// Device-to-device copy of 1 GiB: bytes read + written per second.
-double copy_gbps() {
-  const size_t n = size_t(1) << 30;
-  Tensor a = Tensor::empty({int64_t(n)}, DType::U8, Device::CUDA);
-  Tensor b = Tensor::empty({int64_t(n)}, DType::U8, Device::CUDA);
-  const double ms = per_call_ms(4, 10, [&](int) {
-    LRQ_CUDA_CHECK(cudaMemcpyAsync(b.raw(), a.raw(), n, cudaMemcpyDeviceToDevice, cuda::stream()));
-  });
-  return 2.0 * double(n) / (ms * 1e-3) / 1e9;
-}
-
-// Weight copies to cycle through so that one pass reads at least 4x the L2 from DRAM.
-int copies_for(double bytes) { return int(std::clamp(4.0 * g_l2_bytes / bytes, 2.0, 400.0)) + 1; }
+using bench::copies_for;
+using bench::copy_gbps;
+using bench::per_call_ms;
+using bench::randn;
 
 // base_ms > 0: also the speed-up over that (cuBLAS) time.
 void print_row(const std::string& what, double ms, double bytes, double copy, double base_ms) {
@@ -327,7 +268,7 @@ int main(int argc, char** argv) {
   try {
     cudaDeviceProp prop;
     LRQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    g_l2_bytes = double(prop.l2CacheSize);
+    bench::g_l2_bytes = double(prop.l2CacheSize);
     const double copy = copy_gbps();
     std::printf("GPU: %s, %d SMs, L2 %.0f MB; device-to-device copy %.0f GB/s (read + write)\n",
                 prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6, copy);

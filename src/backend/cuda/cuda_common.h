@@ -60,6 +60,24 @@ class DeviceScratch {
   void* p_ = nullptr;
 };
 
+// A device word set to "none" (all ones) for an atomicMin report, and its value read back.
+class FirstReport {
+ public:
+  FirstReport() : word_(sizeof(unsigned long long)) {
+    LRQ_CUDA_CHECK(cudaMemsetAsync(ptr(), 0xFF, sizeof(unsigned long long), stream()));
+  }
+  unsigned long long* ptr() const { return word_.as<unsigned long long>(); }
+  // Waits for the stream; false when nothing was reported.
+  bool read(unsigned long long* v) const {
+    LRQ_CUDA_CHECK(cudaMemcpyAsync(v, ptr(), sizeof *v, cudaMemcpyDeviceToHost, stream()));
+    LRQ_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    return *v != ~0ull;
+  }
+
+ private:
+  DeviceScratch word_;
+};
+
 /// Waits for the stream and returns a cuSOLVER status word (devInfo) from device memory.
 int read_info(const int* dev_info);
 

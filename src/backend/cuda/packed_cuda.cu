@@ -16,10 +16,12 @@
 // L[row, k] h[t, k] spread over the CTA's threads before that reduction.
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/packed_cuda.h"
+#include "backend/cuda/packed_decode.cuh"
 #include "backend/cuda/packed_mma_cuda.h"
 #include "backend/cuda/widen.cuh"
 
@@ -28,7 +30,6 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
-constexpr int kChunkValues = 32;
 constexpr int64_t kSlabElems = int64_t(1) << 22;  // F32 slab for the cuBLAS path: 16 MiB
 
 bool g_pdl = true;
@@ -53,82 +54,6 @@ struct GemvParams {
   int n_terms;
   GemvTerm terms[kPackedMaxTerms];
 };
-
-// Streaming loads of codes: read once, so they should not evict x from L1.
-__device__ __forceinline__ uint2 ld_stream_v2(const uint8_t* p) {
-  uint2 v;
-  asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
-  return v;
-}
-__device__ __forceinline__ uint32_t ld_stream_u32(const uint8_t* p) {
-  uint32_t v;
-  asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
-  return v;
-}
-
-// Byte offset, within a chunk, of the words lane `sub` reads (see the file comment).
-template <int B>
-__device__ __forceinline__ int lane_offset(int sub) {
-  return B == 8 ? 8 * sub : B == 4 ? 8 * (sub & 1) : 0;
-}
-
-// The words of a chunk that lane `sub` needs; `p` is the chunk plus lane_offset<B>(sub).
-template <int B>
-__device__ __forceinline__ void load_chunk(const uint8_t* p, uint32_t w[3]) {
-  if constexpr (B == 3) {
-    w[0] = ld_stream_u32(p);
-    w[1] = ld_stream_u32(p + 4);
-    w[2] = ld_stream_u32(p + 8);
-  } else {
-    const uint2 v = ld_stream_v2(p);
-    w[0] = v.x;
-    w[1] = v.y;
-    w[2] = 0;
-  }
-}
-
-// Byte k of `word` as an exact float (the word holds four codes, one per byte).
-__device__ __forceinline__ float byte_as_float(uint32_t word, int k) {
-  return __int_as_float(int(__byte_perm(word, 0x4B000000u, 0x7540u | unsigned(k)))) - 8388608.0f;
-}
-__device__ __forceinline__ float small_as_float(uint32_t code) {
-  return __int_as_float(int(code | 0x4B000000u)) - 8388608.0f;
-}
-
-// Values 8*sub .. 8*sub+7 of the chunk: codes as floats, or codebook entries when LUT.
-template <int B, bool LUT>
-__device__ __forceinline__ void decode8(const uint32_t w[3], int sub, const float* book,
-                                        float v[8]) {
-  if constexpr (B == 3) {
-    const unsigned sh = 3u * unsigned(sub);
-    const uint32_t a0 = __funnelshift_r(w[0], w[1], sh), a1 = __funnelshift_r(w[1], w[2], sh),
-                   a2 = w[2] >> sh;
-    const uint32_t f[8] = {a0, a0 >> 12, a0 >> 24, a1 >> 4, a1 >> 16, a1 >> 28, a2 >> 8, a2 >> 20};
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = LUT ? book[f[k] & 7u] : small_as_float(f[k] & 7u);
-  } else {
-    uint32_t c0 = w[0], c1 = w[1];
-    if constexpr (B == 4) {
-      const unsigned sh = 4u * unsigned(sub >> 1);
-      c0 = (c0 >> sh) & 0x0F0F0F0Fu;
-      c1 = (c1 >> sh) & 0x0F0F0F0Fu;
-    } else if constexpr (B == 2) {
-      const unsigned sh = 2u * unsigned(sub);
-      c0 = (c0 >> sh) & 0x03030303u;
-      c1 = (c1 >> sh) & 0x03030303u;
-    }
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      if (LUT) {
-        v[k] = book[(c0 >> (8 * k)) & 0xFFu];
-        v[k + 4] = book[(c1 >> (8 * k)) & 0xFFu];
-      } else {
-        v[k] = byte_as_float(c0, k);
-        v[k + 4] = byte_as_float(c1, k);
-      }
-    }
-  }
-}
 
 template <int B, int F, int R, int TT, int U>
 __global__ void __launch_bounds__(kThreads) packed_gemv_kernel(const GemvParams p) {
@@ -369,23 +294,6 @@ void launch_encode(const uint8_t* codes, int64_t nchunks, uint8_t* packed,
   LRQ_CUDA_LAUNCHED();
 }
 
-// A device word set to "none" (all ones) for an atomicMin report, and its value read back.
-class FirstReport {
- public:
-  FirstReport() : word_(sizeof(unsigned long long)) {
-    LRQ_CUDA_CHECK(cudaMemsetAsync(ptr(), 0xFF, sizeof(unsigned long long), stream()));
-  }
-  unsigned long long* ptr() const { return word_.as<unsigned long long>(); }
-  // Waits for the stream; false when nothing was reported.
-  bool read(unsigned long long* v) const {
-    LRQ_CUDA_CHECK(cudaMemcpyAsync(v, ptr(), sizeof *v, cudaMemcpyDeviceToHost, stream()));
-    LRQ_CUDA_CHECK(cudaStreamSynchronize(stream()));
-    return *v != ~0ull;
-  }
-
- private:
-  DeviceScratch word_;
-};
 
 // ------------------------------------------------------------------ dispatch
 template <int B, int F, int R, int TT, int U = 2>
@@ -497,37 +405,43 @@ void packed_gemv(const PackedView& w, const float* x, float* y, int64_t T, bool 
   }
 }
 
-void packed_gemm(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate) {
-  if (T == 0) return;
-  const int64_t slab = std::clamp<int64_t>(kSlabElems / w.cols, 1, w.rows);
-  DeviceScratch buf(size_t(slab * w.cols) * sizeof(float));
+void slab_gemm(int64_t rows, int64_t cols, const float* x, float* y, int64_t T, bool accumulate,
+               const std::function<void(int64_t, int64_t, float*)>& dequant) {
+  if (T == 0 || rows == 0) return;
+  const int64_t slab = std::clamp<int64_t>(kSlabElems / cols, 1, rows);
+  DeviceScratch buf(size_t(slab * cols) * sizeof(float));
   const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   if (bf16_matmul()) {
-    DeviceScratch xs(size_t(T * w.cols) * sizeof(uint16_t));
-    DeviceScratch w16(size_t(slab * w.cols) * sizeof(uint16_t));
-    to_bf16(x, xs.as<uint16_t>(), T * w.cols);
-    for (int64_t r0 = 0; r0 < w.rows; r0 += slab) {
-      const int64_t n = std::min(slab, w.rows - r0);
-      dequant_rows(w, r0, n, buf.as<float>());
-      to_bf16(buf.as<float>(), w16.as<uint16_t>(), n * w.cols);
-      gemm_bf16(true, false, n, T, w.cols, w16.as<uint16_t>(), w.cols, xs.as<uint16_t>(), w.cols,
-                beta, y + r0, w.rows);
+    DeviceScratch xs(size_t(T * cols) * sizeof(uint16_t));
+    DeviceScratch w16(size_t(slab * cols) * sizeof(uint16_t));
+    to_bf16(x, xs.as<uint16_t>(), T * cols);
+    for (int64_t r0 = 0; r0 < rows; r0 += slab) {
+      const int64_t n = std::min(slab, rows - r0);
+      dequant(r0, n, buf.as<float>());
+      to_bf16(buf.as<float>(), w16.as<uint16_t>(), n * cols);
+      gemm_bf16(true, false, n, T, cols, w16.as<uint16_t>(), cols, xs.as<uint16_t>(), cols, beta,
+                y + r0, rows);
     }
     return;
   }
   const cublasComputeType_t compute =
       allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  for (int64_t r0 = 0; r0 < w.rows; r0 += slab) {
-    const int64_t n = std::min(slab, w.rows - r0);
-    dequant_rows(w, r0, n, buf.as<float>());
+  for (int64_t r0 = 0; r0 < rows; r0 += slab) {
+    const int64_t n = std::min(slab, rows - r0);
+    dequant(r0, n, buf.as<float>());
     // Column-major view: y^T (rows x T, ld rows) = Wslab (n x cols)^T' x^T; see blas_cuda.cu.
-    LRQ_CUBLAS_CHECK(cublasGemmEx(cublas(), CUBLAS_OP_T, CUBLAS_OP_N, blas_int(n, "packed_gemm"),
-                                  blas_int(T, "packed_gemm"), blas_int(w.cols, "packed_gemm"), &one,
-                                  buf.as<float>(), CUDA_R_32F, blas_int(w.cols, "packed_gemm"), x,
-                                  CUDA_R_32F, blas_int(w.cols, "packed_gemm"), &beta, y + r0,
-                                  CUDA_R_32F, blas_int(w.rows, "packed_gemm"), compute,
+    LRQ_CUBLAS_CHECK(cublasGemmEx(cublas(), CUBLAS_OP_T, CUBLAS_OP_N, blas_int(n, "slab_gemm"),
+                                  blas_int(T, "slab_gemm"), blas_int(cols, "slab_gemm"), &one,
+                                  buf.as<float>(), CUDA_R_32F, blas_int(cols, "slab_gemm"), x,
+                                  CUDA_R_32F, blas_int(cols, "slab_gemm"), &beta, y + r0,
+                                  CUDA_R_32F, blas_int(rows, "slab_gemm"), compute,
                                   CUBLAS_GEMM_DEFAULT));
   }
+}
+
+void packed_gemm(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate) {
+  slab_gemm(w.rows, w.cols, x, y, T, accumulate,
+            [&](int64_t r0, int64_t n, float* out) { dequant_rows(w, r0, n, out); });
 }
 
 void packed_dequantize(const PackedView& w, float* out) { dequant_rows(w, 0, w.rows, out); }

@@ -6,6 +6,7 @@
 // built only with LRQ_WITH_CUDA.
 #pragma once
 #include <cstdint>
+#include <functional>
 
 namespace lrq::cuda {
 
@@ -40,6 +41,11 @@ void packed_gemv(const PackedView& w, const float* x, float* y, int64_t T, bool 
 /// y[T, rows] (+)= x[T, cols] W^T for any T: 16 MiB row slabs dequantized to F32, then cuBLAS
 /// (F32 compute; TF32 when set_allow_tf32 is on).
 void packed_gemm(const PackedView& w, const float* x, float* y, int64_t T, bool accumulate);
+/// y[T, rows] (+)= x[T, cols] W^T for a W that `dequant` writes in F32 row slabs (rows [r0,
+/// r0 + n) into an [n, cols] buffer): the prefill path of every stored kind, 16 MiB slabs and
+/// cuBLAS (F32 compute, TF32 when allowed, BF16 tensor cores under set_bf16_matmul).
+void slab_gemm(int64_t rows, int64_t cols, const float* x, float* y, int64_t T, bool accumulate,
+               const std::function<void(int64_t, int64_t, float*)>& dequant);
 /// out[rows, cols] = W in F32 (16-byte aligned).
 void packed_dequantize(const PackedView& w, float* out);
 
