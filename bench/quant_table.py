@@ -52,7 +52,8 @@ def measure(a, recipe, idx):
     if a.eval_device:
         ev += ["--device", a.eval_device]
     kld = a.kld and recipe != "fp"
-    v = json.loads(run(ev + ["--text", a.valid] + (["--reference", a.model] if kld else []), log))
+    vw = ["--max-windows", str(a.max_windows)] if a.max_windows else []
+    v = json.loads(run(ev + ["--text", a.valid] + vw + (["--reference", a.model] if kld else []), log))
     row.update(valid_ppl=v["ppl"], kld=v.get("kld"), top1=v.get("top1"), valid_tokens=v["tokens"])
     if a.wiki:
         w = json.loads(run(ev + ["--text", a.wiki], log))
@@ -74,6 +75,8 @@ def main():
     ap.add_argument("--layer-recipe", action="append", default=[])
     ap.add_argument("--out", required=True)
     ap.add_argument("--qdir", help="where quantized folders go (default: --out)")
+    ap.add_argument("--max-windows", type=int, default=0,
+                    help="score only the first N valid windows (0: all; the CPU tables use 40)")
     ap.add_argument("--kld", action="store_true", help="KL divergence against the model on valid")
     ap.add_argument("--quant-device", help="--device for quantize (cpu|cuda; default: the CLI's)")
     ap.add_argument("--quant-arg", action="append", default=[],
