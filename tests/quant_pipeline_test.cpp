@@ -288,3 +288,34 @@ TEST(Pipeline, CorruptQuantizedCheckpointIsACleanError) {
 
 }  // namespace
 }  // namespace lrq
+
+namespace lrq {
+
+// The project's rule for the CPU: the same command and seed write byte-identical folders with
+// any thread count, for every method (1, 2 and 16 threads on this 2-core box; the products are
+// split by shape, not by thread, and nothing of the run's timing enters the folder).
+TEST(Pipeline, EveryMethodWritesTheSameBytesWithAnyThreadCount) {
+  REQUIRE_SHARED();
+  const std::string base = test::temp_dir();
+  const std::string calib = test::shared("data/lab-corpus/calib.txt");
+  auto bytes = [](const std::string& path) { return read_text_file(path); };
+  for (const char* recipe :
+       {"rtn:w4g128", "gptq:w3g128", "awq:w4g128", "nf:b4", "flrq:w3g128", "lopro:w3g128",
+        "gptq:w3g128+lr:r8,scale=full", "lords:b3,steps=40",
+        "lords:b3,objective=full,assign=gptq,steps=20"}) {
+    std::string first;
+    for (int threads : {1, 2, 16}) {
+      const std::string out = base + "/t" + std::to_string(threads);
+      const auto r = test::run_cli("--threads " + std::to_string(threads) +
+                                   " quantize --model " + test::repo("models/lab-s") +
+                                   " --calib " + calib + " --nsamples 4 --seqlen 128 --recipe '" +
+                                   recipe + "' --out " + out + " --force --quiet --seed 3");
+      ASSERT_EQ(r.exit_code, 0) << recipe << ": " << r.err;
+      const std::string all = bytes(out + "/model.safetensors") + bytes(out + "/config.json");
+      if (threads == 1) first = all;
+      else EXPECT_TRUE(all == first) << recipe << " differs with " << threads << " threads";
+    }
+  }
+}
+
+}  // namespace lrq

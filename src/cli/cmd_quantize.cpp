@@ -17,6 +17,15 @@
 namespace lrq::cli {
 
 namespace {
+
+// The totals written into the checkpoint's config.json: what the weights are, not how long this
+// run took (timings and GPU memory go to the report), so two runs of the same command write
+// byte-identical folders.
+nlohmann::json reproducible_total(const QuantizeReport& rep) {
+  nlohmann::json t = rep.to_json()["total"];
+  for (const char* k : {"seconds", "stages", "peak_gpu_bytes", "gpu_device_used_bytes"}) t.erase(k);
+  return t;
+}
 std::vector<std::string> split_commas(const std::string& s) {
   std::vector<std::string> out;
   size_t b = 0;
@@ -135,7 +144,7 @@ Command add_quantize(CLI::App& app) {
                                      {"tf32", a->tf32},
                                      {"bf16", a->bf16}}},
                                    {"source", a->model},
-                                   {"total", rep.to_json()["total"]}};
+                                   {"total", reproducible_total(rep)}};
             SaveOptions so{a->out, a->force, prov};
             save_quantized(*m.model, so);
             struct rusage ru;

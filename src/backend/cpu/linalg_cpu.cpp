@@ -12,21 +12,80 @@
 #include "backend/cpu/lapack.h"
 
 namespace lrq::cpu {
+namespace {
+
+// OpenBLAS's threaded GEMM splits a product one way per thread count, and the results differ
+// in the last bits from its single-threaded ones (tests/threads_test: 1 vs 2 threads). So BLAS
+// always runs on one thread (SerialBlas, and g_serial_blas for the pthreads build) and the
+// products are split here, into blocks of
+// C fixed by the shape alone, one single-threaded call each, OpenMP across the blocks: the
+// same bits with any number of threads. Row blocks of 64 (128 from 1024 rows) keep B's
+// repacking per block to ~1-2% of the work; short products (under 128 rows) split columns.
+const bool g_serial_blas = [] {
+  openblas_set_num_threads(1);
+  return true;
+}();
+
+inline void blas_call(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                      const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                      float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              int(m), int(n), int(k), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+inline void blas_call(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha,
+                      const double* A, int64_t lda, const double* B, int64_t ldb, double beta,
+                      double* C, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              int(m), int(n), int(k), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+
+}  // namespace
+
+template <class T>
+void gemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* A,
+             int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  (void)g_serial_blas;
+  const bool by_rows = m >= 128;
+  const int64_t bs = by_rows ? (m >= 1024 ? 128 : 64) : 256;
+  const int64_t nb = ((by_rows ? m : n) + bs - 1) / bs;
+  auto block = [&](int64_t b) {
+    const SerialBlas one;
+    const int64_t lo = b * bs, hi = std::min(by_rows ? m : n, lo + bs);
+    if (by_rows)  // rows lo..hi of op(A): rows of A, or columns when transposed
+      blas_call(ta, tb, hi - lo, n, k, alpha, A + (ta ? lo : lo * lda), lda, B, ldb, beta,
+                C + lo * ldc, ldc);
+    else  // columns lo..hi of op(B): columns of B, or rows when transposed
+      blas_call(ta, tb, m, hi - lo, k, alpha, A, lda, B + (tb ? lo * ldb : lo), ldb, beta,
+                C + lo, ldc);
+  };
+  if (nb == 1 || double(m) * double(n) * double(k) < double(1 << 18)) {
+    for (int64_t b = 0; b < nb; ++b) block(b);
+    return;
+  }
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t b = 0; b < nb; ++b) block(b);
+}
+template void gemm_rm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                             const float*, int64_t, float, float*, int64_t);
+template void gemm_rm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
+                              int64_t, const double*, int64_t, double, double*, int64_t);
+
 void gemm(const Tensor& A, bool ta, const Tensor& B, bool tb, const Tensor& C, double alpha,
           double beta) {
   const int64_t m = ta ? A.dim(1) : A.dim(0), k = ta ? A.dim(0) : A.dim(1);
   const int64_t n = tb ? B.dim(0) : B.dim(1);
   if (m == 0 || n == 0) return;
-  auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
   if (A.dtype() == DType::F32)
-    cblas_sgemm(CblasRowMajor, TA, TB, m, n, k, float(alpha), A.data<float>(), A.dim(1),
-                B.data<float>(), B.dim(1), float(beta), C.data<float>(), n);
+    gemm_rm<float>(ta, tb, m, n, k, float(alpha), A.data<float>(), A.dim(1), B.data<float>(),
+                   B.dim(1), float(beta), C.data<float>(), n);
   else
-    cblas_dgemm(CblasRowMajor, TA, TB, m, n, k, alpha, A.data<double>(), A.dim(1),
-                B.data<double>(), B.dim(1), beta, C.data<double>(), n);
+    gemm_rm<double>(ta, tb, m, n, k, alpha, A.data<double>(), A.dim(1), B.data<double>(),
+                    B.dim(1), beta, C.data<double>(), n);
 }
 
 void gemv(const Tensor& A, bool ta, const Tensor& x, const Tensor& y, double alpha, double beta) {
+  const SerialBlas one;
   auto TA = ta ? CblasTrans : CblasNoTrans;
   if (A.dtype() == DType::F32)
     cblas_sgemv(CblasRowMajor, TA, A.dim(0), A.dim(1), float(alpha), A.data<float>(), A.dim(1),
@@ -40,6 +99,7 @@ namespace {
 
 template <class T>
 bool cholesky_impl(const Tensor& A) {
+  const SerialBlas one;
   // Row-major A is column-major A^T = A. LAPACK's upper factor U (A = U^T U, column-major) is,
   // read row-major, the lower factor L = U^T with A = L L^T.
   int n = int(A.dim(0)), info = 0;
@@ -53,6 +113,7 @@ bool cholesky_impl(const Tensor& A) {
 
 template <class T>
 bool spd_inverse_impl(const Tensor& A) {
+  const SerialBlas one;
   int n = int(A.dim(0)), info = 0;
   T* a = A.data<T>();
   lapack::potrf("U", &n, a, &n, &info);
@@ -76,6 +137,7 @@ bool spd_inverse(const Tensor& A) {
 }
 
 void trsm_lower(const Tensor& L, bool tl, const Tensor& B) {
+  const SerialBlas one;
   const int64_t n = L.dim(0), k = B.dim(1);
   auto T = tl ? CblasTrans : CblasNoTrans;
   if (L.dtype() == DType::F32)
@@ -86,41 +148,14 @@ void trsm_lower(const Tensor& L, bool tl, const Tensor& B) {
                 L.data<double>(), n, B.data<double>(), k);
 }
 
-void set_num_threads(int n) {
-  omp_set_num_threads(n);
-  openblas_set_num_threads(n);
-}
+void set_num_threads(int n) { omp_set_num_threads(n); }
 
 namespace {
 
-// LAPACK on a small matrix runs faster on one thread: OpenBLAS's thread team costs more than
-// it saves (bench_small_eigh; 40 x 40 syevd on the 2-core box: one thread about 40% faster).
-// The GPU sketches solve their s x s eigenproblem (s = 40-72) on the host once per block, with
-// the GPU idle meanwhile. Both counts are set (set_num_threads) and restored; in OpenBLAS's
-// pthreads build the count is process-wide (nothing else calls BLAS while a sketch waits for
-// its eigenproblem).
-class OneThreadBelow {
- public:
-  explicit OneThreadBelow(int64_t n)
-      : small_(n <= 128), omp_(omp_get_max_threads()), blas_(openblas_get_num_threads()) {
-    if (small_) set_num_threads(1);
-  }
-  ~OneThreadBelow() {
-    if (!small_) return;
-    omp_set_num_threads(omp_);
-    openblas_set_num_threads(blas_);
-  }
-  OneThreadBelow(const OneThreadBelow&) = delete;
-  OneThreadBelow& operator=(const OneThreadBelow&) = delete;
-
- private:
-  bool small_;
-  int omp_, blas_;
-};
 
 template <class T>
 void eigh_impl(const Tensor& A, const Tensor& w, const Tensor& V) {
-  const OneThreadBelow small(A.dim(0));
+  const SerialBlas one;
   int n = int(A.dim(0)), info = 0, lwork = -1, liwork = -1, iq = 0;
   std::vector<T> a(A.data<T>(), A.data<T>() + int64_t(n) * n);
   T wq;
@@ -140,6 +175,7 @@ void eigh_impl(const Tensor& A, const Tensor& w, const Tensor& V) {
 
 template <class T>
 void svd_impl(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& Vt) {
+  const SerialBlas one;
   // Row-major A (m x n) is column-major A^T (n x m) = U' S V'^T, so A = V' S U'^T:
   // LAPACK's VT' (k x m column-major) read row-major is our U (m x k), and its U'
   // (n x k column-major) read row-major is our Vt (k x n). No transposes needed.
@@ -168,6 +204,7 @@ void svd_impl(const Tensor& A, const Tensor& U, const Tensor& S, const Tensor& V
 
 template <class T>
 void orthonormalize_impl(const Tensor& A) {
+  const SerialBlas one;
   // Row-major A (m x k) is column-major A^T (k x m). Its LQ factorization A^T = L Q has
   // orthonormal rows in Q spanning the same nested row spaces, so Q read row-major (m x k)
   // has orthonormal columns spanning A's leading columns, like Gram-Schmidt.

@@ -26,8 +26,7 @@ std::vector<double> as_f64(const Tensor& A) {
 
 // G (k x k) = A^T A for row-major A (m x k) held in double.
 void gram64(const std::vector<double>& a, int64_t m, int64_t k, double* g) {
-  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(k), int(k), int(m), 1.0, a.data(),
-              int(k), a.data(), int(k), 0.0, g, int(k));
+  gemm_rm<double>(true, false, k, k, m, 1.0, a.data(), k, a.data(), k, 0.0, g, k);
 }
 
 }  // namespace
@@ -100,8 +99,7 @@ void cholesky_qr(const Tensor& A, int passes) {
     const std::vector<double> a = as_f64(A);
     gram64(a, m, k, g.data());
     cholesky_drop_inverse(g.data(), k, tol, x.data());
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(k), int(k), 1.0, a.data(),
-                int(k), x.data(), int(k), 0.0, q.data(), int(k));
+    gemm_rm<double>(false, false, m, k, k, 1.0, a.data(), k, x.data(), k, 0.0, q.data(), k);
     if (A.dtype() == DType::F64) {
       std::copy(q.begin(), q.end(), A.data<double>());
     } else {

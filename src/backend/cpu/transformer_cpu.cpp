@@ -53,8 +53,7 @@ void linear(const Tensor& x, const Tensor& W, const Tensor& y) {
   float* yp = y.data<float>();
   if (T == 0 || out == 0) return;
   if (W.dtype() == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, out, in, 1.0f, xp, in,
-                W.data<float>(), in, 0.0f, yp, out);
+    gemm_rm<float>(false, true, T, out, in, 1.0f, xp, in, W.data<float>(), in, 0.0f, yp, out);
     return;
   }
   const uint16_t* wp = static_cast<const uint16_t*>(W.raw());
@@ -64,12 +63,13 @@ void linear(const Tensor& x, const Tensor& W, const Tensor& y) {
       for (int64_t t = 0; t < T; ++t) yp[t * out + o] = dot_w16(xp + t * in, wp + o * in, in, W.dtype());
     return;
   }
-  // Prefill: widen a slab of rows per thread and multiply it with single-threaded BLAS
-  // (OpenBLAS runs serially inside an OpenMP region), so the F32 copy never exceeds a slab.
+  // Prefill: widen a slab of rows per thread and multiply it with (always single-threaded)
+  // BLAS, so the F32 copy never exceeds a slab.
   const int64_t slab = 64;
   const int64_t nslabs = (out + slab - 1) / slab;
 #pragma omp parallel
   {
+    const SerialBlas one;
     std::vector<float> buf(size_t(slab * in));
 #pragma omp for schedule(dynamic)
     for (int64_t s = 0; s < nslabs; ++s) {
@@ -138,6 +138,7 @@ void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, in
   float* op = out.data<float>();
 #pragma omp parallel
   {
+    const SerialBlas one;
     std::vector<float> S;
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t h = 0; h < nh; ++h)
