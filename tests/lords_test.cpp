@@ -243,7 +243,7 @@ TEST(Lords, RefinementNeverEndsWorseThanItsInitAndImprovesIt) {
     for (int64_t e = 0; e < Hf.numel(); ++e) H.data<double>()[e] = Hf.data<float>()[e];
   }
   using O = LordsOptions::Objective;
-  for (O obj : {O::Weight, O::Diag, O::Full})
+  for (O obj : {O::Weight, O::Diag, O::Obs, O::Full})
     for (int bits : {2, 3}) {
       LordsOptions o;
       o.bits = bits;
@@ -282,6 +282,35 @@ TEST(Lords, GptqAssignmentLowersTheOutputError) {
     return hessian_error(difference(W, l->dequantize()), H);
   };
   EXPECT_LT(out_err(g), 0.8 * out_err(near));
+}
+
+// objective=obs weighs column j by 1 / [(H + lambda I)^-1]_jj: for a diagonal H that is
+// H_jj + lambda, so it refines exactly as objective=diag on the shifted H.
+TEST(Lords, ObsWeightsReduceToTheDiagonalForADiagonalH) {
+  const int64_t m = 32, n = 64;
+  const Tensor W = randn({m, n}, 21, 0.02);
+  Tensor H = Tensor::zeros({n, n}, DType::F64);
+  double mean = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    const double v = 0.5 + double((j * 37) % 11);  // varied column weights
+    H.data<double>()[j * n + j] = v;
+    mean += v / double(n);
+  }
+  LordsOptions o;
+  o.steps = 30;
+  o.damp = 0.25;
+  o.objective = LordsOptions::Objective::Diag;
+  const LordsResult d = lords_quantize(W, H, o);
+  o.objective = LordsOptions::Objective::Obs;
+  const LordsResult b = lords_quantize(W, H, o);
+  Tensor Hs = H.clone();
+  for (int64_t j = 0; j < n; ++j) Hs.data<double>()[j * n + j] += o.damp * mean;
+  o.objective = LordsOptions::Objective::Diag;
+  const LordsResult ds = lords_quantize(W, Hs, o);
+  EXPECT_NEAR(b.loss, ds.loss, 1e-6 * ds.loss);
+  EXPECT_NEAR(b.loss_init, ds.loss_init, 1e-6 * ds.loss_init);
+  EXPECT_EQ(std::memcmp(b.codes.raw(), ds.codes.raw(), size_t(m * n)), 0);
+  EXPECT_GT(std::fabs(b.loss_init - d.loss_init), 1e-3 * d.loss_init);  // the shift mattered
 }
 
 TEST(Lords, RecipeParsesWithShorthandsAndDefaults) {

@@ -156,6 +156,33 @@ Tensor gptq_assign(const Tensor& W, const Tensor& S, const Tensor& cb, const Ten
   return codes;
 }
 
+// 1 / [(H + lambda I)^-1]_jj, lambda = damp * mean diag(H) (raised tenfold while H + lambda I
+// is not numerically SPD), in F64 on H's device: GPTQ's per-column error weights.
+std::vector<double> obs_weights(const Tensor& H, double damp, const std::string& where) {
+  const int64_t n = H.dim(0);
+  const std::vector<double> d = hessian_diagonal(H);
+  double mean = 0;
+  for (double v : d) mean += v;
+  mean = n > 0 ? mean / double(n) : 0.0;
+  if (!(mean > 0)) mean = 1.0;  // no signal at all: every column alike
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    Tensor Hd = H.to(DType::F64).to(Device::CPU).clone();
+    const double lambda = damp * mean * std::pow(10.0, attempt);
+    for (int64_t j = 0; j < n; ++j) {
+      double& hjj = Hd.data<double>()[j * n + j];
+      if (!(hjj > 0)) hjj = mean;  // a dead input column: GPTQ's convention
+      hjj += lambda;
+    }
+    Tensor Hdev = Hd.to(H.device());
+    if (!ops::spd_inverse(Hdev)) continue;
+    const Tensor inv = Hdev.to(Device::CPU);
+    std::vector<double> w(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) w[size_t(j)] = 1.0 / inv.data<double>()[j * n + j];
+    return w;
+  }
+  fail(where, "objective=obs: H + damping is not positive definite (damp {})", damp);
+}
+
 // W - codebook[codes] (.) S, through lords_assign's residual with the codes fixed: S scaled so
 // that the assignment reproduces them is not available, so this evaluates directly (CPU).
 Tensor residual_of(const Tensor& W, const Tensor& S, const Tensor& cb, const Tensor& codes) {
@@ -183,7 +210,7 @@ LordsResult lords_quantize(const Tensor& W, const Tensor& H, const LordsOptions&
   const bool need_h = opt.objective != Obj::Weight || opt.assign == LordsOptions::Assign::Gptq;
   if (need_h && (!H.defined() || H.shape() != Shape{n, n} || H.device() != dev))
     fail(where, "objective {} needs H [{}, {}] on the weight's device",
-         opt.objective == Obj::Full ? "full" : opt.objective == Obj::Diag ? "diag" : "weight", n, n);
+         opt.objective == Obj::Full ? "full" : opt.objective == Obj::Diag ? "diag" : opt.objective == Obj::Obs ? "obs" : "weight", n, n);
   const int64_t rank = opt.rank > 0 ? opt.rank : lords_matched_rank(m, n, opt.blk);
   if (rank > std::min(m, n)) fail(where, "rank {} exceeds min({}, {})", rank, m, n);
 
@@ -198,8 +225,9 @@ LordsResult lords_quantize(const Tensor& W, const Tensor& H, const LordsOptions&
   }
 
   Tensor h, Hf;
-  if (opt.objective == Obj::Diag) {
-    const std::vector<double> d = hessian_diagonal(H);
+  if (opt.objective == Obj::Diag || opt.objective == Obj::Obs) {
+    const std::vector<double> d =
+        opt.objective == Obj::Diag ? hessian_diagonal(H) : obs_weights(H, opt.damp, where);
     Tensor hc = Tensor::empty({n});
     for (int64_t j = 0; j < n; ++j) hc.data<float>()[j] = float(d[size_t(j)]);
     h = hc.to(dev);

@@ -7,8 +7,11 @@
 //            blocks, so the factorization is exact and starts at block-scale quantization).
 //   refine   `steps` times: S = B A, Q = nearest codebook value of W (/) S, one Adam step on B
 //            and A for the objective. objective=weight: ||W - Q (.) S||_F^2 (the paper's,
-//            data-free); diag: sum_ij h_j (W - Q (.) S)_ij^2 with h = diag(H); full:
-//            tr(D H D^T), D = W - Q (.) S, the output error GPTQ minimizes.
+//            data-free); diag: sum_ij h_j (W - Q (.) S)_ij^2 with h = diag(H); obs: the same
+//            with h_j = 1 / [(H + damp I)^-1]_jj, the weight of column j's rounding error once
+//            GPTQ's feedback has spread it (Optimal Brain Surgeon), made for assign=gptq; full:
+//            tr(D H D^T), D = W - Q (.) S, the output error GPTQ minimizes (measured: with
+//            nearest codes its gradient chases the rounding noise, see DECISIONS.md).
 //   assign   nearest: Q as in the loop; gptq: with the final S fixed, Q chosen column by column
 //            in act order with GPTQ's error feedback through H^-1 (the objective's own
 //            assignment when it is `full`).
@@ -31,10 +34,10 @@ struct LordsOptions {
   int64_t rank = 0;                                    ///< 0: lords_matched_rank(m, n, blk)
   int steps = 500;
   enum class Init { Block, Exact } init = Init::Block;
-  enum class Objective { Weight, Diag, Full } objective = Objective::Weight;
+  enum class Objective { Weight, Diag, Obs, Full } objective = Objective::Weight;
   enum class Assign { Nearest, Gptq } assign = Assign::Nearest;
   double lr = 0.03;                                    ///< Adam, cosine-decayed to lr/10
-  double damp = 0.01;                                  ///< assign=gptq: GPTQ's damping
+  double damp = 0.01;                                  ///< assign=gptq, objective=obs: damping
 };
 
 /// The codebook, F32 [2^bits] ascending: NormalFloat (nf_codebook) or symmetric INT

@@ -45,7 +45,8 @@ std::unique_ptr<Method> make(const Stage& s) {
   o.steps = int(s.i("steps"));
   o.init = choice<O::Init>(s, "init", {O::Init::Block, O::Init::Exact});
   o.objective =
-      choice<O::Objective>(s, "objective", {O::Objective::Weight, O::Objective::Diag, O::Objective::Full});
+      choice<O::Objective>(s, "objective", {O::Objective::Weight, O::Objective::Diag, O::Objective::Obs,
+                                                       O::Objective::Full});
   o.assign = choice<O::Assign>(s, "assign", {O::Assign::Nearest, O::Assign::Gptq});
   o.lr = s.f("lr");
   o.damp = s.f("damp");
@@ -69,13 +70,14 @@ LRQ_REGISTER_METHOD(
                 "block: SVD of blk-column absmax scales (paper); exact: blocks of n/r columns",
                 {"block", "exact"}},
                {"objective", OptionSpec::Choice, "weight",
-                "weight: ||W - Q(.)S||_F (paper); diag: weighted by diag(H); full: tr(D H D^T)",
-                {"weight", "diag", "full"}},
+                "weight: ||W - Q(.)S||_F (paper); diag: weighted by diag(H); obs: by "
+                "1/diag(H^-1) (for assign=gptq); full: tr(D H D^T)",
+                {"weight", "diag", "obs", "full"}},
                {"assign", OptionSpec::Choice, "nearest",
                 "final codes: nearest, or gptq (error feedback through H^-1 under the final S)",
                 {"nearest", "gptq"}},
                {"lr", OptionSpec::Float, "0.03", "Adam learning rate (cosine decay to lr/10)"},
-               {"damp", OptionSpec::Float, "0.01", "assign=gptq: damping as a fraction of mean diag(H)"}}},
+               {"damp", OptionSpec::Float, "0.01", "assign=gptq and objective=obs: damping as a fraction of mean diag(H)"}}},
      .order = 55,
      .layer = make});
 
