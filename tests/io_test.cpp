@@ -6,10 +6,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -719,6 +721,29 @@ std::string llama2c_bytes(std::vector<int32_t> h, int64_t floats) {
 }
 
 }  // namespace
+
+// One non-finite weight would make every later activation NaN and the perplexity "nan" with
+// exit 0; the loader names the file, the tensor and the element instead.
+TEST(Checkpoint, NonFiniteWeightsAreNamed) {
+  const float inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    const char* tensor;
+    int64_t index;
+    float value;
+    const char* what;
+  };
+  for (const Case c : {Case{"model.layers.1.mlp.down_proj.weight", 29, std::nanf(""),
+                            "holds NaN at element 29 (row 2, column 5)"},
+                       Case{"model.layers.0.input_layernorm.weight", 3, -inf,
+                            "holds -inf at element 3 (row 0, column 3)"},
+                       Case{"model.embed_tokens.weight", 255, inf, "holds +inf at element 255"}}) {
+    Tiny t = tiny_llama();
+    RawTensor* r = t.find(c.tensor);
+    std::memcpy(r->bytes.data() + 4 * c.index, &c.value, 4);
+    expect_error([&] { load_checkpoint(write_model(t)); }, "model.safetensors",
+                 std::string("tensor ") + c.tensor + " " + c.what);
+  }
+}
 
 TEST(Llama2c, TinyFileWithSeparateClassifier) {
   // dim 8, hidden 12, 1 layer, 2 heads, 1 kv head (kv_dim 4), vocab -16 (own classifier), seq 4.

@@ -1,5 +1,7 @@
 #include "io/checkpoint.h"
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -59,6 +61,60 @@ std::vector<Expected> expected_tensors(const ModelConfig& c) {
 
 // `listing` is the file that would have to name a missing tensor; `skip` the weights a
 // quantized folder stores in another form.
+// Index of the first inf or NaN of a float tensor (F32, F16, BF16: the exponent all ones), or
+// -1. Every loaded weight is scanned once: one NaN would otherwise turn every later activation
+// into NaN and the perplexity into "nan" with exit 0, naming nothing. Chunks in parallel, the
+// smallest index wins.
+int64_t first_nonfinite_value(const Tensor& t) {
+  const int64_t n = t.numel();
+  const int width = t.dtype() == DType::F32 ? 4 : 2;
+  const uint32_t mask = t.dtype() == DType::F32 ? 0x7f800000u : t.dtype() == DType::F16 ? 0x7c00u : 0x7f80u;
+  const uint8_t* p = static_cast<const uint8_t*>(t.raw());
+  constexpr int64_t kChunk = int64_t(1) << 20;
+  const int64_t nchunks = (n + kChunk - 1) / kChunk;
+  int64_t first = -1;
+#pragma omp parallel for schedule(static) if (nchunks > 1)
+  for (int64_t c = 0; c < nchunks; ++c) {
+    const int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
+    int64_t found = -1;
+    if (width == 4) {
+      for (int64_t i = lo; i < hi && found < 0; ++i) {
+        uint32_t v;
+        std::memcpy(&v, p + 4 * i, 4);
+        if ((v & mask) == mask) found = i;
+      }
+    } else {
+      for (int64_t i = lo; i < hi && found < 0; ++i) {
+        uint16_t v;
+        std::memcpy(&v, p + 2 * i, 2);
+        if ((v & mask) == mask) found = i;
+      }
+    }
+    if (found >= 0) {
+#pragma omp critical(lrq_first_nonfinite)
+      if (first < 0 || found < first) first = found;
+    }
+  }
+  return first;
+}
+
+// "NaN", "+inf" or "-inf" for the non-finite element i, from its bits.
+std::string value_str(const Tensor& t, int64_t i) {
+  const uint8_t* p = static_cast<const uint8_t*>(t.raw());
+  uint32_t v = 0, mant = 0, sign = 0;
+  if (t.dtype() == DType::F32) {
+    std::memcpy(&v, p + 4 * i, 4);
+    mant = v & 0x007fffffu;
+    sign = v >> 31;
+  } else {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    mant = h & (t.dtype() == DType::F16 ? 0x03ffu : 0x007fu);
+    sign = h >> 15;
+  }
+  return mant ? "NaN" : sign ? "-inf" : "+inf";
+}
+
 void validate(const Checkpoint& ck, const std::string& listing, const std::set<std::string>& skip) {
   for (const Expected& e : expected_tensors(ck.config)) {
     if (skip.count(e.name)) continue;
@@ -75,6 +131,12 @@ void validate(const Checkpoint& ck, const std::string& listing, const std::set<s
     if (t.dtype() != DType::F32 && t.dtype() != DType::F16 && t.dtype() != DType::BF16)
       fail(file, "tensor {} has dtype {}, expected a float type (F32, F16 or BF16)", e.name,
            dtype_name(t.dtype()));
+    if (const int64_t bad = first_nonfinite_value(t); bad >= 0) {
+      const int64_t cols = t.ndim() == 2 ? t.dim(1) : t.numel();
+      fail(file, "tensor {} holds {} at element {} (row {}, column {}): a weight must be finite",
+           e.name, value_str(t, bad), bad, bad / std::max<int64_t>(cols, 1),
+           bad % std::max<int64_t>(cols, 1));
+    }
   }
 }
 
