@@ -639,6 +639,12 @@ TEST(Checkpoint, BrokenFoldersAreOneLineErrors) {
     t.config["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
     expect_error([&] { load_checkpoint(write_model(t)); }, "config.json", "rope_scaling");
   }
+  {  // a corrupt layer count is refused before ten million layers' tensors are listed
+    Tiny t = tiny_llama();
+    t.config["num_hidden_layers"] = 10000000;
+    expect_error([&] { load_checkpoint(write_model(t)); }, "config.json",
+                 "num_hidden_layers 10000000 is beyond any supported model (at most 1024)");
+  }
   {  // config says 16 intermediate channels, tensors have 12
     Tiny t = tiny_llama();
     t.config["intermediate_size"] = 16;

@@ -18,6 +18,8 @@ using io::printable;
 
 namespace {
 
+constexpr int64_t kMaxLayers = 1024;
+
 // Defaults are those of the transformers config classes, used when config.json omits a field.
 struct Arch {
   std::string_view name, model_type;
@@ -201,6 +203,11 @@ ModelConfig parse(const std::string& path, const json& j, json* quantization) {
   c.hidden = f.dim("hidden_size");
   c.intermediate = f.dim("intermediate_size");
   c.n_layers = f.dim("num_hidden_layers");
+  // Every layer expects nine tensors, listed before any is looked up: a corrupt count of 10^7
+  // would grow memory without bound. The deepest Llama-family models have ~130 layers.
+  if (c.n_layers > kMaxLayers)
+    fail(path, "num_hidden_layers {} is beyond any supported model (at most {})", c.n_layers,
+         kMaxLayers);
   c.n_heads = f.dim("num_attention_heads");
   c.n_kv_heads = f.dim("num_key_value_heads", c.n_heads);
   c.vocab = f.dim("vocab_size");
