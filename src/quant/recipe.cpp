@@ -1,5 +1,7 @@
 #include "quant/recipe.h"
 
+#include "core/pattern.h"
+
 #include <limits>
 #include <regex>
 
@@ -222,11 +224,7 @@ LayerRecipe parse_layer_recipe(const std::string& text) {
     fail("--layer-recipe", "expected REGEX=RECIPE, got '{}'", text);
   LayerRecipe lr;
   lr.pattern = text.substr(0, eq);
-  try {
-    std::regex re(lr.pattern);
-  } catch (const std::regex_error& e) {
-    fail("--layer-recipe", "invalid regex '{}': {}", lr.pattern, e.what());
-  }
+  Pattern(lr.pattern, "--layer-recipe");  // an Error naming the problem if it does not compile
   lr.recipe = parse_recipe(text.substr(eq + 1), "--layer-recipe");
   return lr;
 }
@@ -235,7 +233,7 @@ const Recipe& recipe_for(const std::string& layer, const Recipe& def,
                          const std::vector<LayerRecipe>& overrides) {
   const Recipe* r = &def;
   for (const auto& o : overrides)
-    if (std::regex_search(layer, std::regex(o.pattern))) r = &o.recipe;
+    if (Pattern(o.pattern, "--layer-recipe").search(layer)) r = &o.recipe;
   return *r;
 }
 

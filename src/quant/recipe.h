@@ -58,7 +58,8 @@ struct Recipe {
 /// Parses and validates a recipe. `where` names its origin for errors ("--recipe").
 Recipe parse_recipe(const std::string& text, const std::string& where = "--recipe");
 
-/// A per-layer override: layers whose full name matches `pattern` (ECMAScript regex, searched)
+/// A per-layer override: layers whose full name matches `pattern` (core/pattern.h: a linear-time
+/// regular-expression subset, searched)
 /// use `recipe`. Parsed from "REGEX=RECIPE".
 struct LayerRecipe {
   std::string pattern;
