@@ -115,6 +115,24 @@ TEST(Runtime, ForeignTokenizerIsRefused) {
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
 
+// Under an address-space limit (ulimit -v, common on HPC nodes) `--threads 8` used to hang:
+// OpenBLAS retries a failed 128 MiB buffer mmap forever. The CLI now lowers the thread count to
+// what fits, says so in one line, and computes the same perplexity.
+TEST(Runtime, AddressSpaceLimitLowersThreadsInsteadOfHanging) {
+  REQUIRE_SHARED();
+  const std::string args = "eval --model " + lab_s() + " --text " +
+                           test::shared("data/lab-corpus/valid.txt") +
+                           " --ctx 128 --max-windows 1 --quiet";
+  const auto free_run = test::run_cli("--threads 1 " + args);
+  ASSERT_EQ(free_run.exit_code, 0) << free_run.err;
+  const auto r = test::run_cli(
+      "--threads 8 " + args,
+      "ulimit -v 600000; exec timeout 60 " + std::string(LRQ_CLI_BINARY));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, free_run.out);
+  EXPECT_NE(r.err.find("lrquant: note: using 2 threads, not 8"), std::string::npos) << r.err;
+}
+
 TEST(Runtime, PermuteScaleColsMatchesFormula) {
   const int64_t T = 3, n = 40;
   const Tensor x = randn({T, n}, 1);

@@ -42,7 +42,7 @@ Device common_device(std::initializer_list<const Tensor*> ts, const char* op) {
 #undef LRQ_ON_GPU
 #undef LRQ_UNPAREN
 
-void set_num_threads(int n) { cpu::set_num_threads(n); }
+int set_num_threads(int n) { return cpu::set_num_threads(n); }
 
 void packed_force_scalar(bool on) { cpu::packed_force_scalar(on); }
 bool packed_simd_active() { return cpu::packed_simd_active(); }

@@ -82,9 +82,11 @@ struct PackedEncodeResult {
 #include "backend/op_list.h"
 
 // ------------------------------------------------------------------ controls
-/// CPU threads for our OpenMP loops and for OpenBLAS (which otherwise keeps the core count it
-/// read at load time, oversubscribing the machine when several processes share it).
-void set_num_threads(int n);
+/// CPU threads for our OpenMP loops (OpenBLAS always runs on one thread inside them); n <= 0:
+/// every core. Under an address-space limit (ulimit -v) the count is lowered so that each
+/// thread's BLAS buffer fits (OpenBLAS retries a failed buffer mmap forever: a hang). Returns
+/// the count applied.
+int set_num_threads(int n);
 /// Lets F32 gemm/linear on the GPU round their inputs to TF32 (see cuda::set_allow_tf32);
 /// returns the previous setting. No effect in a build without CUDA (returns false).
 bool set_allow_tf32(bool allow);

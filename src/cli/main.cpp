@@ -30,7 +30,14 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
-    if (threads > 0) lrq::ops::set_num_threads(threads);
+    // Always applied: even the default (every core) must fit an address-space limit.
+    const int wanted = threads > 0 ? threads : 0;
+    const int got = lrq::ops::set_num_threads(wanted);
+    if (threads > 0 && got < threads)
+      std::fprintf(stderr,
+                   "lrquant: note: using %d threads, not %d: the address-space limit (ulimit -v) "
+                   "leaves room for %d threads' BLAS buffers\n",
+                   got, threads, got);
     for (const auto& c : commands)
       if (c.sub->parsed()) c.run();
   } catch (const lrq::Error& e) {

@@ -30,7 +30,7 @@ using ops::PackedEncodeResult;
 
 /// Threads for OpenMP. OpenBLAS always runs on one thread (its threaded results depend on the
 /// thread count); the ops parallelize around it (gemm_rm).
-void set_num_threads(int n);
+int set_num_threads(int n);
 /// One BLAS thread for the calls in scope, whichever OpenBLAS build is linked: the OpenMP build
 /// takes its count from omp_get_max_threads() (even inside a parallel region, where it then
 /// splits the work as if threaded), the pthreads build from openblas_set_num_threads, which

@@ -2,6 +2,7 @@
 // factorizations. Our matrices are row-major; LAPACK is column-major, so each routine below
 // says how the transpose is absorbed instead of copying where it can.
 #include <cblas.h>
+#include <sys/resource.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -148,7 +149,20 @@ void trsm_lower(const Tensor& L, bool tl, const Tensor& B) {
                 L.data<double>(), n, B.data<double>(), k);
 }
 
-void set_num_threads(int n) { omp_set_num_threads(n); }
+int set_num_threads(int n) {
+  if (n <= 0) n = omp_get_num_procs();
+  // OpenBLAS maps a 128 MiB buffer per thread that calls it and loops forever when the mmap
+  // fails; with thread stacks that is ~144 MiB a thread. Spend at most half of an
+  // address-space limit on them.
+  struct rlimit lim;
+  if (getrlimit(RLIMIT_AS, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+    const double per_thread = 144.0 * 1024 * 1024;
+    const int fit = int(std::max(1.0, std::floor(0.5 * double(lim.rlim_cur) / per_thread)));
+    n = std::min(n, fit);
+  }
+  omp_set_num_threads(n);
+  return n;
+}
 
 namespace {
 
