@@ -2,6 +2,7 @@
 // reference implementation, save -> load -> eval equality, bits per weight against the bytes
 // on disk, the AWQ/GPTQ orderings, and the errors users see.
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -283,6 +284,50 @@ TEST(Pipeline, CorruptQuantizedCheckpointIsACleanError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.layers.1.mlp.up_proj"), std::string::npos)
         << e.what();
+  }
+}
+
+// Overwrites element `index` of an F16 tensor in a written model.safetensors with `bits`.
+void poke_f16(const std::string& file, const std::string& tensor, int64_t index, uint16_t bits) {
+  std::string b = read_text_file(file);
+  uint64_t n = 0;
+  std::memcpy(&n, b.data(), 8);
+  const auto h = nlohmann::json::parse(b.substr(8, n));
+  const int64_t off = 8 + int64_t(n) + h.at(tensor).at("data_offsets")[0].get<int64_t>();
+  std::memcpy(b.data() + off + 2 * index, &bits, 2);
+  write_file_atomic(file, b);
+}
+
+// Inf, NaN and zero in the tensors a quantized folder adds (low-rank factors, AWQ's input
+// scale) are errors naming the layer and the tensor, not silent garbage.
+TEST(Pipeline, NonFiniteQuantizedTensorsAreNamed) {
+  REQUIRE_SHARED();
+  struct Case {
+    const char* recipe;
+    const char* layer;
+    const char* tensor;  // after the layer's name
+    uint16_t bits;       // F16: 0x7e00 NaN, 0x7c00 +inf, 0 zero
+    const char* what;
+  };
+  for (const Case c :
+       {Case{"gptq:w3g128+lr:r4", "model.layers.1.mlp.up_proj", ".lr0.L", 0x7e00,
+             "low-rank part 0 L contains inf or NaN at element 5"},
+        Case{"awq:w4g128", "model.layers.0.self_attn.q_proj", ".input_scale", 0x0000,
+             "input_scale is zero at element 5"},
+        Case{"awq:w4g128", "model.layers.0.self_attn.q_proj", ".input_scale", 0x7c00,
+             "input_scale contains inf or NaN at element 5"}}) {
+    auto m = quantized(c.recipe);
+    const std::string dir = test::temp_dir() + "/q";
+    save_quantized(*m, {dir, false, {}});
+    poke_f16(dir + "/model.safetensors", std::string(c.layer) + c.tensor, 5, c.bits);
+    try {
+      load_model(dir);
+      ADD_FAILURE() << c.layer << c.tensor << ": no error";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find(c.layer), std::string::npos) << msg;
+      EXPECT_NE(msg.find(c.what), std::string::npos) << msg;
+    }
   }
 }
 

@@ -5,16 +5,9 @@
 
 #include "core/error.h"
 #include "formats/format_traits.h"
+#include "formats/tensor_checks.h"
 
 namespace lrq {
-
-namespace {
-// Inf/NaN in an F16 tensor (on any device) is an error naming it.
-void need_finite(const Tensor& t, std::string_view where, const char* name) {
-  if (const int64_t bad = ops::first_nonfinite(t); bad >= 0)
-    fail(where, "{} contains inf or NaN at element {}", name, bad);
-}
-}  // namespace
 
 int64_t lords_matched_rank(int64_t rows, int64_t cols, int64_t blk) {
   return std::max<int64_t>(1, rows * cols / (blk * (rows + cols)));
@@ -45,8 +38,8 @@ LordsLinear::LordsLinear(ops::Lords w, std::string_view where)
   need(w_.A, "A", DType::F16, {r, in_});
   need(w_.B, "B", DType::F16, {out_, r});
   need(w_.codebook, "codebook", DType::F32, {int64_t(1) << w_.bits});
-  need_finite(w_.A, where, "A");
-  need_finite(w_.B, where, "B");
+  need_finite_f16(w_.A, where, "A");
+  need_finite_f16(w_.B, where, "B");
   const Tensor book = w_.codebook.to(Device::CPU);  // at most 256 values
   for (int64_t i = 0; i < book.numel(); ++i) {
     if (!std::isfinite(book.at<float>(i)))

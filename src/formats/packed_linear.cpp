@@ -6,6 +6,7 @@
 
 #include "backend/ops.h"
 #include "core/error.h"
+#include "formats/tensor_checks.h"
 
 namespace lrq {
 
@@ -224,12 +225,19 @@ std::unique_ptr<PackedLinear> PackedLinear::load(const LayerSource& src) {
           (p.L.dtype() != DType::F16 && !i8))
         fail(w, "low-rank part {} has L {} and R {}, expected F16/I8 [{}x{}] and [{}x{}]", k,
              p.L.str(), p.R.str(), out, r, r, in);
+      const std::string part = "low-rank part " + std::to_string(k);
+      if (!i8) {
+        need_finite_f16(p.L, w, part + " L");
+        need_finite_f16(p.R, w, part + " R");
+      }
       if (i8) {
         p.L_scale = get(n + ".L_scale");
         p.R_scale = get(n + ".R_scale");
         if (p.L_scale.numel() != out || p.R_scale.numel() != r ||
             p.L_scale.dtype() != DType::F16 || p.R_scale.dtype() != DType::F16)
           fail(w, "low-rank part {} scales have the wrong shape or dtype", k);
+        need_finite_f16(p.L_scale, w, part + " L_scale");
+        need_finite_f16(p.R_scale, w, part + " R_scale");
       }
       lr.push_back(std::move(p));
     }

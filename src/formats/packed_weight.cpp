@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "formats/tensor_checks.h"
+
 namespace lrq {
 
 // ------------------------------------------------------------------ construction
@@ -17,11 +19,7 @@ void PackedWeight::validate(std::string_view where) const {
     if (t.dtype() != dt || t.shape() != shape)
       fail(where, "{} must be {}{}, got {}", name, dtype_name(dt), shape_str(shape), t.str());
   };
-  // On the GPU a kernel finds the first non-finite value, so the scales do not cross to the host.
-  auto all_finite_f16 = [&](const Tensor& t, const char* name) {
-    if (const int64_t bad = ops::first_nonfinite(t); bad >= 0)
-      fail(where, "{} contains inf or NaN at element {}", name, bad);
-  };
+  auto all_finite_f16 = [&](const Tensor& t, const char* name) { need_finite_f16(t, where, name); };
   if (group_ <= 0 || group_ % kChunkValues != 0)
     fail(where, "group must be a positive multiple of {}, got {}", kChunkValues, group_);
   if (rows_ <= 0 || cols_ <= 0 || cols_ % group_ != 0)

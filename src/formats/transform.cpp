@@ -3,6 +3,7 @@
 #include "backend/ops.h"
 #include "core/error.h"
 #include "core/registry.h"
+#include "formats/tensor_checks.h"
 
 namespace lrq {
 
@@ -53,6 +54,7 @@ std::shared_ptr<const TransformStage> load_scale(const LayerSource& src) {
   Tensor s = src.get(src.prefix + ".input_scale");
   if (s.dtype() != DType::F16 || s.numel() != src.in)
     fail(src.where, "input_scale must be F16 [{}], got {}", src.in, s.str());
+  need_finite_nonzero_f16(s, src.where, "input_scale");
   return std::make_shared<ScaleStage>(s);
 }
 }  // namespace
