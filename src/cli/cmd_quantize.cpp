@@ -115,8 +115,11 @@ Command add_quantize(CLI::App& app) {
             o.bf16 = a->bf16;
             if (o.tf32 && o.device == Device::CPU) fail("--tf32", "needs --device cuda");
             if (o.bf16 && o.device == Device::CPU) fail("--bf16", "needs --device cuda");
-            // Refuse an existing output, or one that would replace an input, before spending
-            // minutes on calibration.
+            // A run killed while saving here left its pieces: repair first (the previous
+            // output may come back), then refuse an existing output, or one that would replace
+            // an input, before spending minutes on calibration.
+            for (const std::string& line : recover_stale_output(a->out))
+              std::fprintf(stderr, "lrquant: note: %s\n", line.c_str());
             if (std::filesystem::exists(a->out) && !a->force)
               fail(a->out, "output folder exists (pass --force to replace it)");
             refuse_output_over_input(a->out, a->model, "model");

@@ -1,6 +1,9 @@
 #include "formats/save.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <filesystem>
 
@@ -74,8 +77,61 @@ void refuse_output_over_input(const std::string& out_dir, const std::string& inp
     fail(out_dir, "output folder would replace the {} {} (choose another --out)", what, input);
 }
 
+namespace {
+
+bool process_alive(pid_t pid) { return pid > 0 && (::kill(pid, 0) == 0 || errno == EPERM); }
+
+// Blocks SIGINT, SIGTERM and SIGHUP for its lifetime: the swap into place is two renames, and an
+// interrupt between them would leave the output under its temporary name.
+class NoInterrupts {
+ public:
+  NoInterrupts() {
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGINT);
+    sigaddset(&s, SIGTERM);
+    sigaddset(&s, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &s, &saved_);
+  }
+  ~NoInterrupts() { pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+  NoInterrupts(const NoInterrupts&) = delete;
+  NoInterrupts& operator=(const NoInterrupts&) = delete;
+
+ private:
+  sigset_t saved_;
+};
+
+}  // namespace
+
+std::vector<std::string> recover_stale_output(const std::string& out_dir) {
+  std::vector<std::string> done;
+  std::error_code ec;
+  const fs::path out = fs::absolute(out_dir, ec);
+  if (ec || !out.has_filename() || !fs::is_directory(out.parent_path(), ec)) return done;
+  const std::string name = out.filename().string();
+  const std::string partial = "." + name + ".partial-", old = "." + name + ".old-";
+  for (const auto& e : fs::directory_iterator(out.parent_path(), ec)) {
+    const std::string f = e.path().filename().string();
+    const bool is_partial = f.rfind(partial, 0) == 0, is_old = f.rfind(old, 0) == 0;
+    if (!is_partial && !is_old) continue;
+    const std::string tail = f.substr((is_partial ? partial : old).size());
+    if (tail.empty() || tail.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (process_alive(pid_t(std::stoll(tail)))) continue;  // another run at work
+    std::error_code e2;
+    if (is_old && !fs::exists(out, e2)) {
+      fs::rename(e.path(), out, e2);
+      if (!e2) done.push_back("restored the previous output " + out.string() + " from " + f);
+    } else {
+      fs::remove_all(e.path(), e2);
+      if (!e2) done.push_back("removed " + f + ", left by an interrupted run");
+    }
+  }
+  return done;
+}
+
 void save_quantized(const Model& m, const SaveOptions& o) {
   refuse_output_over_input(o.out_dir, m.checkpoint().path, "model");
+  recover_stale_output(o.out_dir);
   const fs::path out = fs::absolute(o.out_dir);
   if (fs::exists(out) && !o.force)
     fail(o.out_dir, "output folder exists (pass --force to replace it)");
@@ -130,6 +186,7 @@ void save_quantized(const Model& m, const SaveOptions& o) {
 
   // Swap into place; an existing folder (with --force) is removed only after the new one is
   // complete.
+  const NoInterrupts hold;
   if (fs::exists(out)) {
     fs::path old = out.parent_path() / ("." + out.filename().string() + ".old-" +
                                         std::to_string(getpid()));
