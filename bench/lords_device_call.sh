@@ -20,12 +20,12 @@ timeout 100 ./build/cuda/bench/bench_lords_gpu --reps "${REPS:-7}" > "$logs/benc
 R=()
 if [ "${ROWS:-all}" = min ]; then  # the rows the lab-mx acceptance needs, for a short call
   R=('nf:b3,block128' 'gptq:w3g128' 'gptq:w3g128,sym,clip' 'lords:b3' 'lords:b3,objective=diag'
-     'lords:b3,objective=full' 'lords:b3,objective=full,assign=gptq' 'nf:b4,block128' 'lords:b4,objective=full'
-     'nf:b2,block128' 'lords:b2,objective=full' 'fp')
+     'lords:b3,objective=obs,assign=gptq' 'lords:b3,objective=full,assign=gptq' 'nf:b4,block128'
+     'lords:b4,objective=obs,assign=gptq' 'nf:b2,block128' 'lords:b2,objective=obs,assign=gptq' 'fp')
 else
 for b in 3 4 2; do
   R+=("nf:b$b,block128" "gptq:w${b}g128,sym,clip" "gptq:w${b}g128" "lords:b$b"
-      "lords:b$b,objective=diag" "lords:b$b,objective=full")
+      "lords:b$b,objective=diag" "lords:b$b,objective=full" "lords:b$b,objective=obs,assign=gptq")
 done
 R+=('lords:b3,steps=0' 'lords:b3,objective=full,assign=gptq' 'lords:b3,init=exact'
     'lords:b3,blk=256' 'lords:b3,blk=64' 'lords:b3,steps=100' 'lords:b3,steps=2000' fp)
