@@ -261,24 +261,13 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (!backend::cuda_available()) {
-    std::printf("no CUDA device visible\n");
-    return 0;
-  }
-  try {
-    cudaDeviceProp prop;
-    LRQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    bench::g_l2_bytes = double(prop.l2CacheSize);
+  return bench::run_gpu_bench("bench_decode_gpu", [&](const cudaDeviceProp& prop) {
     const double copy = copy_gbps();
     std::printf("GPU: %s, %d SMs, L2 %.0f MB; device-to-device copy %.0f GB/s (read + write)\n",
                 prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6, copy);
     gemv_section(reps, copy, only);
     if (with_model) model_section(model, text);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_decode_gpu: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }
 #else
 int main() {

@@ -2,11 +2,13 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <random>
 #include <vector>
 
 #include "backend/cuda/cuda_common.h"
+#include "backend/memory.h"
 #include "core/tensor.h"
 
 namespace lrq::bench {
@@ -76,5 +78,24 @@ inline double copy_gbps() {
 
 // Weight copies to cycle through so that one pass reads at least 4x the L2 from DRAM.
 inline int copies_for(double bytes) { return int(std::clamp(4.0 * g_l2_bytes / bytes, 2.0, 400.0)) + 1; }
+
+/// The frame of a GPU benchmark's main: a line and exit 0 without a visible GPU, the device's
+/// name and L2 (into g_l2_bytes) read, `body` run, and any error a one-line message and exit 1.
+inline int run_gpu_bench(const char* name, const std::function<void(const cudaDeviceProp&)>& body) {
+  if (!backend::cuda_available()) {
+    std::printf("no CUDA device visible\n");
+    return 0;
+  }
+  try {
+    cudaDeviceProp prop;
+    LRQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    g_l2_bytes = double(prop.l2CacheSize);
+    body(prop);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", name, e.what());
+    return 1;
+  }
+  return 0;
+}
 
 }  // namespace lrq::bench

@@ -152,22 +152,11 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (!backend::cuda_available()) {
-    std::printf("no CUDA device visible\n");
-    return 0;
-  }
-  try {
-    cudaDeviceProp prop;
-    LRQ_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    bench::g_l2_bytes = double(prop.l2CacheSize);
+  return bench::run_gpu_bench("bench_lords_gpu", [&](const cudaDeviceProp& prop) {
     std::printf("GPU: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
     decode_section(reps);
     prefill_section(reps);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_lords_gpu: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }
 #else
 int main() {

@@ -15,16 +15,10 @@
 #include "test_util.h"
 
 using namespace lrq;
+using lrq::test::random_codes;
 using lrq::test::randn;
 
 namespace {
-
-Tensor random_codes(int64_t m, int64_t n, int bits, uint64_t seed) {
-  std::mt19937_64 g(seed);
-  Tensor c = Tensor::empty({m, n}, DType::U8);
-  for (int64_t e = 0; e < c.numel(); ++e) c.data<uint8_t>()[e] = uint8_t(g() % (1u << bits));
-  return c;
-}
 
 // Factors with both signs (the kernels must not assume positive scales), rounded to F16.
 Tensor factor(int64_t r, int64_t c, uint64_t seed) {

@@ -59,6 +59,13 @@ Tensor randn(Shape s, uint64_t seed, double sd, double mean) {
   return x;
 }
 
+Tensor random_codes(int64_t m, int64_t n, int bits, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  Tensor c = Tensor::empty({m, n}, DType::U8);
+  for (int64_t e = 0; e < c.numel(); ++e) c.data<uint8_t>()[e] = uint8_t(g() % (1u << bits));
+  return c;
+}
+
 CliResult run_cli(const std::string& args, const std::string& binary) {
   std::string dir = temp_dir();
   std::string out = dir + "/out", err = dir + "/err";

@@ -24,6 +24,9 @@ std::string temp_dir();
 /// the machine, for tests that need a random matrix.
 Tensor randn(Shape s, uint64_t seed, double sd = 1.0, double mean = 0.0);
 
+/// U8 codes uniform in [0, 2^bits), [m, n], from std::mt19937_64(seed).
+Tensor random_codes(int64_t m, int64_t n, int bits, uint64_t seed);
+
 struct CliResult {
   int exit_code;
   std::string out, err;
