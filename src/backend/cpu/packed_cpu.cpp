@@ -544,45 +544,75 @@ void lords_scale_row_scalar(const LordsPlan& lp, int64_t r, float* v, const floa
   }
 }
 
+// Rows r0 .. r0 + nr - 1 (nr <= kLordsRows) at once, each as lords_scale_row_scalar does for
+// one: v[i] is row i's codebook values. Sharing each loaded vector of A among the rows cuts the
+// reads of A (r x n, from L2) by the group size; every s_j is still its own fma chain in k
+// order, so the bits do not depend on the grouping.
+constexpr int kLordsRows = 4;
+using LordsOut = float[kGemvMaxT];
+
+void lords_scale_rows_scalar(const LordsPlan& lp, int64_t r0, int nr, float* const* v,
+                             const float* x, int64_t nt, LordsOut* out) {
+  for (int i = 0; i < nr; ++i) lords_scale_row_scalar(lp, r0 + i, v[i], x, nt, out[i]);
+}
+
 #if defined(LRQ_X86)
-LRQ_AVX2 void lords_scale_row_avx2(const LordsPlan& lp, int64_t r, float* v, const float* x,
-                                   int64_t nt, float* out) {
+LRQ_AVX2 void lords_scale_rows_avx2(const LordsPlan& lp, int64_t r0, int nr, float* const* v,
+                                    const float* x, int64_t nt, LordsOut* out) {
   const int64_t n = lp.codes.cols, k = lp.rank;
-  const float* b = lp.B.data() + r * k;
   const float* A = lp.A.data();
-  __m256 acc[kGemvMaxT];
-  for (int64_t t = 0; t < nt; ++t) acc[t] = _mm256_setzero_ps();
+  const float* b[kLordsRows];
+  for (int i = 0; i < kLordsRows; ++i)  // rows past nr repeat the last (computed, not used)
+    b[i] = lp.B.data() + (r0 + std::min(i, nr - 1)) * k;
+  __m256 acc[kLordsRows][kGemvMaxT];
+  for (int i = 0; i < kLordsRows; ++i)
+    for (int64_t t = 0; t < nt; ++t) acc[i][t] = _mm256_setzero_ps();
   for (int64_t j = 0; j < n; j += 8) {
-    __m256 s = _mm256_setzero_ps();
-    for (int64_t q = 0; q < k; ++q)
-      s = _mm256_fmadd_ps(_mm256_set1_ps(b[q]), _mm256_loadu_ps(A + q * n + j), s);
-    const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(v + j), s);
-    if (nt == 0) _mm256_storeu_ps(v + j, w);
-    for (int64_t t = 0; t < nt; ++t)
-      acc[t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + t * n + j), acc[t]);
+    __m256 s[kLordsRows];
+    for (int i = 0; i < kLordsRows; ++i) s[i] = _mm256_setzero_ps();
+    for (int64_t q = 0; q < k; ++q) {
+      const __m256 a = _mm256_loadu_ps(A + q * n + j);
+      for (int i = 0; i < kLordsRows; ++i)
+        s[i] = _mm256_fmadd_ps(_mm256_set1_ps(b[i][q]), a, s[i]);
+    }
+    for (int i = 0; i < nr; ++i) {
+      const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(v[i] + j), s[i]);
+      if (nt == 0) _mm256_storeu_ps(v[i] + j, w);
+      for (int64_t t = 0; t < nt; ++t)
+        acc[i][t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + t * n + j), acc[i][t]);
+    }
   }
-  for (int64_t t = 0; t < nt; ++t) out[t] = hsum_avx2(acc[t]);
+  for (int i = 0; i < nr; ++i)
+    for (int64_t t = 0; t < nt; ++t) out[i][t] = hsum_avx2(acc[i][t]);
 }
 #endif
 
-using LordsRowFn = void (*)(const LordsPlan&, int64_t, float*, const float*, int64_t, float*);
+using LordsRowFn = void (*)(const LordsPlan&, int64_t, int, float* const*, const float*, int64_t,
+                            LordsOut*);
 LordsRowFn lords_row_fn() {
 #if defined(LRQ_X86)
-  if (use_simd()) return lords_scale_row_avx2;
+  if (use_simd()) return lords_scale_rows_avx2;
 #endif
-  return lords_scale_row_scalar;
+  return lords_scale_rows_scalar;
 }
 
-// Rows [begin, end) of the LoRDS matrix into out; one thread per row (thread-count independent).
+// Rows [begin, end) of the LoRDS matrix into out; groups of kLordsRows rows fixed by index, one
+// group per thread at a time (thread-count independent).
 void lords_rows(const LordsPlan& lp, int64_t begin, int64_t end, float* out) {
   const DequantRowFn dec = dequant_fn(lp.codes);
   const LordsRowFn fn = lords_row_fn();
+  const int64_t ngroups = (end - begin + kLordsRows - 1) / kLordsRows;
 #pragma omp parallel for schedule(static)
-  for (int64_t r = begin; r < end; ++r) {
-    float sc = 0, off = 0;
-    float* row = out + (r - begin) * lp.codes.cols;
-    dec(lp.codes, r, &sc, &off, row);
-    fn(lp, r, row, nullptr, 0, nullptr);
+  for (int64_t g = 0; g < ngroups; ++g) {
+    const int64_t r0 = begin + g * kLordsRows;
+    const int nr = int(std::min<int64_t>(kLordsRows, end - r0));
+    float* v[kLordsRows];
+    for (int i = 0; i < nr; ++i) {
+      float sc = 0, off = 0;
+      v[i] = out + (r0 + i - begin) * lp.codes.cols;
+      dec(lp.codes, r0 + i, &sc, &off, v[i]);
+    }
+    fn(lp, r0, nr, v, nullptr, 0, nullptr);
   }
 }
 
@@ -617,19 +647,27 @@ void lords_matmul(const Lords& w, const Tensor& x, const Tensor& y, bool accumul
   }
   const DequantRowFn dec = dequant_fn(lp.codes);
   const LordsRowFn fn = lords_row_fn();
+  const int64_t ngroups = (rows + kLordsRows - 1) / kLordsRows;
 #pragma omp parallel
   {
-    std::vector<float> row(static_cast<size_t>(cols));
-    float out[kGemvMaxT];
+    std::vector<float> buf(static_cast<size_t>(kLordsRows * cols));
+    LordsOut out[kLordsRows];
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      float sc = 0, off = 0;
-      dec(lp.codes, r, &sc, &off, row.data());
-      fn(lp, r, row.data(), xp, T, out);
-      for (int64_t t = 0; t < T; ++t) {
-        float& dst = yp[t * rows + r];
-        dst = accumulate ? dst + out[t] : out[t];
+    for (int64_t g = 0; g < ngroups; ++g) {
+      const int64_t r0 = g * kLordsRows;
+      const int nr = int(std::min<int64_t>(kLordsRows, rows - r0));
+      float* v[kLordsRows];
+      for (int i = 0; i < nr; ++i) {
+        float sc = 0, off = 0;
+        v[i] = buf.data() + i * cols;
+        dec(lp.codes, r0 + i, &sc, &off, v[i]);
       }
+      fn(lp, r0, nr, v, xp, T, out);
+      for (int i = 0; i < nr; ++i)
+        for (int64_t t = 0; t < T; ++t) {
+          float& dst = yp[t * rows + r0 + i];
+          dst = accumulate ? dst + out[i][t] : out[i][t];
+        }
     }
   }
 }
