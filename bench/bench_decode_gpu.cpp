@@ -78,16 +78,8 @@ void gemv_section(int reps, double copy, const std::string& only) {
       const int n = copies_for(bytes);
       std::vector<Tensor> Ws;
       for (int i = 0; i < n; ++i) Ws.push_back(W16.to(Device::CUDA));
-      const Tensor x16 = randn({1, sh.in}, 4).to(DType::F16).to(Device::CUDA);
       Tensor y = Tensor::empty({1, sh.out}, DType::F32, Device::CUDA);
-      const float one = 1.f, zero = 0.f;
-      base_ms = per_call_ms(n, reps, [&](int i) {
-        LRQ_CUBLAS_CHECK(cublasGemmEx(cuda::cublas(), CUBLAS_OP_T, CUBLAS_OP_N, int(sh.out), 1,
-                                      int(sh.in), &one, Ws[size_t(i % n)].raw(), CUDA_R_16F,
-                                      int(sh.in), x16.raw(), CUDA_R_16F, int(sh.in), &zero,
-                                      y.raw(), CUDA_R_32F, int(sh.out), CUBLAS_COMPUTE_32F,
-                                      CUBLAS_GEMM_DEFAULT));
-      });
+      base_ms = bench::cublas_f16_gemv_ms(Wf, reps);
       print_row("cuBLAS f16 GemmEx " + shape, base_ms, bytes, copy, 0);
       const Tensor x = randn({1, sh.in}, 5).to(Device::CUDA);
       const double ms = per_call_ms(n, reps, [&](int i) { ops::linear(x, Ws[size_t(i % n)], y); });

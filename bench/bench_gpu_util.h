@@ -79,6 +79,25 @@ inline double copy_gbps() {
 // Weight copies to cycle through so that one pass reads at least 4x the L2 from DRAM.
 inline int copies_for(double bytes) { return int(std::clamp(4.0 * g_l2_bytes / bytes, 2.0, 400.0)) + 1; }
 
+/// Median ms of cuBLAS's batch-1 product with F16 weights (W's values rounded), F16 x, F32 y and
+/// F32 compute: the decode baseline. Weight copies cycled so every call reads DRAM.
+inline double cublas_f16_gemv_ms(const Tensor& W, int reps) {
+  const int64_t out = W.dim(0), in = W.dim(1);
+  const Tensor W16 = W.to(DType::F16);
+  const int n = copies_for(double(W16.nbytes()) + 2.0 * double(in) + 4.0 * double(out));
+  std::vector<Tensor> Ws;
+  for (int i = 0; i < n; ++i) Ws.push_back(W16.to(Device::CUDA));
+  const Tensor x16 = randn({1, in}, 4).to(DType::F16).to(Device::CUDA);
+  Tensor y = Tensor::empty({1, out}, DType::F32, Device::CUDA);
+  const float one = 1.f, zero = 0.f;
+  return per_call_ms(n, reps, [&](int i) {
+    LRQ_CUBLAS_CHECK(cublasGemmEx(cuda::cublas(), CUBLAS_OP_T, CUBLAS_OP_N, int(out), 1, int(in),
+                                  &one, Ws[size_t(i % n)].raw(), CUDA_R_16F, int(in), x16.raw(),
+                                  CUDA_R_16F, int(in), &zero, y.raw(), CUDA_R_32F, int(out),
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  });
+}
+
 /// The frame of a GPU benchmark's main: a line and exit 0 without a visible GPU, the device's
 /// name and L2 (into g_l2_bytes) read, `body` run, and any error a one-line message and exit 1.
 inline int run_gpu_bench(const char* name, const std::function<void(const cudaDeviceProp&)>& body) {

@@ -59,24 +59,8 @@ void decode_section(int reps) {
   for (const Shape2 sh : kShapes) {
     const std::string shape = std::to_string(sh.out) + "x" + std::to_string(sh.in);
     const Tensor Wf = randn({sh.out, sh.in}, 3, 0.02f);
-    double cublas_ms = 0;
-    {
-      const Tensor W16 = Wf.to(DType::F16);
-      const int n = copies_for(double(W16.nbytes()));
-      std::vector<Tensor> Ws;
-      for (int i = 0; i < n; ++i) Ws.push_back(W16.to(Device::CUDA));
-      const Tensor x16 = randn({1, sh.in}, 4).to(DType::F16).to(Device::CUDA);
-      Tensor y = Tensor::empty({1, sh.out}, DType::F32, Device::CUDA);
-      const float one = 1.f, zero = 0.f;
-      cublas_ms = per_call_ms(n, reps, [&](int i) {
-        LRQ_CUBLAS_CHECK(cublasGemmEx(cuda::cublas(), CUBLAS_OP_T, CUBLAS_OP_N, int(sh.out), 1,
-                                      int(sh.in), &one, Ws[size_t(i % n)].raw(), CUDA_R_16F,
-                                      int(sh.in), x16.raw(), CUDA_R_16F, int(sh.in), &zero,
-                                      y.raw(), CUDA_R_32F, int(sh.out), CUBLAS_COMPUTE_32F,
-                                      CUBLAS_GEMM_DEFAULT));
-      });
-      std::printf("| cuBLAS f16 %-29s | %9.2f | - |\n", shape.c_str(), cublas_ms * 1e3);
-    }
+    const double cublas_ms = bench::cublas_f16_gemv_ms(Wf, reps);
+    std::printf("| cuBLAS f16 %-29s | %9.2f | - |\n", shape.c_str(), cublas_ms * 1e3);
     for (int bits : {4, 3}) {
       const int64_t rank = lords_matched_rank(sh.out, sh.in, 128);
       RtnOptions o;

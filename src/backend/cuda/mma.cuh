@@ -21,25 +21,18 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return r;
 }
 
-/// c += A B for one m16n8k16 tile: BF16 operands, F32 accumulators.
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/// c += A B for one m16n8k16 tile: F16 operands, F32 accumulators.
-__device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+/// c += A B for one m16n8k16 tile: BF16 (mma_bf16) or F16 (mma_f16) operands, F32 accumulators.
+#define LRQ_MMA_M16N8K16(name, type)                                                        \
+  __device__ __forceinline__ void name(float(&c)[4], const uint32_t(&a)[4], uint32_t b0,    \
+                                       uint32_t b1) {                                       \
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." type "." type                     \
+                 ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"               \
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                           \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));           \
+  }
+LRQ_MMA_M16N8K16(mma_bf16, "bf16")
+LRQ_MMA_M16N8K16(mma_f16, "f16")
+#undef LRQ_MMA_M16N8K16
 
 /// Asynchronous copies into shared memory (sm_80+): a thread's copies since the last commit
 /// form one group; wait<N> returns once at most N of its groups are still in flight.
