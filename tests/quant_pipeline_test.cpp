@@ -463,3 +463,36 @@ TEST(Pipeline, KilledQuantizeLeavesThePreviousOutput) {
 }
 
 }  // namespace lrq
+
+namespace lrq {
+
+// A full disk and a read-only file system give one-line errors and leave nothing behind; the
+// read-only case is refused before calibration. Needs a small tmpfs (root in a container);
+// skipped with a message where mounting is not allowed.
+TEST(Pipeline, FullOrReadOnlyFileSystemIsACleanError) {
+  const std::string mnt = test::temp_dir() + "/small";
+  fs::create_directories(mnt);
+  if (std::system(("mount -t tmpfs -o size=1m tmpfs " + mnt + " 2>/dev/null").c_str()) != 0)
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs root); skipping";
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { (void)std::system(("umount " + dir + " 2>/dev/null").c_str()); }
+  } unmount{mnt};
+  const std::string args = "--threads 1 quantize --model " + test::repo("models/lab-s") +
+                           " --calib " + test::repo("models/lab-s/README.md") +
+                           " --nsamples 2 --seqlen 64 --recipe rtn:w4g128 --quiet --out " + mnt +
+                           "/q";
+  const auto full = test::run_cli(args);
+  EXPECT_EQ(full.exit_code, 1);
+  EXPECT_NE(full.err.find("no space left on device"), std::string::npos) << full.err;
+  EXPECT_EQ(std::count(full.err.begin(), full.err.end(), '\n'), 1) << full.err;
+  EXPECT_TRUE(fs::is_empty(mnt));
+  ASSERT_EQ(std::system(("mount -o remount,ro " + mnt).c_str()), 0);
+  const auto ro = test::run_cli(args);
+  EXPECT_EQ(ro.exit_code, 1);
+  EXPECT_NE(ro.err.find(mnt + "/q: cannot write in " + mnt + ": Read-only file system"),
+            std::string::npos)
+      << ro.err;
+}
+
+}  // namespace lrq

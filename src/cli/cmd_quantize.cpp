@@ -122,6 +122,7 @@ Command add_quantize(CLI::App& app) {
               std::fprintf(stderr, "lrquant: note: %s\n", line.c_str());
             if (std::filesystem::exists(a->out) && !a->force)
               fail(a->out, "output folder exists (pass --force to replace it)");
+            check_output_writable(a->out);
             refuse_output_over_input(a->out, a->model, "model");
             for (const auto& f : split_commas(a->calib))
               refuse_output_over_input(a->out, f, "calibration file");

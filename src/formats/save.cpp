@@ -129,6 +129,18 @@ std::vector<std::string> recover_stale_output(const std::string& out_dir) {
   return done;
 }
 
+void check_output_writable(const std::string& out_dir) {
+  std::error_code ec;
+  const fs::path out = fs::absolute(out_dir, ec);
+  if (ec || !out.has_parent_path() || !fs::is_directory(out.parent_path(), ec))
+    fail(out_dir, "parent folder does not exist");
+  const fs::path probe =
+      out.parent_path() / ("." + out.filename().string() + ".probe-" + std::to_string(getpid()));
+  if (!fs::create_directory(probe, ec) && ec)
+    fail(out_dir, "cannot write in {}: {}", out.parent_path().string(), ec.message());
+  fs::remove(probe, ec);
+}
+
 void save_quantized(const Model& m, const SaveOptions& o) {
   refuse_output_over_input(o.out_dir, m.checkpoint().path, "model");
   recover_stale_output(o.out_dir);

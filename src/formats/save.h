@@ -26,6 +26,10 @@ void refuse_output_over_input(const std::string& out_dir, const std::string& inp
 /// before its second rename) is renamed back when <name> is missing, else removed. Returns a
 /// line per repair for the user. Called by save_quantized and at the start of `quantize`.
 std::vector<std::string> recover_stale_output(const std::string& out_dir);
+/// An Error naming `out_dir` unless a folder can be created beside it (the save's temporary
+/// folder goes there): a read-only file system or a missing parent is refused before the
+/// minutes of calibration, not after.
+void check_output_writable(const std::string& out_dir);
 /// Writes config.json (with quantization_config), the tokenizer files found beside the source,
 /// and model.safetensors. Everything goes to a temporary folder beside `out_dir` that is renamed
 /// into place at the end, so a failure or an interruption leaves no partial output.
