@@ -22,8 +22,11 @@ namespace {
 // C fixed by the shape alone, one single-threaded call each, OpenMP across the blocks: the
 // same bits with any number of threads. Row blocks of 64 (128 from 1024 rows) keep B's
 // repacking per block to ~1-2% of the work; short products (under 128 rows) split columns.
+// Only the pthreads build needs this: in the OpenMP build openblas_set_num_threads(1) also sets
+// OpenMP's own thread count to 1 for the whole process (every parallel loop of ours would then
+// run on one thread); there SerialBlas does the job per call.
 const bool g_serial_blas = [] {
-  openblas_set_num_threads(1);
+  if (openblas_get_parallel() == 1) openblas_set_num_threads(1);
   return true;
 }();
 

@@ -567,20 +567,28 @@ LRQ_AVX2 void lords_scale_rows_avx2(const LordsPlan& lp, int64_t r0, int nr, flo
   __m256 acc[kLordsRows][kGemvMaxT];
   for (int i = 0; i < kLordsRows; ++i)
     for (int64_t t = 0; t < nt; ++t) acc[i][t] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < n; j += 8) {
-    __m256 s[kLordsRows];
-    for (int i = 0; i < kLordsRows; ++i) s[i] = _mm256_setzero_ps();
+  // Two 8-column blocks per step: eight independent FMA chains, enough to cover the FMA
+  // latency on two ports (n is a multiple of 32, so the blocks pair up).
+  for (int64_t j = 0; j < n; j += 16) {
+    __m256 s[2][kLordsRows];
+    for (int h = 0; h < 2; ++h)
+      for (int i = 0; i < kLordsRows; ++i) s[h][i] = _mm256_setzero_ps();
     for (int64_t q = 0; q < k; ++q) {
-      const __m256 a = _mm256_loadu_ps(A + q * n + j);
-      for (int i = 0; i < kLordsRows; ++i)
-        s[i] = _mm256_fmadd_ps(_mm256_set1_ps(b[i][q]), a, s[i]);
+      const __m256 a0 = _mm256_loadu_ps(A + q * n + j), a1 = _mm256_loadu_ps(A + q * n + j + 8);
+      for (int i = 0; i < kLordsRows; ++i) {
+        const __m256 bq = _mm256_set1_ps(b[i][q]);
+        s[0][i] = _mm256_fmadd_ps(bq, a0, s[0][i]);
+        s[1][i] = _mm256_fmadd_ps(bq, a1, s[1][i]);
+      }
     }
-    for (int i = 0; i < nr; ++i) {
-      const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(v[i] + j), s[i]);
-      if (nt == 0) _mm256_storeu_ps(v[i] + j, w);
-      for (int64_t t = 0; t < nt; ++t)
-        acc[i][t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + t * n + j), acc[i][t]);
-    }
+    for (int h = 0; h < 2; ++h)
+      for (int i = 0; i < nr; ++i) {
+        const int64_t jj = j + 8 * h;
+        const __m256 w = _mm256_mul_ps(_mm256_loadu_ps(v[i] + jj), s[h][i]);
+        if (nt == 0) _mm256_storeu_ps(v[i] + jj, w);
+        for (int64_t t = 0; t < nt; ++t)
+          acc[i][t] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + t * n + jj), acc[i][t]);
+      }
   }
   for (int i = 0; i < nr; ++i)
     for (int64_t t = 0; t < nt; ++t) out[i][t] = hsum_avx2(acc[i][t]);
