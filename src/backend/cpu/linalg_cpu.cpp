@@ -17,11 +17,9 @@ namespace {
 
 // OpenBLAS's threaded GEMM splits a product one way per thread count, and the results differ
 // in the last bits from its single-threaded ones (tests/threads_test: 1 vs 2 threads). So BLAS
-// always runs on one thread (SerialBlas, and g_serial_blas for the pthreads build) and the
-// products are split here, into blocks of
-// C fixed by the shape alone, one single-threaded call each, OpenMP across the blocks: the
-// same bits with any number of threads. Row blocks of 64 (128 from 1024 rows) keep B's
-// repacking per block to ~1-2% of the work; short products (under 128 rows) split columns.
+// always runs on one thread (SerialBlas per call; g_serial_blas below for the pthreads build)
+// and gemm_rm splits products into blocks of C fixed by the shape alone, one single-threaded
+// call each, OpenMP across the blocks: the same bits with any number of threads.
 // Only the pthreads build needs this: in the OpenMP build openblas_set_num_threads(1) also sets
 // OpenMP's own thread count to 1 for the whole process (every parallel loop of ours would then
 // run on one thread); there SerialBlas does the job per call.
@@ -50,12 +48,17 @@ void gemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T
              int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (m <= 0 || n <= 0) return;
   (void)g_serial_blas;
-  const bool by_rows = m >= 128;
-  const int64_t bs = by_rows ? (m >= 1024 ? 128 : 64) : 256;
-  const int64_t nb = ((by_rows ? m : n) + bs - 1) / bs;
+  // Each call repacks the operand it shares with the other blocks, which costs about 25 / w of
+  // the block's arithmetic for a block w wide (measured as timeouts with 64-row blocks). So
+  // blocks are at least 256 wide, up to 16 of them, along C's columns (repacking A) unless C is
+  // narrow and tall (then along its rows, repacking B).
+  const bool by_rows = n < 512 && m >= 1024;
+  const int64_t len = by_rows ? m : n;
+  const int64_t bs = std::max<int64_t>(256, (len + 16 * 64 - 1) / (16 * 64) * 64);
+  const int64_t nb = (len + bs - 1) / bs;
   auto block = [&](int64_t b) {
     const SerialBlas one;
-    const int64_t lo = b * bs, hi = std::min(by_rows ? m : n, lo + bs);
+    const int64_t lo = b * bs, hi = std::min(len, lo + bs);
     if (by_rows)  // rows lo..hi of op(A): rows of A, or columns when transposed
       blas_call(ta, tb, hi - lo, n, k, alpha, A + (ta ? lo : lo * lda), lda, B, ldb, beta,
                 C + lo * ldc, ldc);
