@@ -158,11 +158,11 @@ void trsm_lower(const Tensor& L, bool tl, const Tensor& B) {
 int set_num_threads(int n) {
   if (n <= 0) n = omp_get_num_procs();
   // OpenBLAS maps a 128 MiB buffer per thread that calls it and loops forever when the mmap
-  // fails; with thread stacks that is ~144 MiB a thread. Spend at most half of an
-  // address-space limit on them.
+  // fails; measured here, two threads did not fit in 600 MB at 144 MiB each, so 256 MiB a
+  // thread (buffer, stack, malloc arena) and at most half of an address-space limit.
   struct rlimit lim;
   if (getrlimit(RLIMIT_AS, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
-    const double per_thread = 144.0 * 1024 * 1024;
+    const double per_thread = 256.0 * 1024 * 1024;
     const int fit = int(std::max(1.0, std::floor(0.5 * double(lim.rlim_cur) / per_thread)));
     n = std::min(n, fit);
   }
