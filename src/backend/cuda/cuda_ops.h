@@ -24,6 +24,9 @@ using ops::PackedEncodeResult;
 #define LRQ_OP(name, ret, params, args, devices) ret name params;
 #include "backend/op_list.h"
 
+/// Whether t's data starts on a 16-byte boundary (the kernels that read 16 bytes at a time).
+inline bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
+
 /// Waits for the stream.
 void synchronize();
 

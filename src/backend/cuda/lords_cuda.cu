@@ -411,7 +411,6 @@ LordsView view_of(const Lords& w) {
   return v;
 }
 
-bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
 
 }  // namespace
 

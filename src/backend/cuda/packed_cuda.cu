@@ -482,7 +482,6 @@ int64_t f16_first_nonfinite(const uint16_t* h, int64_t n) {
 // ------------------------------------------------------------------ the seam's packed ops
 namespace {
 
-bool aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0; }
 
 PackedView view_of(const Packed& w) {
   PackedView v;
