@@ -127,7 +127,11 @@ TEST(Runtime, AddressSpaceLimitLowersThreadsInsteadOfHanging) {
   ASSERT_EQ(free_run.exit_code, 0) << free_run.err;
   const auto r = test::run_cli(
       "--threads 8 " + args,
-      "ulimit -v 600000; exec timeout 60 " + std::string(LRQ_CLI_BINARY));
+      // 600 MB beyond the shared libraries (a CUDA build maps about 1 GB of them at start).
+      "lib_kb=$(ldd " + std::string(LRQ_CLI_BINARY) +
+          " | awk '/=> \\//{print $3}' | xargs stat -L -c %s | awk '{s+=$1} END {print "
+          "int(s/1024)}'); ulimit -v $((lib_kb + 600000)); exec timeout 60 " +
+          std::string(LRQ_CLI_BINARY));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, free_run.out);
   EXPECT_NE(r.err.find("lrquant: note: using 1 threads, not 8"), std::string::npos) << r.err;

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_ops.h"
@@ -155,15 +157,29 @@ void trsm_lower(const Tensor& L, bool tl, const Tensor& B) {
                 L.data<double>(), n, B.data<double>(), k);
 }
 
+namespace {
+// VmSize of this process (Linux); 0 where /proc is not there.
+double mapped_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmSize:", 0) == 0) return std::stod(line.substr(7)) * 1024.0;
+  return 0.0;
+}
+}  // namespace
+
 int set_num_threads(int n) {
   if (n <= 0) n = omp_get_num_procs();
   // OpenBLAS maps a 128 MiB buffer per thread that calls it and loops forever when the mmap
   // fails; measured here, two threads did not fit in 600 MB at 144 MiB each, so 256 MiB a
   // thread (buffer, stack, malloc arena) and at most half of an address-space limit.
+  // What is already mapped counts against the limit too: a CUDA build maps about 1 GB of
+  // cuBLAS/cuSOLVER before main, so the headroom, not the limit, decides.
   struct rlimit lim;
   if (getrlimit(RLIMIT_AS, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
     const double per_thread = 256.0 * 1024 * 1024;
-    const int fit = int(std::max(1.0, std::floor(0.5 * double(lim.rlim_cur) / per_thread)));
+    const double headroom = std::max(0.0, double(lim.rlim_cur) - mapped_bytes());
+    const int fit = int(std::max(1.0, std::floor(0.5 * headroom / per_thread)));
     n = std::min(n, fit);
   }
   omp_set_num_threads(n);
