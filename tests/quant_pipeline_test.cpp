@@ -22,6 +22,7 @@
 #include "io/safetensors.h"
 #include "formats/load_model.h"
 #include "quant/pipeline.h"
+#include "quant/resume.h"
 #include "formats/packed_linear.h"
 #include "formats/save.h"
 #include "test_util.h"
@@ -420,7 +421,7 @@ TEST(Pipeline, KilledQuantizeLeavesThePreviousOutput) {
       LRQ_CLI_BINARY, "--threads", "2", "quantize", "--model", test::repo("models/lab-s"),
       // A short calibration text: the run is mostly model work, not tokenizing (~2 s a run).
       "--calib", test::repo("models/lab-s/README.md"), "--nsamples", "4", "--seqlen", "64",
-      "--recipe", "gptq:w4g128", "--out", out, "--force", "--quiet", "--seed", "1"};
+      "--recipe", "gptq:w4g128", "--out", out, "--force", "--quiet", "--seed", "1", "--resume"};
   auto spawn = [&]() {
     const pid_t pid = fork();
     if (pid == 0) {
@@ -456,9 +457,101 @@ TEST(Pipeline, KilledQuantizeLeavesThePreviousOutput) {
     recover_stale_output(out);
     ASSERT_TRUE(fs::exists(out)) << "kill " << k;
     EXPECT_TRUE(folder() == reference) << "kill " << k << " (signal " << sig << ")";
+    // The finished blocks (.q.resume) are meant to stay; nothing else may.
     for (const auto& e : fs::directory_iterator(base))
-      EXPECT_EQ(e.path().filename().string().rfind(".q.", 0), std::string::npos)
-          << "kill " << k << " left " << e.path();
+      if (e.path().filename() != ".q.resume")
+        EXPECT_EQ(e.path().filename().string().rfind(".q.", 0), std::string::npos)
+            << "kill " << k << " left " << e.path();
+  }
+  // Whatever the kills left, --resume finishes with the uninterrupted run's bytes and cleans up.
+  waitpid(spawn(), &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(folder() == reference);
+  for (const auto& e : fs::directory_iterator(base))
+    EXPECT_EQ(e.path().filename().string().rfind(".q.", 0), std::string::npos) << e.path();
+}
+
+// Resuming restores every layer kind bit for bit (one recipe per stored kind): a run that stopped after block 1 (its
+// checkpoint as it was then) and was resumed writes the bytes of the uninterrupted run, for every
+// method and for per-layer overrides (a full-precision projection, a second method). A checkpoint
+// of another job is refused, naming what differs.
+TEST(Pipeline, ResumedRunWritesTheUninterruptedBytesForEveryMethod) {
+  const std::string base = test::temp_dir();
+  auto tok = load_tokenizer(test::repo("models/lab-s/tokenizer.model"));
+  const auto stream = tokenize_files(*tok, {test::repo("models/lab-s/README.md")}, true);
+  const auto windows = draw_windows(stream, 4, 64, 3, "calib");
+  auto bytes = [](const std::string& dir) {
+    return read_text_file(dir + "/model.safetensors") + read_text_file(dir + "/config.json");
+  };
+  const std::vector<std::string> overrides = {"mlp\\.down_proj=fp", "v_proj=rtn:w8g64"};
+  for (const char* recipe :
+       {"gptq:w3g128,act_order", "nf:b4", "flrq:w3g128,rank=8", "lopro:w3g128,rank=8",
+        "gptq:w3g128+lr:r8,scale=full", "lords:b3,steps=5", "mixed"}) {
+    SCOPED_TRACE(recipe);
+    const bool mixed = std::string(recipe) == "mixed";
+    const nlohmann::json job = {{"recipe", recipe}};
+    auto run = [&](const std::string& ck_dir, bool resume, const std::string& out) {
+      auto m = load_model(test::repo("models/lab-s"));
+      BlockCheckpoints ck(ck_dir, job,
+                          resume ? BlockCheckpoints::Previous::Resume
+                                 : BlockCheckpoints::Previous::Discard);
+      QuantizeOptions o;
+      o.recipe = parse_recipe(mixed ? "gptq:w4g128" : recipe);
+      if (mixed)
+        for (const auto& r : overrides) o.overrides.push_back(parse_layer_recipe(r));
+      o.progress = false;
+      o.seed = 3;
+      o.checkpoints = &ck;
+      quantize_model(*m, windows, o);
+      SaveOptions so;
+      so.out_dir = out;
+      so.force = true;
+      save_quantized(*m, so);
+      return ck.finished();
+    };
+    fs::remove_all(base + "/ck");
+    fs::remove_all(base + "/ck2");
+    ASSERT_EQ(run(base + "/ck", false, base + "/full"), 4);
+    // The checkpoint of a run stopped after block 1.
+    fs::copy(base + "/ck", base + "/ck2", fs::copy_options::recursive);
+    for (int l : {2, 3})
+      for (const char* ext : {".json", ".safetensors"})
+        fs::remove(base + "/ck2/block-" + std::to_string(l) + ext);
+    auto state = nlohmann::json::parse(read_text_file(base + "/ck2/state.json"));
+    ASSERT_EQ(state.at("finished"), 4);
+    state["finished"] = 2;
+    write_file_atomic(base + "/ck2/state.json", state.dump());
+    ASSERT_EQ(run(base + "/ck2", true, base + "/resumed"), 4);
+    EXPECT_TRUE(bytes(base + "/resumed") == bytes(base + "/full"));
+  }
+  try {
+    BlockCheckpoints other(base + "/ck", {{"recipe", "rtn:w3"}},
+                           BlockCheckpoints::Previous::Resume);
+    FAIL() << "another job's checkpoint was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("(recipe differs)"), std::string::npos) << e.what();
+  }
+  // Finished blocks are not thrown away unless asked (--force).
+  try {
+    BlockCheckpoints refuse(base + "/ck", {{"recipe", "rtn:w3"}},
+                            BlockCheckpoints::Previous::Refuse);
+    FAIL() << "finished blocks were discarded silently";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "holds 4 finished blocks of an interrupted run; pass --resume to continue it"),
+              std::string::npos)
+        << e.what();
+  }
+  // One run per output at a time.
+  BlockCheckpoints held(base + "/ck", {{"recipe", "rtn:w3"}}, BlockCheckpoints::Previous::Discard);
+  try {
+    BlockCheckpoints second(base + "/ck", {{"recipe", "rtn:w3"}},
+                            BlockCheckpoints::Previous::Discard);
+    FAIL() << "two runs shared one checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another lrquant run is writing this output"),
+              std::string::npos)
+        << e.what();
   }
 }
 

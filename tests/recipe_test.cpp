@@ -92,3 +92,24 @@ TEST(Recipe, LayerOverridesMatchByRegex) {
 
 }  // namespace
 }  // namespace lrq
+
+namespace lrq {
+// Every error is one line, whatever the input it quotes (found by fuzz_recipe: a layer recipe
+// holding a newline printed a two-line error).
+TEST(Recipe, ErrorsQuotingControlCharactersStayOneLine) {
+  try {
+    parse_layer_recipe("(a*\nb)\t\x01");
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+    EXPECT_NE(m.find("got '(a*\\nb)\\t\\x01'"), std::string::npos) << m;
+  }
+  try {
+    parse_recipe(std::string(100000, 'x'));
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_LE(std::string(e.what()).size(), 4003u);
+  }
+}
+}  // namespace lrq

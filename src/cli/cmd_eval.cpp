@@ -17,7 +17,7 @@ Command add_eval(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("eval", "Perplexity under a named protocol (docs: EVAL.md)");
-  sub->add_option("--model", a->model, "model folder or llama2.c .bin")->required();
+  sub->add_option("--model", a->model, "model folder, .gguf file or llama2.c .bin")->required();
   sub->add_option("--tokenizer", a->tokenizer, "tokenizer file (default: beside the weights)");
   sub->add_option("--text", a->text, "text file to score")->required();
   sub->add_option("--ctx", a->ctx, "window length in tokens")->required();

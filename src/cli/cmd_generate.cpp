@@ -14,7 +14,7 @@ Command add_generate(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("generate", "Continue a prompt (greedy or sampled)");
-  sub->add_option("--model", a->model, "model folder or llama2.c .bin")->required();
+  sub->add_option("--model", a->model, "model folder, .gguf file or llama2.c .bin")->required();
   sub->add_option("--tokenizer", a->tokenizer, "tokenizer file (default: beside the weights)");
   sub->add_option("--prompt", a->prompt, "text to continue")->required();
   sub->add_option("--max-tokens", a->s.max_tokens, "new tokens")->required();

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/common.h"
+#include "io/gguf.h"
 
 namespace lrq::cli {
 
@@ -14,7 +15,8 @@ Command add_inspect(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("inspect", "Architecture, sizes, dtypes and storage of a model");
-  sub->add_option("--model", a->model, "Hugging Face folder, lrquant folder or llama2.c .bin")
+  sub->add_option("--model", a->model,
+                  "Hugging Face folder, lrquant folder, .gguf file or llama2.c .bin")
       ->required();
   sub->add_option("--tokenizer", a->tokenizer, "tokenizer file (default: beside the weights)");
   sub->add_flag("--json", a->json, "print one JSON object");
@@ -30,9 +32,17 @@ Command add_inspect(CLI::App& app) {
             }
             size_t linear_bytes = 0;
             int64_t linear_weights = 0;
+            // A GGUF's block types are decoded to F32 on loading: count the bytes the file holds.
+            const auto& stored_types = M.checkpoint().stored_type;
             for (const auto& n : M.linear_names()) {
-              linear_bytes += M.linear(n).storage_bytes();
-              linear_weights += M.linear(n).in_features() * M.linear(n).out_features();
+              const Linear& l = M.linear(n);
+              auto st = stored_types.find(n + ".weight");
+              gguf::Type t;
+              if (st != stored_types.end() && gguf::type_from_name(st->second, &t))
+                linear_bytes += size_t(l.out_features()) * gguf::row_bytes(t, l.in_features());
+              else
+                linear_bytes += l.storage_bytes();
+              linear_weights += l.in_features() * l.out_features();
             }
             nlohmann::json j = {
                 {"path", a->model},
@@ -59,6 +69,9 @@ Command add_inspect(CLI::App& app) {
                                      ? nlohmann::json(nullptr)
                                      : nlohmann::json(M.checkpoint().quantization.value(
                                            "recipe", std::string()))}};
+            std::map<std::string, int64_t> stored;
+            for (const auto& [name, t] : M.checkpoint().stored_type) ++stored[t];
+            if (!stored.empty()) j["gguf_types"] = stored;
             if (m.tokenizer)
               j["tokenizer"] = {{"vocab", m.tokenizer->vocab_size()},
                                 {"bos", m.tokenizer->bos_id()},
@@ -80,6 +93,12 @@ Command add_inspect(CLI::App& app) {
                         bytes);
             for (const auto& [d, n] : dtype_count)
               std::printf("  %-5s %lld elements\n", d.c_str(), (long long)n);
+            if (!stored.empty()) {
+              std::string list;
+              for (const auto& [t, n] : stored)
+                list += (list.empty() ? "" : ", ") + t + " " + std::to_string(n);
+              std::printf("  GGUF tensor types: %s\n", list.c_str());
+            }
             std::printf("  projections: %lld weights, %zu bytes, %.3f bits/weight\n",
                         (long long)linear_weights, linear_bytes,
                         8.0 * double(linear_bytes) / double(linear_weights));

@@ -1,5 +1,6 @@
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -8,10 +9,12 @@
 #include "calib/windows.h"
 #include "cli/common.h"
 #include "core/interrupt.h"
+#include "core/sha256.h"
 #include "io/mapped_file.h"
 #include "formats/load_model.h"
 #include "quant/pipeline.h"
 #include "quant/report_plot.h"
+#include "quant/resume.h"
 #include "formats/save.h"
 
 namespace lrq::cli {
@@ -26,6 +29,53 @@ nlohmann::json reproducible_total(const QuantizeReport& rep) {
   for (const char* k : {"seconds", "stages", "peak_gpu_bytes", "gpu_device_used_bytes"}) t.erase(k);
   return t;
 }
+// What decides a run's result, for --resume to check that the checkpoint is this job's: the
+// model files (path, size, modification time: hashing 13 GB would cost more than it saves), the
+// calibration windows themselves, the recipes and every option that changes a bit. Threads are
+// left out (the CPU result does not depend on them).
+nlohmann::json job_identity(const std::string& model, const std::string& tokenizer,
+                            const std::vector<std::string>& layer_recipes,
+                            const std::string& device, const QuantizeOptions& o,
+                            const std::vector<std::vector<int32_t>>& windows) {
+  namespace fs = std::filesystem;
+  nlohmann::json files = nlohmann::json::array();
+  auto stamp = [&](const fs::path& p) {
+    std::error_code ec;
+    const auto t = fs::last_write_time(p, ec);
+    files.push_back({p.filename().string(), fs::file_size(p, ec),
+                     int64_t(t.time_since_epoch().count())});
+  };
+  const fs::path mp = fs::absolute(model);
+  if (fs::is_directory(mp)) {
+    std::vector<fs::path> in_dir;
+    for (const auto& e : fs::directory_iterator(mp))
+      if (e.is_regular_file()) in_dir.push_back(e.path());
+    std::sort(in_dir.begin(), in_dir.end());
+    for (const auto& p : in_dir) stamp(p);
+  } else {
+    stamp(mp);
+  }
+  Sha256 h;
+  for (const auto& w : windows) {
+    const uint64_t n = w.size();
+    h.update(&n, sizeof n);
+    h.update(w.data(), w.size() * sizeof(int32_t));
+  }
+  return {{"lrquant", LRQ_VERSION},
+          {"model", mp.lexically_normal().string()},
+          {"model_files", files},
+          {"tokenizer", tokenizer},
+          {"windows_sha256", h.hex_digest()},
+          {"recipe", o.recipe.str()},
+          {"layer_recipes", layer_recipes},
+          {"seed", o.seed},
+          {"fp_inputs", o.fp_inputs},
+          {"calib_mode", std::string(calib_mode_name(o.calib_mode))},
+          {"device", device},
+          {"tf32", o.tf32},
+          {"bf16", o.bf16}};
+}
+
 std::vector<std::string> split_commas(const std::string& s) {
   std::vector<std::string> out;
   size_t b = 0;
@@ -69,7 +119,8 @@ Command add_quantize(CLI::App& app) {
     std::vector<std::string> layer_recipes;
     int64_t nsamples = 128, seqlen = 512;
     uint64_t seed = 0;
-    bool force = false, fp_inputs = false, quiet = false, tf32 = false, bf16 = false;
+    bool force = false, fp_inputs = false, quiet = false, tf32 = false, bf16 = false,
+         resume = false;
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("quantize", "Quantize every projection and write a checkpoint");
@@ -87,6 +138,9 @@ Command add_quantize(CLI::App& app) {
   sub->add_option("--seed", a->seed, "calibration sampling and method seed")
       ->capture_default_str();
   sub->add_flag("--force", a->force, "replace an existing output folder");
+  sub->add_flag("--resume", a->resume,
+                "continue an interrupted run of the same command from its last finished block "
+                "(kept in .<out>.resume beside the output)");
   sub->add_flag("--fp-inputs", a->fp_inputs,
                 "feed each block full-precision activations (default: quantized ones)");
   sub->add_flag("--quiet", a->quiet, "no progress on stderr");
@@ -134,6 +188,22 @@ Command add_quantize(CLI::App& app) {
             if (a->seqlen > limit)
               fail("--seqlen", "{} is longer than the model supports ({})", a->seqlen, limit);
             auto windows = draw_windows(stream, a->nsamples, a->seqlen, a->seed, a->calib);
+            // Every run records its finished blocks, so that one killed or failed can be
+            // continued; a record left by another run is never discarded silently.
+            const std::string ck_dir = BlockCheckpoints::dir_for(a->out);
+            using Previous = BlockCheckpoints::Previous;
+            BlockCheckpoints ck(ck_dir,
+                                job_identity(a->model, a->tokenizer, a->layer_recipes, a->device,
+                                             o, windows),
+                                a->resume  ? Previous::Resume
+                                : a->force ? Previous::Discard
+                                           : Previous::Refuse);
+            if (ck.finished() > 0 && !a->quiet)
+              std::fprintf(stderr,
+                           "lrquant: note: resuming: %lld of %lld blocks finished earlier (%s)\n",
+                           (long long)ck.finished(), (long long)m.model->n_layers(),
+                           ck_dir.c_str());
+            o.checkpoints = &ck;
             QuantizeReport rep = quantize_model(*m.model, windows, o);
             nlohmann::json prov = {{"recipe", o.recipe.str()},
                                    {"layer_recipes", a->layer_recipes},
@@ -151,6 +221,7 @@ Command add_quantize(CLI::App& app) {
                                    {"total", reproducible_total(rep)}};
             SaveOptions so{a->out, a->force, prov};
             save_quantized(*m.model, so);
+            ck.remove();
             struct rusage ru;
             getrusage(RUSAGE_SELF, &ru);
             const double peak_mib = double(ru.ru_maxrss) / 1024.0;

@@ -37,5 +37,6 @@ Command add_eval(CLI::App& app);
 Command add_generate(CLI::App& app);
 Command add_quantize(CLI::App& app);
 Command add_recipes(CLI::App& app);
+Command add_export(CLI::App& app);
 
 }  // namespace lrq::cli

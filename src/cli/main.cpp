@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
       lrq::cli::add_inspect(app), lrq::cli::add_eval(app), lrq::cli::add_generate(app)};
 #if defined(LRQ_CLI_QUANT)
   commands.push_back(lrq::cli::add_quantize(app));
+  commands.push_back(lrq::cli::add_export(app));
   commands.push_back(lrq::cli::add_recipes(app));
 #endif
   try {

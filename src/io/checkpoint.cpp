@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <set>
 
+#include "io/gguf.h"
 #include "io/json_util.h"
 
 namespace lrq {
@@ -179,13 +180,21 @@ Checkpoint load_checkpoint(const std::string& path) {
   if (st.type() == fs::file_type::not_found) fail(path, "no such file or directory");
   if (ec) fail(path, "cannot access: {}", ec.message());
   if (fs::is_directory(st)) return load_hf_folder(path);
+  // A .gguf file is read as GGUF whatever it holds, so a damaged one gets the GGUF reader's
+  // message; any other name is sniffed by its magic.
+  if (fs::is_regular_file(st) &&
+      (fs::path(path).extension() == ".gguf" || gguf::is_gguf_file(path))) {
+    Checkpoint ck = load_gguf(path);
+    validate(ck, path, {});
+    return ck;
+  }
   if (fs::is_regular_file(st) && fs::path(path).extension() == ".bin") {
     Checkpoint ck = load_llama2c(path);
     validate(ck, path, {});
     return ck;
   }
-  fail(path, "not a checkpoint: expected a model folder (config.json + safetensors) or a "
-             "llama2.c .bin file");
+  fail(path, "not a checkpoint: expected a model folder (config.json + safetensors), a .gguf "
+             "file or a llama2.c .bin file");
 }
 
 }  // namespace lrq

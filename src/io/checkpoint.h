@@ -26,8 +26,11 @@ struct Checkpoint {
   std::map<std::string, std::string> tensor_file;
   /// The `quantization_config` object of config.json when lrquant wrote the folder, else null.
   nlohmann::json quantization;
-  /// Tokenizer file found beside the weights ("" if none): tokenizer.model in a folder.
+  /// Tokenizer file found beside the weights ("" if none): tokenizer.model in a folder, the
+  /// GGUF file itself (its tokenizer.ggml.* keys).
   std::string tokenizer_path;
+  /// GGUF: each tensor's type in the file ("q4_K", "f16"), where block types were decoded to F32.
+  std::map<std::string, std::string> stored_type;
 
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
   /// Throws Error("<file>: missing tensor <name>") if absent.
@@ -43,11 +46,17 @@ ModelConfig parse_hf_config(const std::string& path);
 /// Same, also returning the `quantization_config` object (null if absent) in `*quantization`.
 ModelConfig parse_hf_config(const std::string& path, nlohmann::json* quantization);
 
-/// Loads a Hugging Face folder or a llama2.c .bin. Validates every tensor the architecture
+/// Loads a Hugging Face folder, a GGUF file or a llama2.c .bin. Validates every tensor the architecture
 /// needs against the config (presence, shape, float dtype); in an lrquant-quantized folder the
 /// `<layer>.weight` of every layer in quantization_config.layers is left to the quantized
 /// loader. config.dtype is set to the dtype actually stored for the token embedding.
 Checkpoint load_checkpoint(const std::string& path);
+
+/// Reads a GGUF file of the llama architecture (io/gguf_llama.h): the config from its llama.*
+/// keys, tensors under their Hugging Face names with attn_q/attn_k rows back in rotate_half
+/// order; F32/F16/BF16 tensors are views of the mapping, block types (Q4_0, Q8_0, the K-quants)
+/// are decoded to F32. tokenizer_path is the file (its vocabulary is in the metadata).
+Checkpoint load_gguf(const std::string& path);
 
 /// Reads a llama2.c checkpoint (format in shared/models/stories260K/README.md) as zero-copy
 /// views; the file size must match the header exactly. wq/wk keep llama2.c's interleaved rotary

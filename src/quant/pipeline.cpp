@@ -9,6 +9,7 @@
 #include "core/interrupt.h"
 #include "core/progress.h"
 #include "quant/method.h"
+#include "quant/resume.h"
 
 namespace lrq {
 
@@ -16,6 +17,7 @@ namespace {
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
+}  // namespace
 
 // A projection's weight as F32 on its own device. A dense BF16/F16 weight on the GPU is
 // widened there by the embedding gather (Tensor::to(DType) would round-trip through the host).
@@ -30,8 +32,6 @@ Tensor dense_f32(const Linear& lin) {
   ops::embedding(W, rows, out);
   return out;
 }
-
-}  // namespace
 
 size_t QuantizeReport::total_bytes() const {
   size_t b = 0;
@@ -77,8 +77,6 @@ nlohmann::json QuantizeReport::to_json() const {
   return j;
 }
 
-namespace {
-
 // The projection's bias (Qwen2 q/k/v) stays outside the quantized weight.
 std::unique_ptr<Linear> keep_bias(const Model& model, const std::string& name,
                                   std::unique_ptr<Linear> layer) {
@@ -87,6 +85,8 @@ std::unique_ptr<Linear> keep_bias(const Model& model, const std::string& name,
   if (bias.defined()) return std::make_unique<BiasedLinear>(std::move(layer), bias);
   return layer;
 }
+
+namespace {
 
 // Reports a quantized layer against its full-precision weight W on its site's statistics,
 // then installs it; `seconds` so far are the layer's share of the method's time.
@@ -214,8 +214,23 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
   QuantizeReport rep;
   rep.device = o.device;
   rep.streamed = run.streamed();
+  BlockCheckpoints* ck = o.checkpoints;
   for (int64_t l = 0; l < model.n_layers(); ++l) {
     run.begin_block(l);
+    if (ck && l < ck->finished()) {
+      // A block an earlier run finished: its layers go in as saved, and end_block() computes
+      // the next inputs from them exactly as that run did.
+      auto restored = ck->restore(model, l);
+      for (auto& [name, layer] : restored.layers) {
+        auto q = keep_bias(model, name, run.to_block_device(std::move(layer)));
+        const Tensor Wq = q->dequantize();
+        run.install(name, std::move(q), Wq);
+      }
+      for (auto& row : restored.rows) rep.layers.push_back(std::move(row));
+      run.end_block();
+      continue;
+    }
+    const size_t rows_before = rep.layers.size();
     // A block runs a block method when its q_proj's recipe names one (docs/DECISIONS.md).
     const Recipe& r = recipe_for(Model::linear_name(l, "self_attn.q_proj"), o.recipe, o.overrides);
     if (is_block_method(r))
@@ -223,6 +238,9 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
     else
       quantize_layers(run, rep, o);
     run.end_block();
+    if (ck)
+      ck->save(model, l, std::vector<LayerReport>(rep.layers.begin() + ptrdiff_t(rows_before),
+                                                  rep.layers.end()));
   }
   run.finish();
   rep.stages = run.times();

@@ -15,6 +15,8 @@
 
 namespace lrq {
 
+class BlockCheckpoints;
+
 struct QuantizeOptions {
   Recipe recipe;
   std::vector<LayerRecipe> overrides;
@@ -36,6 +38,9 @@ struct QuantizeOptions {
   /// rounded to BF16 on the tensor cores (the rest as with tf32). About twice as fast again;
   /// every activation carries BF16's 2^-9 rounding into H (docs/DECISIONS.md).
   bool bf16 = false;
+  /// Where finished blocks are recorded (quant/resume.h), and restored from when it holds
+  /// some: those blocks are swapped in instead of quantized. Null: no checkpoints.
+  BlockCheckpoints* checkpoints = nullptr;
 };
 
 struct LayerReport {
@@ -60,6 +65,13 @@ struct QuantizeReport {
   size_t total_bytes() const;
   int64_t total_weights() const;
 };
+
+/// A projection's weight as F32 on the layer's device (what every method is handed).
+Tensor dense_f32(const Linear& lin);
+/// `layer` wrapped with the bias of `model`'s projection `name`, if it has one (Qwen2 q/k/v):
+/// the bias stays outside the quantized weight.
+std::unique_ptr<Linear> keep_bias(const Model& model, const std::string& name,
+                                  std::unique_ptr<Linear> layer);
 
 /// Quantizes every projection of `model` in place. `windows`: calibration token windows.
 QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_t>>& windows,

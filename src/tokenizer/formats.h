@@ -12,6 +12,7 @@ namespace lrq::detail {
 std::string read_binary_file(const std::string& path);
 
 std::unique_ptr<Tokenizer> parse_sentencepiece(std::string_view data, const std::string& path);
+SpmVocab parse_sentencepiece_vocab(std::string_view data, const std::string& path);
 std::unique_ptr<Tokenizer> parse_llama2c_tokenizer(std::string_view data, const std::string& path);
 
 }  // namespace lrq::detail

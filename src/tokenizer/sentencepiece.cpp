@@ -14,6 +14,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "io/gguf_llama.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/formats.h"
 
@@ -545,6 +546,53 @@ std::string SentencePieceTokenizer::piece(int32_t id) const {
 std::unique_ptr<Tokenizer> detail::parse_sentencepiece(std::string_view data,
                                                        const std::string& path) {
   return std::make_unique<SentencePieceTokenizer>(SpParser(data, path).parse(), path);
+}
+
+SpmVocab detail::parse_sentencepiece_vocab(std::string_view data, const std::string& path) {
+  SpModel m = SpParser(data, path).parse();
+  // GGUF's "llama" tokenizer always writes spaces as U+2581; a model that keeps them as spaces
+  // would be read back as a different tokenizer.
+  if (!m.escape_whitespaces)
+    fail(path, "SentencePiece model: escape_whitespaces is off, which GGUF cannot express");
+  // Built once to refuse what lrquant cannot encode with, and to find BOS/EOS as the encoder does.
+  SentencePieceTokenizer tok(m, path);
+  SpmVocab v;
+  for (size_t i = 0; i < m.pieces.size(); ++i) {
+    v.tokens.push_back(m.pieces[i].piece);
+    v.scores.push_back(m.pieces[i].score);
+    v.types.push_back(m.pieces[i].type);
+    if (m.pieces[i].type == kUnknown) v.unk = int32_t(i);
+  }
+  v.bos = tok.bos_id();
+  v.eos = tok.eos_id();
+  v.add_space_prefix = m.add_dummy_prefix;
+  v.remove_extra_whitespaces = m.remove_extra_whitespaces;
+  return v;
+}
+
+std::unique_ptr<Tokenizer> sentencepiece_from_vocab(const SpmVocab& v, const std::string& path) {
+  const size_t n = v.tokens.size();
+  if (v.scores.size() != n || v.types.size() != n)
+    fail(path, "SentencePiece vocabulary: {} tokens but {} scores and {} types", n,
+         v.scores.size(), v.types.size());
+  SpModel m;
+  m.model_type = kBpe;
+  for (size_t i = 0; i < n; ++i) {
+    if (v.types[i] < kNormal || v.types[i] > kByte)
+      fail(path, "SentencePiece vocabulary: token {} has type {} (piece types are 1-6)", i,
+           v.types[i]);
+    m.pieces.push_back({v.tokens[i], v.scores[i], uint8_t(v.types[i])});
+    m.byte_fallback |= v.types[i] == kByte;
+  }
+  // The encoder finds BOS and EOS by name among the control pieces, as SentencePiece does; a
+  // name no piece has leaves them unset.
+  auto name_of = [&](int32_t id) { return id >= 0 && size_t(id) < n ? v.tokens[size_t(id)] : ""; };
+  m.bos_piece = name_of(v.bos);
+  m.eos_piece = name_of(v.eos);
+  m.add_dummy_prefix = v.add_space_prefix;
+  m.remove_extra_whitespaces = v.remove_extra_whitespaces;
+  m.escape_whitespaces = true;
+  return std::make_unique<SentencePieceTokenizer>(std::move(m), path);
 }
 
 }  // namespace lrq

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/gguf_llama.h"
 #include "io/mapped_file.h"
 #include "tokenizer/formats.h"
 
@@ -40,6 +41,9 @@ bool looks_like_llama2c(std::string_view d) {
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
+  // Sniffed before reading: a GGUF file is the whole model, and only its metadata is wanted.
+  if (gguf::is_gguf_file(path))
+    return sentencepiece_from_vocab(gguf::read_spm_vocab(gguf::File::open(path)), path);
   const std::string data = detail::read_binary_file(path);
   const bool sp = looks_like_sentencepiece(data), l2c = looks_like_llama2c(data);
   if (sp && l2c) {
@@ -64,6 +68,14 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
 
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path) {
   return detail::parse_sentencepiece(detail::read_binary_file(path), path);
+}
+
+SpmVocab load_spm_vocab(const std::string& path) {
+  if (gguf::is_gguf_file(path)) return gguf::read_spm_vocab(gguf::File::open(path));
+  const std::string data = detail::read_binary_file(path);
+  if (!looks_like_sentencepiece(data))
+    fail(path, "not a SentencePiece .model: GGUF holds SentencePiece (\"llama\") vocabularies only");
+  return detail::parse_sentencepiece_vocab(data, path);
 }
 
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path) {

@@ -9,6 +9,8 @@
 
 namespace lrq {
 
+struct SpmVocab;  // io/gguf_llama.h
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -26,12 +28,20 @@ class Tokenizer {
   virtual std::string piece(int32_t id) const = 0;
 };
 
-/// SentencePiece `.model` or llama2.c `tokenizer.bin`, chosen by content. Errors name the file.
+/// SentencePiece `.model`, llama2.c `tokenizer.bin`, or the vocabulary inside a GGUF file,
+/// chosen by content. Errors name the file.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 
 /// SentencePiece BPE model (protobuf ModelProto) with identity normalization; unigram models
 /// and other normalization rules are refused with an Error.
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path);
+/// The vocabulary of a SentencePiece `.model` (or of a GGUF file's tokenizer.ggml.* keys) as GGUF
+/// stores it. A model lrquant cannot encode with, or one whose options GGUF cannot express
+/// (escape_whitespaces off), is an Error naming the file.
+SpmVocab load_spm_vocab(const std::string& path);
+/// A SentencePiece tokenizer over a GGUF-style vocabulary: BPE, byte fallback when it has byte
+/// pieces, BOS/EOS the control pieces at its ids. Errors name `path`.
+std::unique_ptr<Tokenizer> sentencepiece_from_vocab(const SpmVocab& v, const std::string& path);
 /// llama2.c tokenizer.bin (max_token_length, then score/length/bytes per token).
 std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path);
 

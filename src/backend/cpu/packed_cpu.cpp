@@ -21,6 +21,7 @@
 
 // The AVX2 kernels exist on x86 only; elsewhere (aarch64) the portable kernels run.
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define LRQ_X86 1
 #endif
@@ -39,8 +40,11 @@ std::atomic<bool> g_force_scalar{false};
 
 bool cpu_has_avx2() {
 #if defined(LRQ_X86)
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                         __builtin_cpu_supports("f16c");
+  // F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has no "f16c".
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) != 0;
+  }();
   return ok;
 #else
   return false;
