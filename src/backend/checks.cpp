@@ -217,27 +217,50 @@ void fwht_rows(const Tensor& X, int64_t block, int64_t skip) {
 }
 
 // ------------------------------------------------------------------ transformer pieces
+namespace {
+// The activations of a transformer piece: F32, or F64 for the gradient checks, all alike.
+void need_activations(std::initializer_list<std::pair<const Tensor*, const char*>> ts,
+                      const char* op) {
+  for (const auto& [t, name] : ts)
+    if (!t->defined()) fail("", "{}: {} is undefined", op, name);
+  const Tensor& first = *ts.begin()->first;
+  if (first.dtype() != DType::F32 && first.dtype() != DType::F64)
+    fail("", "{}: {} must be F32 or F64, got {}", op, ts.begin()->second, first.str());
+  for (const auto& [t, name] : ts)
+    if (t->dtype() != first.dtype())
+      fail("", "{}: {} is {}, {} is {}: one dtype required", op, ts.begin()->second,
+           first.str(), name, t->str());
+}
+bool stored_float(const Tensor& t) {
+  return t.dtype() == DType::F32 || t.dtype() == DType::F16 || t.dtype() == DType::BF16 ||
+         t.dtype() == DType::F64;
+}
+void need_norm_weight(const Tensor& w, const char* op) {
+  if (!w.defined() || !stored_float(w)) fail("", "{}: unsupported weight {}", op, opt_str(w));
+}
+void need_rope(const Tensor& x, int64_t n_heads, int64_t hd, const char* op) {
+  need_activations({{&x, "x"}}, op);
+  const int64_t width = x.ndim() ? x.dim(-1) : 0;
+  if (n_heads <= 0 || hd <= 0 || width != n_heads * hd || hd % 2)
+    fail("", "{}: {} for {} heads of {}", op, x.str(), n_heads, hd);
+}
+}  // namespace
+
 void rmsnorm(const Tensor& x, const Tensor& w, float, const Tensor& out) {
-  need_f32(x, "rmsnorm", "x");
-  need_f32(out, "rmsnorm", "out");
+  need_activations({{&x, "x"}, {&out, "out"}}, "rmsnorm");
   const int64_t d = x.ndim() ? x.dim(-1) : 0;
   if (d == 0 || w.numel() != d || out.numel() != x.numel())
     fail("", "rmsnorm: x {} w {} out {}", x.str(), w.str(), out.str());
+  need_norm_weight(w, "rmsnorm");
 }
 
 void rope(const Tensor& x, int64_t n_heads, int64_t hd, int64_t, float, bool) {
-  need_f32(x, "rope", "x");
-  const int64_t width = x.ndim() ? x.dim(-1) : 0;
-  if (n_heads <= 0 || hd <= 0 || width != n_heads * hd || hd % 2)
-    fail("", "rope: {} for {} heads of {}", x.str(), n_heads, hd);
+  need_rope(x, n_heads, hd, "rope");
 }
 
 void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, int64_t nkv,
                int64_t hd, int64_t pos0, const Tensor& out) {
-  need_f32(q, "attention", "q");
-  need_f32(K, "attention", "K");
-  need_f32(V, "attention", "V");
-  need_f32(out, "attention", "out");
+  need_activations({{&q, "q"}, {&K, "K"}, {&V, "V"}, {&out, "out"}}, "attention");
   if (nh <= 0 || nkv <= 0 || hd <= 0 || pos0 < 0 || nh % nkv || q.ndim() != 2 || K.ndim() != 2 ||
       V.ndim() != 2)
     fail("", "attention: q {} K {} V {} (heads {}/{}, head_dim {}, pos0 {})", q.str(), K.str(),
@@ -250,16 +273,13 @@ void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, in
 }
 
 void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
-  need_f32(gate, "silu_mul", "gate");
-  need_f32(up, "silu_mul", "up");
-  need_f32(out, "silu_mul", "out");
+  need_activations({{&gate, "gate"}, {&up, "up"}, {&out, "out"}}, "silu_mul");
   if (gate.numel() != up.numel() || out.numel() != gate.numel())
     fail("", "silu_mul: {} {} {}", gate.str(), up.str(), out.str());
 }
 
 void add_inplace(const Tensor& x, const Tensor& y) {
-  need_f32(x, "add_inplace", "x");
-  need_f32(y, "add_inplace", "y");
+  need_activations({{&x, "x"}, {&y, "y"}}, "add_inplace");
   if (x.numel() != y.numel()) fail("", "add_inplace: {} {}", x.str(), y.str());
 }
 
@@ -277,6 +297,74 @@ void embedding(const Tensor& table, std::span<const int32_t> ids, const Tensor& 
   for (const int32_t id : ids)
     if (id < 0 || id >= table.dim(0))
       fail("", "embedding: token id {} outside {}", id, table.str());
+}
+
+// ------------------------------------------------------------------ transformer backward
+namespace {
+// q, K, V (and their gradients) of a training window: T x (heads * d), T the same for all.
+void need_window(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, int64_t nkv,
+                 int64_t hd, const char* op) {
+  if (nh <= 0 || nkv <= 0 || hd <= 0 || nh % nkv || q.ndim() != 2 || K.ndim() != 2 ||
+      V.ndim() != 2 || q.dim(1) != nh * hd || K.dim(1) != nkv * hd || V.shape() != K.shape() ||
+      K.dim(0) != q.dim(0))
+    fail("", "{}: q {} K {} V {} are not one window of {}/{} heads of {}", op, q.str(), K.str(),
+         V.str(), nh, nkv, hd);
+}
+}  // namespace
+
+void attention_train(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, int64_t nkv,
+                     int64_t hd, const Tensor& out, const Tensor& lse) {
+  const char* op = "attention_train";
+  need_activations({{&q, "q"}, {&K, "K"}, {&V, "V"}, {&out, "out"}, {&lse, "lse"}}, op);
+  need_window(q, K, V, nh, nkv, hd, op);
+  if (out.shape() != q.shape() || lse.shape() != Shape{nh, q.dim(0)})
+    fail("", "{}: out {} must be like q {}, lse {} must be [{}, {}]", op, out.str(), q.str(),
+         lse.str(), nh, q.dim(0));
+}
+
+void attention_backward(const Tensor& q, const Tensor& K, const Tensor& V, const Tensor& out,
+                        const Tensor& lse, const Tensor& dout, int64_t nh, int64_t nkv,
+                        int64_t hd, const Tensor& dq, const Tensor& dK, const Tensor& dV) {
+  const char* op = "attention_backward";
+  need_activations({{&q, "q"}, {&K, "K"}, {&V, "V"}, {&out, "out"}, {&lse, "lse"},
+                    {&dout, "dout"}, {&dq, "dq"}, {&dK, "dK"}, {&dV, "dV"}},
+                   op);
+  need_window(q, K, V, nh, nkv, hd, op);
+  if (out.shape() != q.shape() || dout.shape() != q.shape() || dq.shape() != q.shape() ||
+      dK.shape() != K.shape() || dV.shape() != K.shape() || lse.shape() != Shape{nh, q.dim(0)})
+    fail("", "{}: out {} dout {} dq {} dK {} dV {} lse {} do not fit q {} K {}", op, out.str(),
+         dout.str(), dq.str(), dK.str(), dV.str(), lse.str(), q.str(), K.str());
+  for (const Tensor* g : {&dq, &dK, &dV})
+    for (const Tensor* in : {&q, &K, &V, &out, &lse, &dout})
+      if (g->raw() == in->raw())
+        fail("", "{}: an output aliases an input ({})", op, g->str());
+}
+
+void rmsnorm_backward(const Tensor& x, const Tensor& w, float, const Tensor& dy, const Tensor& dx,
+                      const Tensor& dw) {
+  const char* op = "rmsnorm_backward";
+  need_activations({{&x, "x"}, {&dy, "dy"}, {&dx, "dx"}}, op);
+  const int64_t d = x.ndim() ? x.dim(-1) : 0;
+  if (d == 0 || w.numel() != d || dy.numel() != x.numel() || dx.numel() != x.numel())
+    fail("", "{}: x {} w {} dy {} dx {}", op, x.str(), w.str(), dy.str(), dx.str());
+  need_norm_weight(w, op);
+  if (dw.defined() && (dw.dtype() != x.dtype() || dw.numel() != d))
+    fail("", "{}: dw {} must hold {} values of {}", op, dw.str(), d, dtype_name(x.dtype()));
+}
+
+void rope_backward(const Tensor& dx, int64_t n_heads, int64_t hd, int64_t, float, bool) {
+  need_rope(dx, n_heads, hd, "rope_backward");
+}
+
+void silu_mul_backward(const Tensor& gate, const Tensor& up, const Tensor& dout,
+                       const Tensor& dgate, const Tensor& dup) {
+  need_activations({{&gate, "gate"}, {&up, "up"}, {&dout, "dout"}, {&dgate, "dgate"},
+                    {&dup, "dup"}},
+                   "silu_mul_backward");
+  const int64_t n = gate.numel();
+  if (up.numel() != n || dout.numel() != n || dgate.numel() != n || dup.numel() != n)
+    fail("", "silu_mul_backward: gate {} up {} dout {} dgate {} dup {}", gate.str(), up.str(),
+         dout.str(), dgate.str(), dup.str());
 }
 
 // ------------------------------------------------------------------ packed matrices

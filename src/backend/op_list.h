@@ -136,21 +136,27 @@ LRQ_OP(first_nonfinite, int64_t, (const Tensor& x), (x), (&x))
 LRQ_OP(fwht_rows, void, (const Tensor& X, int64_t block, int64_t skip_blocks LRQ_DEFAULT(0)),
        (X, block, skip_blocks), (&X))
 
-// ------------------------------------------------------------------ transformer pieces (F32)
-/// out[t,:] = x[t,:] / rms(x[t,:]) * w (w: F32/F16/BF16 of length d). out may alias x.
+// ------------------------------------------------------------------ transformer pieces
+// Activations are F32. rmsnorm, rope, attention, silu_mul and add_inplace also take F64 (every
+// activation of the call F64): the gradient checks differentiate them in double. The F64 forms
+// compute the same formulas without rounding; the F32 results do not depend on their existence.
+/// out[t,:] = x[t,:] / rms(x[t,:]) * w (w: F32/F16/BF16 of length d; F64 too when x is F64).
+/// out may alias x. rms = sqrt(mean(x^2) + eps), the sum of squares accumulated in double.
 LRQ_OP(rmsnorm, void, (const Tensor& x, const Tensor& w, float eps, const Tensor& out),
        (x, w, eps, out), (&x, &w, &out))
 /// Rotary embedding in place on x (T x n_heads*head_dim) for positions pos0..pos0+T-1.
 /// interleaved=false: Hugging Face rotate_half pairs (i, i+d/2); true: llama2.c pairs (2i, 2i+1).
+/// In F32 the angles are Hugging Face's float32 ones; in F64 the same formula in double.
 LRQ_OP(rope, void,
        (const Tensor& x, int64_t n_heads, int64_t head_dim, int64_t pos0, float theta,
         bool interleaved),
        (x, n_heads, head_dim, pos0, theta, interleaved), (&x))
 /// Causal grouped-query attention. q: T x (Hq*d) for positions pos0..pos0+T-1; K, V: caches
 /// (>= pos0+T rows) x (Hkv*d) already holding positions 0..pos0+T-1. out: T x (Hq*d).
+/// Query head h reads KV head h / (Hq / Hkv); scores are scaled by 1/sqrt(d).
 /// On the GPU with set_bf16_matmul on, prefill (T >= 64) of head_dim 64 or 128 runs a fused
 /// kernel on BF16 tensor cores (about 3e-3 relative instead of F32 rounding); with only
-/// set_allow_tf32, prefill runs as cuBLAS GEMMs in TF32.
+/// set_allow_tf32, prefill runs as cuBLAS GEMMs in TF32. F64 never takes either.
 LRQ_OP(attention, void,
        (const Tensor& q, const Tensor& K, const Tensor& V, int64_t n_heads, int64_t n_kv_heads,
         int64_t head_dim, int64_t pos0, const Tensor& out),
@@ -158,7 +164,7 @@ LRQ_OP(attention, void,
 /// out = silu(gate) * up, elementwise. out may alias gate.
 LRQ_OP(silu_mul, void, (const Tensor& gate, const Tensor& up, const Tensor& out),
        (gate, up, out), (&gate, &up, &out))
-/// x += y (same shape).
+/// x += y (same element count and dtype).
 LRQ_OP(add_inplace, void, (const Tensor& x, const Tensor& y), (x, y), (&x, &y))
 /// x[t,:] += b (b of length x.dim(-1), F32/F16/BF16).
 LRQ_OP(add_row_vector, void, (const Tensor& x, const Tensor& b), (x, b), (&x, &b))
@@ -166,6 +172,56 @@ LRQ_OP(add_row_vector, void, (const Tensor& x, const Tensor& b), (x, b), (&x, &b
 /// it would be a wild read).
 LRQ_OP(embedding, void, (const Tensor& table, std::span<const int32_t> ids, const Tensor& out),
        (table, ids, out), (&table, &out))
+
+// ------------------------------------------------------------------ transformer backward (training)
+// The gradients of the pieces above, for training a block by backpropagation (LRQ). F32 or
+// F64, every activation and gradient of one call the same dtype. Each takes dL/d(output) and
+// gives dL/d(inputs); a linear layer needs no op of its own (y = x W^T: dx = dy W and
+// dW += dy^T x are gemm calls), nor do residual adds (add_inplace). Training windows start at
+// position 0, so the attention pair has no pos0 and its K and V are this window's T rows.
+/// attention(q, K, V, ..., pos0 = 0, out) for training, which also writes lse [n_heads, T]:
+/// lse[h, t] = log sum_j exp(s_tj) over the scores s_tj = q_t . k_j / sqrt(d) that row t of
+/// head h sees, so the backward recomputes the probabilities exp(s - lse) instead of storing
+/// T x T of them. K, V: T x (Hkv*d), exactly the window's rows. Never on the BF16/TF32 paths.
+/// The GPU runs a tiled kernel (FlashAttention-2's forward, the scores never in global memory).
+LRQ_OP(attention_train, void,
+       (const Tensor& q, const Tensor& K, const Tensor& V, int64_t n_heads, int64_t n_kv_heads,
+        int64_t head_dim, const Tensor& out, const Tensor& lse),
+       (q, K, V, n_heads, n_kv_heads, head_dim, out, lse), (&q, &K, &V, &out, &lse))
+/// The gradients of attention_train given its inputs, its out and lse, and dout = dL/dout
+/// (T x Hq*d): dq (like q), dK and dV (like K and V) are overwritten; dK and dV are summed over
+/// the Hq/Hkv query heads that share a KV head. Outputs may not alias inputs. The CPU forms
+/// one head's probabilities for up to 128 query rows at a time; the GPU never forms them
+/// outside a tile (FlashAttention-2's backward: one pass per key tile for dK and dV, one per
+/// query tile for dq, each recomputing its probability tiles from lse; no atomics, so the
+/// result does not depend on scheduling).
+LRQ_OP(attention_backward, void,
+       (const Tensor& q, const Tensor& K, const Tensor& V, const Tensor& out, const Tensor& lse,
+        const Tensor& dout, int64_t n_heads, int64_t n_kv_heads, int64_t head_dim,
+        const Tensor& dq, const Tensor& dK, const Tensor& dV),
+       (q, K, V, out, lse, dout, n_heads, n_kv_heads, head_dim, dq, dK, dV),
+       (&q, &K, &V, &out, &lse, &dout, &dq, &dK, &dV))
+/// The gradients of out = rmsnorm(x, w, eps): dx = dL/dx given dy = dL/dout (both like x; dx
+/// may alias dy), and dw += sum over rows of dy * x / rms (d values in x's dtype; undefined:
+/// not wanted, e.g. a frozen norm). rms is recomputed exactly as rmsnorm computes it; the
+/// row sums and dw's column sums are accumulated in double, in an order fixed by the shape.
+LRQ_OP(rmsnorm_backward, void,
+       (const Tensor& x, const Tensor& w, float eps, const Tensor& dy, const Tensor& dx,
+        const Tensor& dw),
+       (x, w, eps, dy, dx, dw), (&x, &w, &dy, &dx, &dw))
+/// In place on dx (T x n_heads*head_dim): dx <- R^T dx, the transpose of rope's rotation with
+/// the same arguments and the same angles (the rotation by the opposite angle).
+LRQ_OP(rope_backward, void,
+       (const Tensor& dx, int64_t n_heads, int64_t head_dim, int64_t pos0, float theta,
+        bool interleaved),
+       (dx, n_heads, head_dim, pos0, theta, interleaved), (&dx))
+/// The gradients of out = silu(gate) * up given dout: dup = dout * silu(gate) and
+/// dgate = dout * up * sigmoid(gate) * (1 + gate * (1 - sigmoid(gate))). Elementwise, each
+/// element read before it is written, so dgate and dup may alias gate, up or dout.
+LRQ_OP(silu_mul_backward, void,
+       (const Tensor& gate, const Tensor& up, const Tensor& dout, const Tensor& dgate,
+        const Tensor& dup),
+       (gate, up, dout, dgate, dup), (&gate, &up, &dout, &dgate, &dup))
 
 // ------------------------------------------------------------------ packed matrices
 // The quantize / dequantize / quantized-matmul triad over a Packed matrix (bit layout in

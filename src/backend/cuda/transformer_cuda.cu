@@ -2,7 +2,8 @@
 // residual adds and the embedding lookup. Activations are F32; weights may be F32/F16/BF16.
 // Each kernel computes what its CPU twin computes, in the same precision, so the two agree to
 // rounding (tests/backend_gpu_test.cpp holds them to that); the one exception is the fused BF16
-// attention prefill, taken only when TF32 is allowed.
+// attention prefill, taken only when TF32 is allowed. F64 calls (gradient checks) go to
+// grad_cuda.cu before anything here runs.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 #include "backend/cuda/cuda_common.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/grad_cuda.h"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/reduce.cuh"
 #include "backend/cuda/widen.cuh"
@@ -634,6 +636,7 @@ __global__ void embedding_kernel(const void* table, Stored tk, const int32_t* id
 }  // namespace
 
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out) {
+  if (x.dtype() == DType::F64) return rmsnorm_f64(x, w, eps, out);
   const int64_t d = x.dim(-1), T = x.numel() / d;
   if (T == 0) return;
   if (T > INT_MAX) bad_args("rmsnorm", "too many rows in " + x.str());
@@ -655,6 +658,7 @@ void rmsnorm(const Tensor& x, const Tensor& w, float eps, const Tensor& out) {
 
 void rope(const Tensor& x, int64_t n_heads, int64_t hd, int64_t pos0, float theta,
           bool interleaved) {
+  if (x.dtype() == DType::F64) return rope_f64(x, n_heads, hd, pos0, theta, interleaved);
   const int64_t width = x.dim(-1);
   if (hd / 2 > kMaxHalf) bad_args("rope", "head_dim " + std::to_string(hd) + " above 512");
   const int64_t half = hd / 2, T = x.numel() / width;
@@ -669,6 +673,7 @@ void rope(const Tensor& x, int64_t n_heads, int64_t hd, int64_t pos0, float thet
 
 void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, int64_t nkv,
                int64_t hd, int64_t pos0, const Tensor& out) {
+  if (q.dtype() == DType::F64) return attention_f64(q, K, V, nh, nkv, hd, pos0, out);
   const int64_t T = q.numel() / (nh * hd);
   if (hd > 256) bad_args("attention", "head_dim " + std::to_string(hd) + " above 256");
   if (T == 0) return;
@@ -708,6 +713,7 @@ void attention(const Tensor& q, const Tensor& K, const Tensor& V, int64_t nh, in
 }
 
 void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
+  if (gate.dtype() == DType::F64) return silu_mul_f64(gate, up, out);
   const int64_t n = gate.numel();
   if (n == 0) return;
   if (n % 4 == 0 && aligned16(gate.raw()) && aligned16(up.raw()) && aligned16(out.raw()))
@@ -721,6 +727,7 @@ void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
 }
 
 void add_inplace(const Tensor& x, const Tensor& y) {
+  if (x.dtype() == DType::F64) return add_inplace_f64(x, y);
   const int64_t n = x.numel();
   if (n == 0) return;
   if (n % 4 == 0 && aligned16(x.raw()) && aligned16(y.raw()))
