@@ -21,8 +21,8 @@ with the C++ side; the two agree on the formulas only (RoPE angles in float64:
 stores eps as a float).
 
 Usage: python3 scripts/grad_reference.py [--out PATH] [--seed N]
-Needs PyTorch (Debian: python3-torch). The safetensors file is written by hand (no numpy, no
-safetensors package).
+Needs PyTorch (Debian: python3-torch, under /usr/bin/python3 where a pyenv python3 comes first
+on PATH). The safetensors file is written by hand (no numpy, no safetensors package).
 """
 import argparse
 import json
