@@ -5,7 +5,10 @@
 //   bench_quant_synth [--layers 32] [--windows 128] [--seqlen 2048] [--recipes R1;R2;...]
 //                     [--calib-mode sites|block] [--tf32] [--bf16] [--weights host|device]
 //                     [--allow-cpu-methods] [--hidden 4096 --intermediate 11008 --heads 32
-//                      --vocab 32000]
+//                      --vocab 32000] [--budget BPW [--objective O] [--candidates C1;C2;...]]
+// --budget adds a row for `quantize --budget` (issue 24): the measurement of every candidate,
+// the sensitivities of the objective, the solve and the final run, each timed, so its cost can
+// be stated against the uniform rows of the same table.
 // --weights host (default) keeps the model in host memory and streams one block at a time to
 // the GPU, as `lrquant quantize --device cuda` does with a memory-mapped checkpoint; device
 // puts the whole model on the GPU first. Recipes whose method has no GPU path (runs_on) are
@@ -22,6 +25,7 @@
 #include "backend/memory.h"
 #include "backend/ops.h"
 #include "model/llama.h"
+#include "quant/allocate.h"
 #include "quant/method.h"
 #include "quant/pipeline.h"
 #include "quant/recipe.h"
@@ -37,6 +41,8 @@ struct Args {
   std::string calib_mode = "sites", weights = "host";
   bool tf32 = false, bf16 = false, allow_cpu = false;
   uint64_t seed = 1;
+  double budget = 0;
+  std::string objective = "layer-kl", candidates = kDefaultCandidates;
 };
 
 std::vector<std::string> split(const std::string& s, char sep) {
@@ -101,6 +107,18 @@ std::shared_ptr<Checkpoint> synthetic(const Args& a, Device where) {
   return c;
 }
 
+// The budget row: where its time went, against which the uniform rows above are the yardstick.
+std::string fmt_budget(const BudgetRun& r, double wall, size_t candidates) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "budget %.3g bpw (%s, %zu candidates): wall %.1f s = measurement %.1f s + "
+                "sensitivities %.1f s + final run %.1f s (+ solve); projections %.4f bpw on disk",
+                r.bpw, std::string(budget_objective_name(r.objective)).c_str(), candidates, wall,
+                r.measured.seconds, r.measured.sensitivity_seconds, r.report.seconds,
+                8.0 * double(r.disk_bytes) / double(r.alloc.weights));
+  return buf;
+}
+
 struct Row {
   std::string recipe, note;
   QuantizeReport rep;
@@ -134,6 +152,9 @@ int main(int argc, char** argv) {
     else if (s == "--tf32") a.tf32 = true;
     else if (s == "--bf16") a.bf16 = true;
     else if (s == "--allow-cpu-methods") a.allow_cpu = true;
+    else if (s == "--budget") a.budget = std::atof(next().c_str());
+    else if (s == "--objective") a.objective = next();
+    else if (s == "--candidates") a.candidates = next();
     else {
       std::fprintf(stderr, "bench_quant_synth: unknown argument %s\n", s.c_str());
       return 2;
@@ -187,6 +208,26 @@ int main(int argc, char** argv) {
       rows.push_back(std::move(row));
     }
 
+    std::string budget_line;
+    if (a.budget > 0) {
+      QuantizeOptions o;
+      o.device = Device::CUDA;
+      o.calib_mode = parse_calib_mode(a.calib_mode);
+      o.tf32 = a.tf32;
+      o.bf16 = a.bf16;
+      o.progress = false;
+      BudgetOptions b;
+      b.bpw = a.budget;
+      b.candidates = parse_candidates(a.candidates);
+      b.objective = parse_budget_objective(a.objective);
+      Model model(ckpt);
+      auto t1 = std::chrono::steady_clock::now();
+      BudgetRun r = quantize_to_budget(model, windows, o, b);
+      const double wall = since(t1);
+      std::fprintf(stderr, "budget %.3g: %.1f s\n", a.budget, wall);
+      budget_line = fmt_budget(r, wall, b.candidates.size());
+    }
+
     std::printf("\n### Synthetic LLaMA-2-7B-shaped quantization on the GPU\n\n");
     std::printf("%lld blocks, hidden %lld, MLP %lld, %lld heads, vocab %lld; %lld windows x %lld "
                 "tokens; calib mode %s; matmul %s; weights on %s (%s); model built in %.1f s\n\n",
@@ -211,6 +252,7 @@ int main(int argc, char** argv) {
                   double(r.rep.peak_gpu_bytes) / 1073741824.0,
                   j["bpw"].get<double>(), j["mean_output_err"].get<double>(), r.note.c_str());
     }
+    if (!budget_line.empty()) std::printf("\n%s\n", budget_line.c_str());
     std::fflush(stdout);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_quant_synth: %s\n", e.what());

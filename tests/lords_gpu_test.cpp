@@ -3,6 +3,7 @@
 // refinement's elementwise passes exactly, and Adam to rounding.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -26,7 +27,8 @@ Tensor factor(int64_t r, int64_t c, uint64_t seed) {
 }
 
 std::unique_ptr<LordsLinear> make(int64_t m, int64_t n, int64_t rank, int bits, uint64_t seed) {
-  const Tensor book = bits <= 4 ? nf_codebook(bits) : randn({256}, seed + 3).to(DType::F32);
+  Tensor book = bits <= 4 ? nf_codebook(bits) : randn({256}, seed + 3).to(DType::F32);
+  if (bits > 4) std::sort(book.data<float>(), book.data<float>() + 256);  // packing wants it ascending
   return LordsLinear::pack(random_codes(m, n, bits, seed), factor(m, rank, seed + 1),
                            factor(rank, n, seed + 2), book, bits);
 }

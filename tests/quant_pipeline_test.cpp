@@ -579,7 +579,34 @@ TEST(Pipeline, FullOrReadOnlyFileSystemIsACleanError) {
   EXPECT_EQ(full.exit_code, 1);
   EXPECT_NE(full.err.find("no space left on device"), std::string::npos) << full.err;
   EXPECT_EQ(std::count(full.err.begin(), full.err.end(), '\n'), 1) << full.err;
-  EXPECT_TRUE(fs::is_empty(mnt));
+  // The blocks finished before the disk filled are kept, whole (no temporary or partial file),
+  // and the error says how to continue; no output folder was started.
+  const std::string ck = mnt + "/.q.resume";
+  EXPECT_NE(full.err.find("blocks finished are kept in " + ck + "; fix the cause and rerun the "
+                          "same command with --resume"),
+            std::string::npos)
+      << full.err;
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(mnt)) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{".q.resume"});
+  const auto state = nlohmann::json::parse(read_text_file(ck + "/state.json"));
+  const int64_t kept = state.at("finished").get<int64_t>();
+  EXPECT_GT(kept, 0);
+  size_t files = 0;
+  for (const auto& e : fs::directory_iterator(ck)) {
+    const std::string f = e.path().filename().string();
+    ++files;
+    EXPECT_TRUE(f == "state.json" || f.starts_with("block-")) << f;
+  }
+  EXPECT_EQ(files, size_t(1 + 2 * kept));
+  // With room made, the same command continues from them and leaves only the output.
+  ASSERT_EQ(std::system(("mount -o remount,size=16m " + mnt).c_str()), 0);
+  const auto resumed = test::run_cli(args + " --resume");
+  EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
+  left.clear();
+  for (const auto& e : fs::directory_iterator(mnt)) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"q"});
+  fs::remove_all(mnt + "/q");
   ASSERT_EQ(std::system(("mount -o remount,ro " + mnt).c_str()), 0);
   const auto ro = test::run_cli(args);
   EXPECT_EQ(ro.exit_code, 1);

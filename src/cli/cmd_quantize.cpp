@@ -8,6 +8,7 @@
 
 #include "calib/windows.h"
 #include "cli/common.h"
+#include "cli/quantize_budget.h"
 #include "core/interrupt.h"
 #include "core/sha256.h"
 #include "io/mapped_file.h"
@@ -123,14 +124,14 @@ Command add_quantize(CLI::App& app) {
          resume = false;
   };
   auto a = std::make_shared<Args>();
+  auto b = std::make_shared<BudgetArgs>();
   auto* sub = app.add_subcommand("quantize", "Quantize every projection and write a checkpoint");
   sub->add_option("--model", a->model, "model folder or llama2.c .bin")->required();
   sub->add_option("--tokenizer", a->tokenizer, "tokenizer file (default: beside the weights)");
   sub->add_option("--calib", a->calib, "calibration text file(s), comma separated")->required();
   sub->add_option("--nsamples", a->nsamples, "calibration windows")->capture_default_str();
   sub->add_option("--seqlen", a->seqlen, "tokens per window")->capture_default_str();
-  sub->add_option("--recipe", a->recipe, "e.g. gptq:w4g128,act_order (list: lrquant recipes; docs/RECIPES.md)")
-      ->required();
+  sub->add_option("--recipe", a->recipe, "e.g. gptq:w4g128,act_order (list: lrquant recipes; docs/RECIPES.md)");
   sub->add_option("--layer-recipe", a->layer_recipes, "REGEX=RECIPE override (repeatable)");
   sub->add_option("--out", a->out, "output folder")->required();
   sub->add_option("--report", a->report,
@@ -155,10 +156,14 @@ Command add_quantize(CLI::App& app) {
   sub->add_flag("--bf16", a->bf16,
                 "with --device cuda: BF16 activations on the tensor cores for the calibration "
                 "products (fastest; implies --tf32 for the rest)");
-  return {sub, [a] {
+  add_budget_options(sub, *b);
+  return {sub, [a, b] {
             install_interrupt_handler();
+            const BudgetOptions bo =
+                budget_options(*b, !a->recipe.empty(), !a->layer_recipes.empty(), a->resume);
+            const std::optional<Measurements> reuse = load_measurements(*b);
             QuantizeOptions o;
-            o.recipe = parse_recipe(a->recipe);
+            o.recipe = parse_recipe(b->active() ? "fp" : a->recipe);
             for (const auto& s : a->layer_recipes) o.overrides.push_back(parse_layer_recipe(s));
             o.seed = a->seed;
             o.fp_inputs = a->fp_inputs;
@@ -204,23 +209,47 @@ Command add_quantize(CLI::App& app) {
                            (long long)ck.finished(), (long long)m.model->n_layers(),
                            ck_dir.c_str());
             o.checkpoints = &ck;
-            QuantizeReport rep = quantize_model(*m.model, windows, o);
-            nlohmann::json prov = {{"recipe", o.recipe.str()},
-                                   {"layer_recipes", a->layer_recipes},
-                                   {"calibration",
-                                    {{"files", files},
-                                     {"nsamples", a->nsamples},
-                                     {"seqlen", a->seqlen},
-                                     {"seed", a->seed},
-                                     {"fp_inputs", a->fp_inputs},
-                                     {"mode", std::string(calib_mode_name(o.calib_mode))},
-                                     {"device", a->device},
-                                     {"tf32", a->tf32},
-                                     {"bf16", a->bf16}}},
-                                   {"source", a->model},
-                                   {"total", reproducible_total(rep)}};
-            SaveOptions so{a->out, a->force, prov};
-            save_quantized(*m.model, so);
+            auto save_output = [&](const QuantizeReport& rep, const std::optional<BudgetRun>& br) {
+              nlohmann::json prov = {{"recipe", o.recipe.str()},
+                                     {"layer_recipes", a->layer_recipes},
+                                     {"calibration",
+                                      {{"files", files},
+                                       {"nsamples", a->nsamples},
+                                       {"seqlen", a->seqlen},
+                                       {"seed", a->seed},
+                                       {"fp_inputs", a->fp_inputs},
+                                       {"mode", std::string(calib_mode_name(o.calib_mode))},
+                                       {"device", a->device},
+                                       {"tf32", a->tf32},
+                                       {"bf16", a->bf16}}},
+                                     {"source", a->model},
+                                     {"total", reproducible_total(rep)}};
+              if (br) {  // the allocation as the recipes that replay it
+                prov["recipe"] = br->alloc.recipe.str();
+                prov["layer_recipes"] = br->alloc.layer_recipe_args;
+                prov["budget"] = {{"bpw", bo.bpw},
+                                  {"objective", std::string(budget_objective_name(bo.objective))},
+                                  {"candidates", br->measured.candidates}};
+              }
+              SaveOptions so{a->out, a->force, prov};
+              save_quantized(*m.model, so);
+            };
+            std::optional<BudgetRun> br;
+            QuantizeReport rep;
+            // A run that fails after finishing blocks (full disk, a bad layer, out of memory)
+            // keeps them: the one-line error says where they are and how to continue.
+            try {
+              if (b->active())
+                br = quantize_to_budget(*m.model, windows, o, bo, reuse ? &*reuse : nullptr);
+              rep = br ? br->report : quantize_model(*m.model, windows, o);
+              save_output(rep, br);
+            } catch (const Error& e) {
+              if (ck.finished() == 0) throw;
+              throw Error(fmt::format(
+                  "{} ({} of {} blocks finished are kept in {}; fix the cause and rerun the same "
+                  "command with --resume to continue, or with --force to start over)",
+                  e.what(), ck.finished(), m.model->n_layers(), ck_dir));
+            }
             ck.remove();
             struct rusage ru;
             getrusage(RUSAGE_SELF, &ru);
@@ -230,15 +259,20 @@ Command add_quantize(CLI::App& app) {
               j["total"]["peak_rss_mib"] = peak_mib;
               j["recipe"] = o.recipe.str();
               j["model"] = a->model;
+              if (br) {
+                j["recipe"] = br->alloc.recipe.str();
+                j["budget"] = br->to_json();
+              }
               write_file_atomic(a->report, j.dump(1) + "\n");
               write_file_atomic(report_svg_path(a->report),
-                                report_svg(j, o.recipe.str() + "  (" + a->model + ")"));
+                                report_svg(j, j["recipe"].get<std::string>() + "  (" + a->model + ")"));
             }
             if (!a->quiet) {
               print_table(rep);
               print_stages(rep);
               std::printf("peak resident memory %.1f MiB\n", peak_mib);
             }
+            if (br) print_budget(*br);
             std::printf("wrote %s\n", a->out.c_str());
           }};
 }

@@ -84,11 +84,14 @@ std::string LordsLinear::describe() const {
   return "lords w" + std::to_string(w_.bits) + " r" + std::to_string(rank());
 }
 
+LordsLinear::LordsLinear(ops::Lords w, Copied)
+    : Linear(w.cols(), w.rows()), w_(std::move(w)) {}
+
 std::unique_ptr<Linear> LordsLinear::to(Device device) const {
-  return std::make_unique<LordsLinear>(
+  return std::unique_ptr<LordsLinear>(new LordsLinear(
       ops::Lords{w_.codes.to(device), w_.codebook.to(device), w_.B.to(device), w_.A.to(device),
                  w_.bits},
-      "LordsLinear::to");
+      Copied{}));
 }
 
 Tensor LordsLinear::unpack_codes() const {

@@ -44,6 +44,11 @@ class LordsLinear final : public Linear {
   Tensor unpack_codes() const;
 
  private:
+  // to()'s copy of a checked layer: nothing to check again, and nothing may be read, since under
+  // a CopyQueue capture the bytes are still in flight (backend/memory.h).
+  struct Copied {};
+  LordsLinear(ops::Lords w, Copied);
+
   ops::Lords w_;
 };
 

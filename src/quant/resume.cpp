@@ -114,6 +114,10 @@ BlockCheckpoints::BlockCheckpoints(std::string dir, nlohmann::json job, Previous
   write_state();
 }
 
+BlockCheckpoints::~BlockCheckpoints() {
+  if (finished_ == 0) remove();
+}
+
 BlockCheckpoints::Lock::~Lock() {
   if (fd >= 0) ::close(fd);
 }

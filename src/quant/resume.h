@@ -34,6 +34,9 @@ class BlockCheckpoints {
   /// this object lives: a second run on the same output is an Error, not a mix of two runs'
   /// blocks.
   BlockCheckpoints(std::string dir, nlohmann::json job, Previous previous);
+  /// A run that ends (or fails) before finishing a block leaves nothing behind: the folder is
+  /// removed unless it holds finished blocks.
+  ~BlockCheckpoints();
   BlockCheckpoints(const BlockCheckpoints&) = delete;
   BlockCheckpoints& operator=(const BlockCheckpoints&) = delete;
 
