@@ -355,7 +355,7 @@ TEST(Pipeline, EveryMethodWritesTheSameBytesWithAnyThreadCount) {
   for (const char* recipe :
        {"rtn:w4g128", "gptq:w3g128", "awq:w4g128", "nf:b4", "flrq:w3g128", "lopro:w3g128",
         "gptq:w3g128+lr:r8,scale=full", "lords:b3,steps=40",
-        "lords:b3,objective=full,assign=gptq,steps=20"}) {
+        "lords:b3,objective=full,assign=gptq,steps=20", "lrq:w3g64,clip,steps=4"}) {
     std::string first;
     for (int threads : {1, 2, 16}) {
       const std::string out = base + "/t" + std::to_string(threads);
@@ -486,7 +486,7 @@ TEST(Pipeline, ResumedRunWritesTheUninterruptedBytesForEveryMethod) {
   const std::vector<std::string> overrides = {"mlp\\.down_proj=fp", "v_proj=rtn:w8g64"};
   for (const char* recipe :
        {"gptq:w3g128,act_order", "nf:b4", "flrq:w3g128,rank=8", "lopro:w3g128,rank=8",
-        "gptq:w3g128+lr:r8,scale=full", "lords:b3,steps=5", "mixed"}) {
+        "gptq:w3g128+lr:r8,scale=full", "lords:b3,steps=5", "lrq:w3,steps=3", "mixed"}) {
     SCOPED_TRACE(recipe);
     const bool mixed = std::string(recipe) == "mixed";
     const nlohmann::json job = {{"recipe", recipe}};
