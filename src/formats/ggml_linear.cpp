@@ -45,9 +45,8 @@ void GgmlLinear::forward(const Tensor& x, const Tensor& y) const {
   }
   ops::linear(xt, dequantize_blocks(), y);
   for (const LowRankTerm& term : low_rank_inputs(x)) {
-    Tensor add = Tensor::empty({x.dim(0), out_});
-    ops::linear(term.h, term.L, add);
-    ops::accumulate(y, add);
+    const Tensor L = term.L.dtype() == DType::F32 ? term.L : term.L.to(DType::F32);
+    ops::gemm(term.h, false, L, true, y, 1.0, 1.0);  // y += (R x) L^T
   }
 }
 
