@@ -38,7 +38,8 @@ GridChoice with_grid_type(const Stage& s, const RtnOptions& grid) {
   c.grid = grid;
   c.weigh_by_h = grid.clip_search;
   RtnOptions& o = c.grid;
-  const std::string type = s.s("type");
+  // Methods that pick the grid options without `type` (lopro) never name one.
+  const std::string type = s.has("type") ? s.s("type") : "none";
   if (type == "none") return c;
   for (const char* k : {"bits", "group", "sym", "asym"})
     if (s.has(k))
