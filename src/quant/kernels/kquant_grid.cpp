@@ -20,8 +20,6 @@ using gguf::KQuantLayout;
 
 constexpr int kSub = 32;  // the largest sub-block
 
-float f16_round(float x) { return f16_to_f32(f32_to_f16(x)); }
-
 // One sub-block's values and importances, gathered from the strided source.
 struct Slice {
   float x[kSub];
