@@ -1,7 +1,8 @@
 // Formats as data: every layer kind the registry knows saves and loads back to the same layer
 // (same bytes, same decoded matrix, same products), old checkpoints without kind tags still
 // load, and unknown kinds or transform stages are errors that name the layer. Built from the
-// runtime alone (no quantizer): layers are packed from random codes.
+// runtime alone but for two fits (NormalFloat's codebook, the K-quant blocks: random bytes would not
+// make finite F16 scales); other layers are packed from random codes.
 #include <algorithm>
 #include <numeric>
 #include <random>
@@ -12,8 +13,10 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "formats/ggml_linear.h"
 #include "formats/lords_linear.h"
 #include "formats/packed_linear.h"
+#include "quant/kernels/kquant_grid.h"
 #include "quant/kernels/nf_codebook.h"
 #include "formats/registry.h"
 #include "formats/transform.h"
@@ -80,6 +83,13 @@ std::vector<Case> all_cases() {
                                                       randn({5, in}, 61, 0.3, 0.5),
                                                       nf_codebook(3), 3)});
   }
+  cases.push_back(
+      {"ggml q4_K perm +lr",
+       std::make_unique<GgmlLinear>(
+           gguf::Type::Q4_K, kquant_rtn(randn({out, in}, 70, 0.05), gguf::Type::Q4_K), in,
+           InputTransform().permute(perm),
+           std::vector<LowRankPart>{
+               LowRankPart::from_f32(randn({out, 3}, 71, 0.1), randn({3, in}, 72, 0.1), false)})});
   auto inner = std::make_unique<PackedLinear>(random_packed(out, in, 8, 128, QuantFormat::Symmetric, 50),
                                               InputTransform(), std::vector<LowRankPart>{});
   cases.push_back({"symmetric w8 + bias",
@@ -184,7 +194,7 @@ TEST(Formats, UnknownKindsAndStagesAreErrorsNamingTheLayer) {
   nlohmann::json bad = meta;
   bad["kind"] = "sparse";
   EXPECT_NE(message(bad).find("ck: layer layer"), std::string::npos) << message(bad);
-  EXPECT_NE(message(bad).find("unknown layer kind 'sparse' (this build reads: lords, packed"),
+  EXPECT_NE(message(bad).find("unknown layer kind 'sparse' (this build reads: ggml, lords, packed"),
             std::string::npos)
       << message(bad);
   bad = meta;

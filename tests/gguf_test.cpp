@@ -21,16 +21,20 @@
 #include <set>
 #include <sstream>
 
+#include "backend/ops.h"
 #include "core/error.h"
 #include "core/sha256.h"
 #include "eval/generate.h"
 #include "eval/perplexity.h"
+#include "formats/ggml_linear.h"
 #include "formats/gguf_export.h"
 #include "formats/load_model.h"
 #include "formats/packed_linear.h"
 #include "io/checkpoint.h"
 #include "io/gguf_llama.h"
 #include "io/safetensors.h"
+#include "quant/kernels/kquant_grid.h"
+#include "quant/objective.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -574,6 +578,130 @@ TEST(GgufFile, MalformedFilesGiveOneLineErrors) {
                "tensor 'q' has type iq4_nl, which lrquant cannot read");
 }
 
+// ------------------------------------------------------------------ K-quant grids
+constexpr gguf::Type kKTypes[] = {gguf::Type::Q2_K, gguf::Type::Q3_K, gguf::Type::Q4_K,
+                                  gguf::Type::Q5_K, gguf::Type::Q6_K};
+
+// Rows of gaussian weights with a few large ones, as trained projections have.
+Tensor weights(int64_t rows, int64_t cols, uint64_t seed) {
+  Tensor W = test::randn({rows, cols}, seed, 0.02);
+  std::mt19937_64 g(seed + 1);
+  for (int64_t i = 0; i < W.numel() / 97; ++i)
+    W.data<float>()[g() % uint64_t(W.numel())] *= 8.f;
+  return W;
+}
+
+TEST(KQuantGrid, StoredBytesDecodeToTheFittedValues) {
+  // The values the fit and the code assignment computed with (kquant_values, from the block's
+  // numbers) are what the bytes decode to, by our decoder and by ggml's own dequantize_row.
+  const Tensor W = weights(8, 1024, 11);
+  const std::vector<float> imp = gaussian(1024, 12);
+  for (gguf::Type t : kKTypes) {
+    SCOPED_TRACE(std::string(gguf::type_name(t)));
+    const gguf::KQuantLayout& l = *gguf::kquant_layout(t);
+    const size_t bb = gguf::traits(t).block_bytes;
+    for (int64_t b = 0; b < W.numel() / 256; ++b) {
+      const float* x = W.data<float>() + b * 256;
+      std::vector<float> w(256);
+      for (int k = 0; k < 256; ++k) w[size_t(k)] = std::fabs(imp[size_t((b * 256 + k) % 1024)]);
+      gguf::KQuantBlock blk;
+      float S[16], O[16];
+      fit_kquant_superblock(l, x, 1, w.data(), &blk, S, O);
+      for (int k = 0; k < 256; ++k) {
+        const float c = std::nearbyint((x[k] - O[k / l.sub]) / S[k / l.sub]);
+        blk.code[k] = uint8_t(std::clamp(std::isfinite(c) ? c : 0.f, 0.f, float(l.maxq())));
+      }
+      for (int j = 0; j < l.subs(); ++j) {
+        ASSERT_GE(blk.scale[j], l.scale_min);
+        ASSERT_LE(blk.scale[j], l.scale_max);
+        ASSERT_GE(blk.min[j], 0);
+        ASSERT_LE(blk.min[j], l.min_max);
+      }
+      std::vector<float> mine(256), ours(256);
+      kquant_values(l, blk, mine.data());
+      std::vector<uint8_t> bytes(bb);
+      gguf::pack_kquant(l, blk, bytes.data());
+      gguf::traits(t).decode(bytes.data(), ours.data(), 256);
+      ASSERT_EQ(std::memcmp(mine.data(), ours.data(), 4 * 256), 0) << "block " << b;
+      // The fit is nearest on its grid: no value is further than half a step from its code's.
+      for (int k = 0; k < 256; ++k)
+        ASSERT_LE(std::fabs(x[k] - mine[size_t(k)]),
+                  0.5f * std::fabs(S[k / l.sub]) * 1.0001f +
+                      (blk.code[k] == 0 || blk.code[k] == l.maxq() ? INFINITY : 0.f))
+            << k;
+    }
+  }
+  // The whole matrix through ggml's decoder, where the reference library is installed.
+  if (!llama_cpp_dir().empty()) {
+    for (gguf::Type t : kKTypes) {
+      Tensor imp_t = Tensor::empty({1024});
+      for (int64_t k = 0; k < 1024; ++k) imp_t.data<float>()[k] = std::fabs(imp[size_t(k)]);
+      const Tensor blocks = kquant_rtn(W, t, imp_t);
+      const GgmlLinear layer(t, blocks, 1024, {}, {});
+      auto dequant = ggml().dequant(std::string(gguf::type_name(t)));
+      ASSERT_NE(dequant, nullptr);
+      std::vector<float> theirs(size_t(W.numel()));
+      dequant(blocks.data<uint8_t>(), theirs.data(), W.numel());
+      EXPECT_EQ(std::memcmp(layer.dequantize().data<float>(), theirs.data(), 4 * theirs.size()), 0)
+          << gguf::type_name(t);
+    }
+  }
+}
+
+TEST(KQuantGrid, FitIsAtLeastAsGoodAsGgmlsReference) {
+  REQUIRE_LLAMA_CPP();
+  // Same values, plain squared error: our searched grids against ggml's reference quantizer
+  // (quantize_row_*_ref, what llama-quantize writes without an importance matrix).
+  const Tensor W = weights(64, 1024, 21);
+  for (gguf::Type t : kKTypes) {
+    const std::string name(gguf::type_name(t));
+    auto quant = ggml().quant(name);
+    ASSERT_NE(quant, nullptr) << name;
+    std::vector<uint8_t> ref(gguf::row_bytes(t, W.numel()));
+    quant(W.data<float>(), ref.data(), W.numel());
+    std::vector<float> theirs(size_t(W.numel()));
+    gguf::traits(t).decode(ref.data(), theirs.data(), W.numel());
+    const Tensor ours = GgmlLinear(t, kquant_rtn(W, t), 1024, {}, {}).dequantize();
+    double e_ref = 0, e_ours = 0;
+    for (int64_t i = 0; i < W.numel(); ++i) {
+      const double x = W.data<float>()[i];
+      e_ref += (x - theirs[size_t(i)]) * (x - theirs[size_t(i)]);
+      e_ours += (x - ours.data<float>()[i]) * (x - ours.data<float>()[i]);
+    }
+    EXPECT_LT(e_ours, e_ref) << name << ": ours " << e_ours << " ggml " << e_ref;
+    std::printf("[ KQuantGrid ] %s squared error: ours %.4g, ggml reference %.4g (%.3f)\n",
+                name.c_str(), e_ours, e_ref, e_ours / e_ref);
+  }
+}
+
+TEST(KQuantGrid, GptqHasLessOutputErrorThanRtnOnTheSameGrid) {
+  // Inputs with correlated channels (a random mixing of gaussians), H = X^T X / T.
+  const int64_t n = 512, T = 2048;
+  const Tensor Z = test::randn({T, n}, 31), M = test::randn({n, n}, 32, 1.0 / std::sqrt(n));
+  Tensor X = Tensor::empty({T, n});
+  ops::gemm(Z, false, M, false, X);
+  Tensor H = Tensor::empty({n, n}, DType::F64);
+  Tensor Hf = Tensor::empty({n, n});
+  ops::gemm(X, true, X, false, Hf, 1.0 / double(T));
+  for (int64_t i = 0; i < n * n; ++i) H.data<double>()[i] = Hf.data<float>()[i];
+  const Tensor W = weights(128, n, 33);
+  Tensor dH = Tensor::empty({n});
+  for (int64_t i = 0; i < n; ++i) dH.data<float>()[i] = float(H.data<double>()[i * n + i]);
+  for (gguf::Type t : {gguf::Type::Q4_K, gguf::Type::Q3_K, gguf::Type::Q2_K}) {
+    SCOPED_TRACE(std::string(gguf::type_name(t)));
+    const Tensor rtn = GgmlLinear(t, kquant_rtn(W, t, dH), n, {}, {}).dequantize();
+    GptqResult r;
+    const Tensor gptq = GgmlLinear(t, kquant_gptq(W, H, t, GptqOptions{}, nullptr, &r), n, {}, {})
+                            .dequantize();
+    EXPECT_TRUE(r.perm.empty());
+    const double e_rtn = hessian_error(difference(W, rtn), H);
+    const double e_gptq = hessian_error(difference(W, gptq), H);
+    EXPECT_LT(e_gptq, 0.9 * e_rtn) << "gptq " << e_gptq << " rtn " << e_rtn;
+    std::printf("[ KQuantGrid ] %s tr(D H D^T): gptq %.4g, rtn %.4g (%.3f)\n",
+                std::string(gguf::type_name(t)).c_str(), e_gptq, e_rtn, e_gptq / e_rtn);
+  }
+}
+
 // ------------------------------------------------------------------ models
 struct Lab {
   std::unique_ptr<Model> model;
@@ -746,6 +874,105 @@ TEST(GgufModel, LrquantFoldersTranscodeBitForBit) {
   }
 }
 
+TEST(GgufModel, KQuantFoldersTranscodeBitForBit) {
+  REQUIRE_SHARED();
+  // lab-s's 256-wide inputs take the K-quant; ffn_down (640 = 2.5 super-blocks) its stand-in.
+  const std::tuple<const char*, gguf::Type, gguf::Type> cases[] = {
+      {"gptq:q4_k", gguf::Type::Q4_K, gguf::Type::Q4_1},
+      {"gptq:q3_k", gguf::Type::Q3_K, gguf::Type::Q4_0},
+      {"rtn:q2_k", gguf::Type::Q2_K, gguf::Type::Q4_0},
+      {"awq:q5_k", gguf::Type::Q5_K, gguf::Type::Q8_0},
+      {"rtn:q6_k,clip", gguf::Type::Q6_K, gguf::Type::Q8_0},
+      {"rtn:q4_0", gguf::Type::Q4_0, gguf::Type::Q4_0}};
+  for (auto [recipe, type, stand_in] : cases) {
+    SCOPED_TRACE(recipe);
+    const std::string folder = quantize(recipe), out = folder + ".gguf";
+    const bool awq = std::string(recipe).starts_with("awq");
+    test::CliResult r = test::run_cli("export --model " + folder + " --out " + out);
+    if (awq) {
+      // AWQ's per-layer input scale is runtime-only: quantized on the grid, refused at export.
+      EXPECT_EQ(r.exit_code, 1);
+      EXPECT_NE(r.err.find("an input scale (AWQ)"), std::string::npos) << r.err;
+      const Lab q = open_lab(folder);
+      EXPECT_NE(q.model->linear("model.layers.0.self_attn.q_proj").describe().find("ggml q5_K"),
+                std::string::npos);
+      continue;
+    }
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("28 lrquant layers transcoded bit for bit"), std::string::npos) << r.out;
+    const gguf::File f = gguf::File::open(out);
+    const Lab q = open_lab(folder), g = open_lab(out);
+    for (const std::string& name : q.model->linear_names()) {
+      const bool down = name.ends_with("down_proj");
+      EXPECT_EQ(f.tensor(gguf::llama_name(name + ".weight"))->type, down ? stand_in : type)
+          << name;
+      EXPECT_TRUE(same_bits(g.model->checkpoint().get(name + ".weight"),
+                            q.model->linear(name).dequantize()))
+          << name;
+    }
+    // The stored bytes of a K-quant layer are the file's bytes (q_proj: rows in RoPE order).
+    const auto* layer = dynamic_cast<const GgmlLinear*>(&q.model->linear("model.layers.1.mlp.up_proj"));
+    if (type != gguf::Type::Q4_0) {
+      ASSERT_NE(layer, nullptr);
+      const gguf::TensorInfo* ti = f.tensor("blk.1.ffn_up.weight");
+      EXPECT_EQ(ti->bytes, uint64_t(layer->blocks().nbytes()));
+      EXPECT_EQ(std::memcmp(f.data(*ti), layer->blocks().raw(), ti->bytes), 0);
+      // Bits per weight of ggml's block: 84, 110, 144, 176 or 210 bytes per 256.
+      EXPECT_DOUBLE_EQ(layer->bits_per_weight(),
+                       double(gguf::traits(type).block_bytes) * 8.0 / 256.0);
+    }
+  }
+}
+
+TEST(GgufModel, LowRankBranchGoesToALoraAdapter) {
+  REQUIRE_SHARED();
+  const std::string folder = quantize("gptq:q4_k+lr:r8"), dir = test::temp_dir();
+  const std::string base = dir + "/base.gguf", adapter = dir + "/adapter.gguf";
+  test::CliResult r = test::run_cli("export --model " + folder + " --out " + base);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("pass --lora-out ADAPTER.gguf"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(base));
+  lrquant("export --model " + folder + " --out " + base + " --lora-out " + adapter);
+  const gguf::File a = gguf::File::open(adapter);
+  EXPECT_EQ(a.opt_string("general.type"), "adapter");
+  EXPECT_EQ(a.opt_string("adapter.type"), "lora");
+  EXPECT_EQ(a.opt_number("adapter.lora.alpha"), 8.0);  // = the rank: llama.cpp's scale is 1
+  const Lab q = open_lab(folder), g = open_lab(base);
+  for (const std::string& name : q.model->linear_names()) {
+    SCOPED_TRACE(name);
+    const auto& l = dynamic_cast<const LowRankLinear&>(q.model->linear(name));
+    const std::string gname = gguf::llama_name(name + ".weight");
+    const gguf::TensorInfo* ta = a.tensor(gname + ".lora_a");
+    const gguf::TensorInfo* tb = a.tensor(gname + ".lora_b");
+    ASSERT_TRUE(ta && tb);
+    EXPECT_EQ(ta->ne, (std::vector<int64_t>{l.in_features(), 8}));
+    EXPECT_EQ(tb->ne, (std::vector<int64_t>{8, l.out_features()}));
+    // base + B A, with lora_b's rows taken back from RoPE order, is the layer lrquant runs.
+    const Tensor A = a.load(*ta);
+    const Tensor B = gguf::rope_permuted(name + ".weight")
+                         ? a.load_rows(*tb, [&](int64_t row) {
+                             return gguf::rope_gguf_row(row, q.model->config().head_dim);
+                           })
+                         : a.load(*tb);
+    Tensor W = g.model->checkpoint().get(name + ".weight").clone();
+    ops::gemm(B, false, A, false, W, 1.0, 1.0);
+    const Tensor want = q.model->linear(name).dequantize();
+    double worst = 0;
+    for (int64_t i = 0; i < W.numel(); ++i)
+      worst = std::max(worst, double(std::fabs(W.data<float>()[i] - want.data<float>()[i])));
+    EXPECT_LT(worst, 1e-6);  // one F32 rounding of a rank-8 product on weights of ~0.1
+    // The base alone is the quantized residual, bit for bit.
+    auto residual = l.with_low_rank({});
+    EXPECT_TRUE(same_bits(g.model->checkpoint().get(name + ".weight"), residual->dequantize()));
+  }
+  // A rotation or permutation of the input cannot become W + B A on the input.
+  const std::string lopro = quantize("gptq:q4_0,act_order+lr:r4");
+  r = test::run_cli("export --model " + lopro + " --out " + dir + "/p.gguf --lora-out " + dir +
+                    "/pa.gguf");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("column permutation"), std::string::npos) << r.err;
+}
+
 TEST(GgufModel, InexactLayersAreRefusedNamingARecipe) {
   const int64_t out = 64, in = 128;
   auto packed = [&](int bits, int64_t group, QuantFormat f) {
@@ -776,14 +1003,19 @@ TEST(GgufModel, InexactLayersAreRefusedNamingARecipe) {
       {reason(packed(4, 32, QuantFormat::Codebook)), "codebook"},
       {reason(packed(4, 32, QuantFormat::Symmetric), InputTransform().permute(perm)), "act_order"},
       {reason(packed(4, 32, QuantFormat::Symmetric), InputTransform().hadamard(128, 0)),
-       "Hadamard"},
-      {reason(packed(4, 32, QuantFormat::Symmetric), {},
-              {LowRankPart::from_f32(test::randn({out, 4}, 5), test::randn({4, in}, 6), false)}),
-       "low-rank branch (rank 4)"}};
+       "Hadamard"}};
   for (const auto& [why, what] : refused) {
     EXPECT_NE(why.find(what), std::string::npos) << why;
-    EXPECT_NE(why.find("rtn:w4g32,sym (Q4_0)"), std::string::npos) << why;
+    EXPECT_NE(why.find("rtn or gptq (no act_order) with q4_0, q4_1, q8_0 or q2_k..q6_k"),
+              std::string::npos)
+        << why;
   }
+  // A low-rank branch has its own way out: the adapter.
+  const std::string lr = reason(
+      packed(4, 32, QuantFormat::Symmetric), {},
+      {LowRankPart::from_f32(test::randn({out, 4}, 5), test::randn({4, in}, 6), false)});
+  EXPECT_NE(lr.find("low-rank branch (rank 4)"), std::string::npos) << lr;
+  EXPECT_NE(lr.find("pass --lora-out ADAPTER.gguf"), std::string::npos) << lr;
   // Through the CLI, on a real GPTQ act_order checkpoint.
   REQUIRE_SHARED();
   const std::string folder = quantize("gptq:w4g32,sym,act_order");
@@ -953,6 +1185,41 @@ TEST(LlamaCpp, QuantizedExportsWithinActivationTolerance) {
   }
   // The transcoded folder evaluates the same in lrquant from either form.
   EXPECT_EQ(eval4(open_lab(folder), ids).ppl, eval4(open_lab(files.back()), ids).ppl);
+}
+
+TEST(LlamaCpp, KQuantAndLowRankExportsMatchLrquant) {
+  REQUIRE_SHARED();
+  REQUIRE_LLAMA_CPP();
+  // Within the 0.5% of QuantizedExportsWithinActivationTolerance: llama.cpp quantizes
+  // activations to 8 bits in its K-quant and Q4_0 dot products, lrquant does not.
+  const std::string text = test::shared("data/lab-corpus/valid.txt");
+  const Lab fp = open_lab(kLabS);
+  const auto ids = valid_ids(fp);
+  for (const char* recipe : {"gptq:q4_k", "rtn:q4_0"}) {
+    SCOPED_TRACE(recipe);
+    const std::string folder = quantize(recipe), out = folder + ".gguf";
+    lrquant("export --model " + folder + " --out " + out);
+    const json ll = llama_cpp("--model " + out + " --text " + text + " --ctx 512 --max-windows 4");
+    const double ours = eval4(open_lab(folder), ids).ppl;
+    EXPECT_NEAR(ll.at("ppl").get<double>() / ours, 1.0, 5e-3)
+        << "llama.cpp " << ll.at("ppl") << " lrquant " << ours;
+    std::printf("[ LlamaCpp ] %s: llama.cpp %.4f, lrquant %.4f\n", recipe,
+                ll.at("ppl").get<double>(), ours);
+  }
+  // FLRQ: the residual on q3_k, its branch as an adapter.
+  const std::string folder = quantize("flrq:q3_k"), base = folder + ".gguf",
+                    adapter = folder + ".lora.gguf";
+  lrquant("export --model " + folder + " --out " + base + " --lora-out " + adapter);
+  const double ours = eval4(open_lab(folder), ids).ppl;
+  const json with = llama_cpp("--model " + base + " --lora " + adapter + " --text " + text +
+                              " --ctx 512 --max-windows 4");
+  const json without = llama_cpp("--model " + base + " --text " + text + " --ctx 512 --max-windows 4");
+  const double w = with.at("ppl").get<double>(), wo = without.at("ppl").get<double>();
+  std::printf("[ LlamaCpp ] flrq:q3_k: llama.cpp with adapter %.4f, without %.4f, lrquant %.4f\n",
+              w, wo, ours);
+  EXPECT_NEAR(w / ours, 1.0, 5e-3) << "llama.cpp " << w << " lrquant " << ours;
+  // The branch matters: without it the residual alone is measurably worse.
+  EXPECT_GT(wo / w, 1.01) << "without " << wo << " with " << w;
 }
 
 // llama_model_quantize_params as llama.h of the shipped release (v0.4.0) declares it; the

@@ -355,7 +355,8 @@ TEST(Pipeline, EveryMethodWritesTheSameBytesWithAnyThreadCount) {
   for (const char* recipe :
        {"rtn:w4g128", "gptq:w3g128", "awq:w4g128", "nf:b4", "flrq:w3g128", "lopro:w3g128",
         "gptq:w3g128+lr:r8,scale=full", "lords:b3,steps=40",
-        "lords:b3,objective=full,assign=gptq,steps=20", "lrq:w3g64,clip,steps=4"}) {
+        "lords:b3,objective=full,assign=gptq,steps=20", "lrq:w3g64,clip,steps=4", "gptq:q4_k",
+        "flrq:q3_k,residual=gptq"}) {
     std::string first;
     for (int threads : {1, 2, 16}) {
       const std::string out = base + "/t" + std::to_string(threads);

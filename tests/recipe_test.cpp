@@ -2,6 +2,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "quant/method.h"
 #include "quant/recipe.h"
 #include "test_util.h"
 
@@ -13,6 +14,32 @@ TEST(Recipe, RoundTripsCanonicalStrings) {
                         "awq:w4g128", "nf:b4,block64", "gptq:w3g128+lr:r16,scale=diag",
                         "gptq:w2g64,static_groups,damp=0.1", "fp", "rtn:w8"})
     EXPECT_EQ(parse_recipe(s).str(), s);
+}
+
+// ggml types by name: the shorthand is the canonical spelling, type=... parses to it, and a
+// type fixes the grid, so naming bits, group or sym beside it is refused when the method is made.
+TEST(Recipe, GgmlTypesAreSpelledByName) {
+  for (const char* s : {"rtn:q4_k", "gptq:q3_k,act_order", "gptq:q2_k+lr:r8", "awq:q4_k",
+                        "rtn:q4_0", "flrq:q3_k,residual=gptq", "rtn:clip,q6_k"})
+    EXPECT_EQ(parse_recipe(s).str(), s);
+  EXPECT_EQ(parse_recipe("gptq:type=q5_k").str(), "gptq:q5_k");
+  EXPECT_EQ(parse_recipe("rtn:q4_0").base().s("type"), "q4_0");
+  for (const char* bad : {"gptq:q4_k,w3g128", "rtn:q4_0,sym", "flrq:q3_k,asym"}) {
+    try {
+      make_method(parse_recipe(bad));
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("fixes the grid; drop the option"), std::string::npos)
+          << e.what();
+    }
+  }
+  try {
+    parse_recipe("rtn:type=q4_2");
+    ADD_FAILURE() << "q4_2 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("type='q4_2' is not valid"), std::string::npos)
+        << e.what();
+  }
 }
 
 // FLRQ and LoPRo carry the most options (choices, floats, shorthands among long names): the

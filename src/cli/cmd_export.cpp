@@ -14,7 +14,7 @@ namespace fs = std::filesystem;
 
 Command add_export(CLI::App& app) {
   struct Args {
-    std::string model, out, type = "auto", tokenizer, name;
+    std::string model, out, type = "auto", tokenizer, name, lora_out;
     bool force = false, json = false;
   };
   auto a = std::make_shared<Args>();
@@ -28,17 +28,26 @@ Command add_export(CLI::App& app) {
   sub->add_option("--tokenizer", a->tokenizer,
                   "SentencePiece .model (default: beside the weights)");
   sub->add_option("--name", a->name, "general.name (default: the model's folder name)");
+  sub->add_option("--lora-out", a->lora_out,
+                  "write the low-rank branches (FLRQ, +lr) as a llama.cpp LoRA adapter GGUF; "
+                  "the base file then holds the quantized residuals");
   sub->add_flag("--force", a->force, "replace an existing output file");
   sub->add_flag("--json", a->json, "print one JSON object");
   return {sub, [a] {
             install_interrupt_handler();
             std::error_code ec;
             if (fs::is_directory(a->out, ec)) fail(a->out, "is a directory, expected a file name");
-            if (fs::exists(a->out, ec)) {
-              if (fs::equivalent(a->out, a->model, ec))
-                fail(a->out, "is the input model; write the export elsewhere");
-              if (!a->force) fail(a->out, "output file exists (pass --force to replace it)");
+            for (const std::string& out : {a->out, a->lora_out}) {
+              if (out.empty()) continue;
+              if (fs::is_directory(out, ec)) fail(out, "is a directory, expected a file name");
+              if (fs::exists(out, ec)) {
+                if (fs::equivalent(out, a->model, ec))
+                  fail(out, "is the input model; write the export elsewhere");
+                if (!a->force) fail(out, "output file exists (pass --force to replace it)");
+              }
             }
+            if (!a->lora_out.empty() && fs::absolute(a->lora_out) == fs::absolute(a->out))
+              fail(a->lora_out, "is also --out; the adapter needs a file of its own");
             auto t0 = std::chrono::steady_clock::now();
             std::unique_ptr<Model> model = load_model(a->model);
             const std::string tok =
@@ -54,6 +63,7 @@ Command add_export(CLI::App& app) {
             GgufExportOptions o;
             o.type = a->type;
             o.name = a->name;
+            o.lora_out = a->lora_out;
             if (o.name.empty()) {
               fs::path p = fs::path(a->model).lexically_normal();
               if (p.filename().empty()) p = p.parent_path();
@@ -71,6 +81,10 @@ Command add_export(CLI::App& app) {
                                   {"transcoded_layers", s.transcoded},
                                   {"projection_bits_per_weight", bpw},
                                   {"bytes", s.file_bytes},
+                                  {"adapter", a->lora_out},
+                                  {"adapter_layers", s.adapter_layers},
+                                  {"adapter_max_rank", s.adapter_max_rank},
+                                  {"adapter_bytes", s.adapter_bytes},
                                   {"seconds", sec}};
               std::printf("%s\n", j.dump().c_str());
               return;
@@ -86,6 +100,10 @@ Command add_export(CLI::App& app) {
                                    .c_str()
                              : "",
                 sec);
+            if (!a->lora_out.empty())
+              std::printf("wrote %s: %llu bytes, LoRA adapter of %lld layers (rank up to %lld)\n",
+                          a->lora_out.c_str(), (unsigned long long)s.adapter_bytes,
+                          (long long)s.adapter_layers, (long long)s.adapter_max_rank);
           }};
 }
 

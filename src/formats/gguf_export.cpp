@@ -3,8 +3,10 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <set>
 
 #include "core/interrupt.h"
+#include "formats/ggml_linear.h"
 #include "formats/lords_linear.h"
 #include "formats/packed_linear.h"
 
@@ -15,8 +17,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kExactRecipes =
-    "recipes that export exactly: rtn:w4g32,sym (Q4_0), rtn:w4g32 (Q4_1), rtn:w8g32,sym (Q8_0), "
-    "or gptq with the same options and no act_order";
+    "recipes that export exactly: rtn or gptq (no act_order) with q4_0, q4_1, q8_0 or q2_k..q6_k "
+    "(K-quants), flrq with one of these types and --lora-out";
 
 // One GGUF tensor: where its rows come from and how each is written.
 struct Source {
@@ -94,31 +96,100 @@ Source packed_source(const std::string& hf, const PackedWeight& q, gguf::Type ty
   return s;
 }
 
+// A ggml layer's blocks: row r of the stored matrix is row r of the tensor, as is.
+Source ggml_source(const std::string& hf, const GgmlLinear& g) {
+  Source s;
+  s.hf = hf;
+  s.rows = g.out_features();
+  s.cols = g.in_features();
+  s.type = g.type();
+  const uint8_t* b = g.blocks().data<uint8_t>();
+  const size_t rb = size_t(g.blocks().dim(1));
+  s.row = [=](int64_t r, uint8_t* dst) { std::memcpy(dst, b + size_t(r) * rb, rb); };
+  return s;
+}
+
+// The low-rank parts of one layer side by side as F32 rows: A = [R_1; R_2; ...] [r, in] (rows of
+// lora_a) when `a`, else B = [L_1, L_2, ...] [out, r] (rows of lora_b). The stored F16 (or int8
+// times F16 scale) factors widen to F32 exactly as the runtime widens them, and llama.cpp
+// multiplies F32 adapter tensors in F32.
+Source lora_source(const std::string& hf, const LowRankLinear& l, bool a) {
+  std::vector<std::pair<Tensor, Tensor>> f;
+  for (const LowRankPart& p : l.low_rank()) f.push_back(p.to_f32());
+  const int64_t r = l.rank(), in = l.in_features(), out = l.out_features();
+  Tensor m = Tensor::empty(a ? Shape{r, in} : Shape{out, r});
+  int64_t k0 = 0;
+  for (const auto& [L, R] : f) {
+    const int64_t k = R.dim(0);
+    for (int64_t i = 0; i < k; ++i)
+      if (a) std::memcpy(m.data<float>() + (k0 + i) * in, R.data<float>() + i * in, 4 * size_t(in));
+    if (!a)
+      for (int64_t o = 0; o < out; ++o)
+        std::memcpy(m.data<float>() + o * r + k0, L.data<float>() + o * k, 4 * size_t(k));
+    k0 += k;
+  }
+  Source s = float_source(hf, m, gguf::Type::F32);
+  // float_source keeps a pointer into m's storage: the tensor must outlive the source.
+  auto row = s.row;
+  s.row = [row, m](int64_t i, uint8_t* dst) { row(i, dst); };
+  return s;
+}
+
 gguf::Type float_type_of(DType d) {
   return d == DType::F32 ? gguf::Type::F32 : d == DType::F16 ? gguf::Type::F16 : gguf::Type::BF16;
 }
 
+// Adds every planned tensor to `w`, rows of attn_q/attn_k (by their Hugging Face name) in
+// llama.cpp's RoPE order.
+void add_tensors(gguf::Writer& w, std::vector<std::pair<std::string, Source>>& plan, bool permute,
+                 int64_t head_dim, std::map<std::string, int64_t>* types) {
+  for (auto& [gname, s] : plan) {
+    LRQ_ASSERT(!gname.empty());
+    ++(*types)[std::string(gguf::type_name(s.type))];
+    const bool rope = permute && gguf::rope_permuted(s.hf);
+    const int64_t hd = head_dim;
+    std::vector<int64_t> ne =
+        s.vector ? std::vector<int64_t>{s.cols} : std::vector<int64_t>{s.cols, s.rows};
+    const size_t rb = gguf::row_bytes(s.type, s.cols);
+    // An init-capture: clang 14 cannot capture a structured binding.
+    w.add_tensor(gname, std::move(ne), s.type, [s = s, rope, hd, rb](uint8_t* dst) {
+      check_interrupted();
+#pragma omp parallel for schedule(dynamic, 16)
+      for (int64_t r = 0; r < s.rows; ++r)
+        s.row(rope ? gguf::rope_hf_row(r, hd) : r, dst + size_t(r) * rb);
+    });
+  }
+}
+
 }  // namespace
 
-std::string exact_gguf_type(const Linear& layer, gguf::Type* type) {
+std::string exact_gguf_type(const Linear& layer, gguf::Type* type, bool lora) {
   if (dynamic_cast<const LordsLinear*>(&layer))
     return fmt::format("a LoRDS layer (codes times a low-rank scale matrix) has no ggml type; {}",
                        kExactRecipes);
-  const auto* p = dynamic_cast<const PackedLinear*>(&layer);
-  if (!p) return fmt::format("a {} layer has no ggml type; {}", layer.describe(), kExactRecipes);
-  if (!p->low_rank().empty())
+  const auto* l = dynamic_cast<const LowRankLinear*>(&layer);
+  if (!l) return fmt::format("a {} layer has no ggml type; {}", layer.describe(), kExactRecipes);
+  if (!l->low_rank().empty() && !lora)
     return fmt::format(
-        "its low-rank branch (rank {}) cannot be stored in a GGUF tensor (the LoRA "
-        "adapter export is not implemented yet); {}",
-        p->rank(), kExactRecipes);
-  if (!p->transform().empty()) {
-    std::string why = p->transform().find<PermuteStage>()
+        "its low-rank branch (rank {}) cannot be stored in a GGUF tensor (pass --lora-out "
+        "ADAPTER.gguf to write it as a llama.cpp LoRA adapter)",
+        l->rank());
+  if (!l->transform().empty()) {
+    // A rotation or permutation of the input acts on x before Q, while llama.cpp applies the
+    // adapter to the same x as the base: with a transform neither the base nor W + B A holds.
+    std::string why = l->transform().find<PermuteStage>()
                           ? "a column permutation (act_order or LoPRo)"
-                      : p->transform().find<ScaleStage>() ? "an input scale (AWQ)"
-                                                          : "a Hadamard rotation";
+                      : l->transform().find<ScaleStage>() ? "an input scale (AWQ)"
+                                                          : "a Hadamard rotation (LoPRo)";
     return fmt::format("its input transform ({}) has no place in a ggml block type; {}", why,
                        kExactRecipes);
   }
+  if (const auto* g = dynamic_cast<const GgmlLinear*>(l)) {
+    *type = g->type();
+    return "";
+  }
+  const auto* p = dynamic_cast<const PackedLinear*>(l);
+  if (!p) return fmt::format("a {} layer has no ggml type; {}", layer.describe(), kExactRecipes);
   const PackedWeight& q = p->packed();
   const QuantFormat f = q.format();
   if (f == QuantFormat::Codebook)
@@ -182,6 +253,9 @@ GgufExportSummary export_gguf(const Model& model, const SpmVocab& vocab, const G
   };
   const bool permute = !c.rope_interleaved;  // llama2.c weights are in llama.cpp's order already
   std::vector<std::pair<std::string, Source>> plan;  // GGUF name, source
+  std::vector<std::pair<std::string, Source>> adapter;
+  std::set<int64_t> ranks;
+  const bool lora = !o.lora_out.empty();
   GgufExportSummary sum;
 
   auto add_float = [&](const std::string& hf, bool norm) {
@@ -205,10 +279,25 @@ GgufExportSummary export_gguf(const Model& model, const SpmVocab& vocab, const G
                w.dim(1));
       } else {
         gguf::Type t;
-        const std::string why = exact_gguf_type(layer, &t);
+        const std::string why = exact_gguf_type(layer, &t, lora);
         if (!why.empty()) fail(src, "layer {} cannot be exported exactly: {}", name, why);
-        s = packed_source(hf, dynamic_cast<const PackedLinear&>(layer).packed(), t);
+        const auto& l = dynamic_cast<const LowRankLinear&>(layer);
+        if (const auto* g = dynamic_cast<const GgmlLinear*>(&l))
+          s = ggml_source(hf, *g);
+        else
+          s = packed_source(hf, dynamic_cast<const PackedLinear&>(l).packed(), t);
         ++sum.transcoded;
+        if (!l.low_rank().empty()) {
+          // lora_b's rows are output rows: q and k take the RoPE order as their weights do
+          // (the writer permutes by the Hugging Face name); lora_a's rows are ranks.
+          const std::string g = gguf::llama_name(hf);
+          const std::string base = g.substr(0, g.size() - std::string(".weight").size());
+          adapter.emplace_back(g + ".lora_a", lora_source(base + ".lora_a", l, true));
+          adapter.emplace_back(g + ".lora_b", lora_source(hf, l, false));
+          ranks.insert(l.rank());
+          ++sum.adapter_layers;
+          sum.adapter_max_rank = std::max(sum.adapter_max_rank, l.rank());
+        }
       }
       sum.projection_weights += s.rows * s.cols;
       sum.projection_bytes += uint64_t(s.rows) * gguf::row_bytes(s.type, s.cols);
@@ -226,23 +315,29 @@ GgufExportSummary export_gguf(const Model& model, const SpmVocab& vocab, const G
     w.set("lrquant.recipe", gguf::Value::string(ck.quantization.value("recipe", std::string("?"))));
   }
   if (quantized || block_target) w.set("general.quantization_version", gguf::Value::u32(2));
-  for (auto& [gname, s] : plan) {
-    LRQ_ASSERT(!gname.empty());
-    ++sum.tensors[std::string(gguf::type_name(s.type))];
-    const bool rope = permute && gguf::rope_permuted(s.hf);
-    const int64_t hd = c.head_dim;
-    std::vector<int64_t> ne =
-        s.vector ? std::vector<int64_t>{s.cols} : std::vector<int64_t>{s.cols, s.rows};
-    const size_t rb = gguf::row_bytes(s.type, s.cols);
-    // An init-capture: clang 14 cannot capture a structured binding.
-    w.add_tensor(gname, std::move(ne), s.type, [s = s, rope, hd, rb](uint8_t* dst) {
-      check_interrupted();
-#pragma omp parallel for schedule(dynamic, 16)
-      for (int64_t r = 0; r < s.rows; ++r)
-        s.row(rope ? gguf::rope_hf_row(r, hd) : r, dst + size_t(r) * rb);
-    });
-  }
+  add_tensors(w, plan, permute, c.head_dim, &sum.tensors);
   sum.file_bytes = w.file_bytes();
+  if (lora) {
+    if (adapter.empty())
+      fail(src, "--lora-out: no layer has a low-rank branch (the model's recipe is {})",
+           ck.quantization.is_null() ? std::string("none")
+                                     : ck.quantization.value("recipe", std::string("?")));
+    gguf::Writer a;
+    a.set("general.architecture", gguf::Value::string("llama"));
+    a.set("general.type", gguf::Value::string("adapter"));
+    a.set("general.name", gguf::Value::string(o.name));
+    a.set("adapter.type", gguf::Value::string("lora"));
+    // llama.cpp scales B A x by alpha / r with r each tensor's own rank, or by 1 when alpha is
+    // 0: alpha = r when every layer has rank r, else 0, so the branch is added unscaled.
+    a.set("adapter.lora.alpha", gguf::Value::f32(ranks.size() == 1 ? float(*ranks.begin()) : 0.f));
+    std::map<std::string, int64_t> types;
+    add_tensors(a, adapter, permute, c.head_dim, &types);
+    sum.adapter_bytes = a.file_bytes();
+    // The base first: an adapter is only written beside the model it belongs to.
+    w.write(out);
+    a.write(o.lora_out);
+    return sum;
+  }
   w.write(out);
   return sum;
 }

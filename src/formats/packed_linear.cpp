@@ -77,9 +77,9 @@ std::pair<Tensor, Tensor> LowRankPart::to_f32() const {
   return {L.to(DType::F32).clone(), R.to(DType::F32).clone()};
 }
 
-PackedLinear::PackedLinear(PackedWeight q, InputTransform t, std::vector<LowRankPart> lr)
-    : Linear(q.cols(), q.rows()), q_(std::move(q)), t_(std::move(t)), lr_(std::move(lr)) {
-  const Device dev = q_.device();
+LowRankLinear::LowRankLinear(int64_t in, int64_t out, Device dev, InputTransform t,
+                             std::vector<LowRankPart> lr)
+    : Linear(in, out), t_(std::move(t)), lr_(std::move(lr)) {
   for (auto& p : lr_) {
     LRQ_ASSERT(p.L.dim(0) == out_ && p.R.dim(1) == in_ && p.L.dim(1) == p.R.dim(0));
     // int8 factors run through the F32 path: expand once (they are small: r (m + n) values).
@@ -100,22 +100,34 @@ PackedLinear::PackedLinear(PackedWeight q, InputTransform t, std::vector<LowRank
   t_ = t_.to(dev);
 }
 
+PackedLinear::PackedLinear(PackedWeight q, InputTransform t, std::vector<LowRankPart> lr)
+    : LowRankLinear(q.cols(), q.rows(), q.device(), std::move(t), std::move(lr)),
+      q_(std::move(q)) {}
+
 std::unique_ptr<Linear> PackedLinear::to(Device device) const {
   std::vector<LowRankPart> lr;
   for (const auto& p : lr_) lr.push_back(p.to(device));
   return std::make_unique<PackedLinear>(q_.to(device), t_.to(device), std::move(lr));
 }
 
-int64_t PackedLinear::rank() const {
+std::unique_ptr<LowRankLinear> PackedLinear::with_low_rank(std::vector<LowRankPart> parts) const {
+  return std::make_unique<PackedLinear>(q_, t_, std::move(parts));
+}
+
+int64_t LowRankLinear::rank() const {
   int64_t r = 0;
   for (const auto& p : lr_) r += p.rank();
   return r;
 }
 
-size_t PackedLinear::storage_bytes() const {
-  size_t b = q_.storage_bytes() + t_.storage_bytes(in_);
+size_t LowRankLinear::transform_and_low_rank_bytes() const {
+  size_t b = t_.storage_bytes(in_);
   for (const auto& p : lr_) b += p.storage_bytes();
   return b;
+}
+
+size_t PackedLinear::storage_bytes() const {
+  return q_.storage_bytes() + transform_and_low_rank_bytes();
 }
 
 std::string PackedLinear::describe() const {
@@ -126,7 +138,18 @@ std::string PackedLinear::describe() const {
   return s;
 }
 
-void PackedLinear::apply_transform(const Tensor& x, const Tensor& xt) const { t_.apply(x, xt); }
+void LowRankLinear::apply_transform(const Tensor& x, const Tensor& xt) const { t_.apply(x, xt); }
+
+std::vector<LowRankTerm> LowRankLinear::low_rank_inputs(const Tensor& x) const {
+  std::vector<LowRankTerm> terms;
+  for (const auto& p : lr_) {
+    const bool i8 = p.L_scale.defined();
+    Tensor h = Tensor::empty({x.dim(0), p.rank()}, DType::F32, x.device());
+    ops::linear(x, i8 ? p.R_f32 : p.R, h);
+    terms.push_back({i8 ? p.L_f32 : p.L, h});
+  }
+  return terms;
+}
 
 void PackedLinear::forward(const Tensor& x, const Tensor& y) const {
   const int64_t T = x.dim(0);
@@ -137,13 +160,7 @@ void PackedLinear::forward(const Tensor& x, const Tensor& y) const {
     apply_transform(x, xt);
   }
   // The low-rank inputs R x first, so the packed product can add L (R x) in the same pass.
-  std::vector<LowRankTerm> terms;
-  for (const auto& p : lr_) {
-    const bool i8 = p.L_scale.defined();
-    Tensor h = Tensor::empty({T, p.rank()}, DType::F32, dev);
-    ops::linear(x, i8 ? p.R_f32 : p.R, h);
-    terms.push_back({i8 ? p.L_f32 : p.L, h});
-  }
+  const std::vector<LowRankTerm> terms = low_rank_inputs(x);
   q_.matmul(xt, y, false, terms);
 }
 
@@ -176,6 +193,12 @@ nlohmann::json PackedLinear::save(const std::string& prefix, NamedTensors& out) 
   out.emplace_back(prefix + ".qscales", q_.scales());
   if (q_.offsets().defined()) out.emplace_back(prefix + ".qoffsets", q_.offsets());
   if (q_.codebook().defined()) out.emplace_back(prefix + ".qcodebook", q_.codebook());
+  save_transform_and_low_rank(prefix, m, out);
+  return m;
+}
+
+void LowRankLinear::save_transform_and_low_rank(const std::string& prefix, nlohmann::json& m,
+                                                NamedTensors& out) const {
   t_.save(prefix, m, out);
   m["lowrank"] = nlohmann::json::array();
   for (size_t k = 0; k < lr_.size(); ++k) {
@@ -189,7 +212,6 @@ nlohmann::json PackedLinear::save(const std::string& prefix, NamedTensors& out) 
     }
     m["lowrank"].push_back({{"rank", p.rank()}, {"dtype", dtype_name(p.L.dtype())}});
   }
-  return m;
 }
 
 std::unique_ptr<PackedLinear> PackedLinear::load(const LayerSource& src) {
@@ -211,8 +233,20 @@ std::unique_ptr<PackedLinear> PackedLinear::load(const LayerSource& src) {
     if (q.rows() != out || q.cols() != in)
       fail(w, "codes are {}x{}, the model needs {}x{}", q.rows(), q.cols(), out, in);
     InputTransform t = InputTransform::load(src);
+    return std::make_unique<PackedLinear>(std::move(q), std::move(t), load_low_rank(src));
+  } catch (const nlohmann::json::exception& e) {
+    fail(w, "malformed layer metadata: {}", e.what());
+  }
+}
+
+std::vector<LowRankPart> LowRankLinear::load_low_rank(const LayerSource& src) {
+  const std::string& prefix = src.prefix;
+  const auto& get = src.get;
+  const int64_t in = src.in, out = src.out;
+  const std::string& w = src.where;
+  try {
     std::vector<LowRankPart> lr;
-    const auto& parts = meta.value("lowrank", nlohmann::json::array());
+    const auto& parts = src.meta.value("lowrank", nlohmann::json::array());
     for (size_t k = 0; k < parts.size(); ++k) {
       const std::string n = prefix + ".lr" + std::to_string(k);
       LowRankPart p;
@@ -241,7 +275,7 @@ std::unique_ptr<PackedLinear> PackedLinear::load(const LayerSource& src) {
       }
       lr.push_back(std::move(p));
     }
-    return std::make_unique<PackedLinear>(std::move(q), std::move(t), std::move(lr));
+    return lr;
   } catch (const nlohmann::json::exception& e) {
     fail(w, "malformed layer metadata: {}", e.what());
   }

@@ -340,6 +340,121 @@ std::string type_list(bool encoders) {
 
 }  // namespace
 
+// ------------------------------------------------------------------ K-quant packing
+namespace {
+constexpr KQuantLayout kKLayouts[] = {
+    {Type::Q2_K, 16, 2, 0, 15, 15, 0},
+    {Type::Q3_K, 16, 3, -32, 31, 0, 4},
+    {Type::Q4_K, 32, 4, 0, 63, 63, 0},
+    {Type::Q5_K, 32, 5, 0, 63, 63, 0},
+    {Type::Q6_K, 16, 6, -128, 127, 0, 32},
+};
+
+// The twelve scale bytes of Q4_K/Q5_K: what scale_min_k4 reads back.
+void pack_scale_min_k4(const int* sc, const int* m, uint8_t* q) {
+  for (int j = 0; j < 4; ++j) {
+    q[j] = uint8_t((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+    q[j + 4] = uint8_t((m[j] & 63) | ((m[j + 4] >> 4) << 6));
+    q[j + 8] = uint8_t((sc[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4));
+  }
+}
+
+// Q2_K and Q3_K share the 2-bit code layout: value p of a 128-value half h sits in byte
+// 32h + 16((p%32)/16) + p%16 at bits 2(p/32).
+void pack_2bit_codes(const uint8_t* code, uint8_t* qs) {
+  std::memset(qs, 0, 64);
+  for (int pos = 0; pos < int(kQK_K); ++pos) {
+    const int h = pos / 128, r = pos % 128;
+    qs[32 * h + 16 * ((r % 32) / 16) + r % 16] |= uint8_t((code[pos] & 3) << (2 * (r / 32)));
+  }
+}
+}  // namespace
+
+const KQuantLayout* kquant_layout(Type t) {
+  for (const KQuantLayout& l : kKLayouts)
+    if (l.type == t) return &l;
+  return nullptr;
+}
+
+void pack_kquant(const KQuantLayout& l, const KQuantBlock& b, void* dst) {
+  for (int j = 0; j < l.subs(); ++j)
+    LRQ_ASSERT(b.scale[j] >= l.scale_min && b.scale[j] <= l.scale_max && b.min[j] >= 0 &&
+               b.min[j] <= l.min_max);
+  switch (l.type) {
+    case Type::Q2_K: {
+      BlockQ2_K k{};
+      for (int j = 0; j < 16; ++j) k.scales[j] = uint8_t(b.scale[j] | b.min[j] << 4);
+      pack_2bit_codes(b.code, k.qs);
+      k.d = b.d;
+      k.dmin = b.dmin;
+      std::memcpy(dst, &k, sizeof k);
+      return;
+    }
+    case Type::Q3_K: {
+      BlockQ3_K k{};
+      for (int j = 0; j < 16; ++j) {
+        const int u = b.scale[j] + 32;
+        k.scales[j % 8] |= uint8_t((u & 0xF) << (j < 8 ? 0 : 4));
+        k.scales[8 + j % 4] |= uint8_t((u >> 4) << (2 * (j / 4)));
+      }
+      pack_2bit_codes(b.code, k.qs);
+      // The third code bit: set means "no -4", so it is bit 2 of the code.
+      for (int pos = 0; pos < int(kQK_K); ++pos) {
+        const int h = pos / 128, r = pos % 128;
+        if (b.code[pos] & 4) k.hmask[16 * ((r % 32) / 16) + r % 16] |= uint8_t(1 << (4 * h + r / 32));
+      }
+      k.d = b.d;
+      std::memcpy(dst, &k, sizeof k);
+      return;
+    }
+    case Type::Q4_K:
+    case Type::Q5_K: {
+      uint8_t scales[12];
+      pack_scale_min_k4(b.scale, b.min, scales);
+      // Each 64-value chunk: byte l holds value l (low nibble) and value l + 32 (high nibble).
+      uint8_t qs[kQK_K / 2], qh[kQK_K / 8] = {};
+      for (int c = 0; c < 4; ++c)
+        for (int l = 0; l < 32; ++l) {
+          const uint8_t lo = b.code[64 * c + l], hi = b.code[64 * c + 32 + l];
+          qs[32 * c + l] = uint8_t((lo & 0xF) | (hi & 0xF) << 4);
+          qh[l] |= uint8_t(((lo >> 4) & 1) << (2 * c) | ((hi >> 4) & 1) << (2 * c + 1));
+        }
+      if (l.type == Type::Q4_K) {
+        BlockQ4_K k{b.d, b.dmin, {}, {}};
+        std::memcpy(k.scales, scales, 12);
+        std::memcpy(k.qs, qs, sizeof qs);
+        std::memcpy(dst, &k, sizeof k);
+      } else {
+        BlockQ5_K k{b.d, b.dmin, {}, {}, {}};
+        std::memcpy(k.scales, scales, 12);
+        std::memcpy(k.qh, qh, sizeof qh);
+        std::memcpy(k.qs, qs, sizeof qs);
+        std::memcpy(dst, &k, sizeof k);
+      }
+      return;
+    }
+    case Type::Q6_K: {
+      BlockQ6_K k{};
+      for (int j = 0; j < 16; ++j) k.scales[j] = int8_t(b.scale[j]);
+      // Per half: ql byte l holds values l and l+64 (low, high nibble), byte l+32 values l+32 and
+      // l+96; qh byte l their top two bits at 0, 2, 4, 6 in the order l, l+32, l+64, l+96.
+      for (int h = 0; h < 2; ++h)
+        for (int l = 0; l < 32; ++l) {
+          const uint8_t* c = b.code + 128 * h;
+          k.ql[64 * h + l] = uint8_t((c[l] & 0xF) | (c[l + 64] & 0xF) << 4);
+          k.ql[64 * h + l + 32] = uint8_t((c[l + 32] & 0xF) | (c[l + 96] & 0xF) << 4);
+          k.qh[32 * h + l] = uint8_t((c[l] >> 4) | (c[l + 32] >> 4) << 2 | (c[l + 64] >> 4) << 4 |
+                                     (c[l + 96] >> 4) << 6);
+        }
+      k.d = b.d;
+      std::memcpy(dst, &k, sizeof k);
+      return;
+    }
+    default:
+      LRQ_ASSERT(false && "not a K-quant");
+  }
+}
+
 const TypeTraits* find_type(uint32_t id) {
   for (const TypeTraits& t : kTypes)
     if (uint32_t(t.type) == id) return &t;

@@ -139,6 +139,35 @@ static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(Block
 static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110 && sizeof(BlockQ4_K) == 144 &&
               sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
 
+// ------------------------------------------------------------------ K-quant super-blocks as numbers
+/// What distinguishes the five K-quants, as the decoders above read them. Every sub-block's value
+/// of code c (0 <= c < 2^code_bits) is A*(c - code_zero) - M with A = f16(d)*scale (as a float
+/// product) and M = f16(dmin)*min (0 without mins): Q2_K, Q4_K and Q5_K are affine (unsigned
+/// scales and mins), Q3_K and Q6_K symmetric with signed scales and codes centred on code_zero.
+struct KQuantLayout {
+  Type type;
+  int sub;         ///< values per sub-block: 16 or 32
+  int code_bits;   ///< 2..6
+  int scale_min;   ///< the range of a sub-block scale as the decoder sees it
+  int scale_max;
+  int min_max;     ///< a sub-block min is 0..min_max; 0: no mins (symmetric)
+  int code_zero;   ///< the code that means 0 (Q3_K 4, Q6_K 32, else 0)
+  int subs() const { return int(kQK_K) / sub; }
+  int maxq() const { return (1 << code_bits) - 1; }
+};
+/// Q2_K..Q6_K's layout; null for any other type.
+const KQuantLayout* kquant_layout(Type t);
+
+/// One super-block of a K-quant before packing: F16 super-scales, the sub-block scales and mins
+/// (in the decoder's ranges) and the 256 codes (0..2^code_bits - 1, value order).
+struct KQuantBlock {
+  uint16_t d = 0, dmin = 0;
+  int scale[16] = {}, min[16] = {};
+  uint8_t code[kQK_K] = {};
+};
+/// Writes `b` as ggml's block bytes of type `l.type` (the inverse of its decoder).
+void pack_kquant(const KQuantLayout& l, const KQuantBlock& b, void* dst);
+
 // ------------------------------------------------------------------ metadata values
 enum class ValueType : uint32_t {
   U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, Bool = 7, String = 8, Array = 9,

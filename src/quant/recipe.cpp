@@ -98,7 +98,7 @@ Stage parse_stage(const std::string& text, const std::string& where) {
   if (colon == std::string::npos) return st;
   std::smatch mt;
   static const std::regex wg(R"(w(\d+)(?:g(\d+))?)"), bb(R"(b(\d+))"), blk(R"(block(\d+))"),
-      rr(R"(r(\d+))");
+      rr(R"(r(\d+))"), ggml(R"(q\d_[01k])");
   auto set = [&](const std::string& key, const std::string& v) {
     const OptionSpec* o = find_option(m, key);
     if (!o)
@@ -120,6 +120,8 @@ Stage parse_stage(const std::string& text, const std::string& where) {
       set("block", mt[1]);
     } else if (std::regex_match(opt, mt, rr) && find_option(m, "rank")) {
       set("rank", mt[1]);
+    } else if (std::regex_match(opt, mt, ggml) && find_option(m, "type")) {
+      set("type", opt);
     } else {
       const OptionSpec* o = find_option(m, opt);
       if (!o)
@@ -172,6 +174,8 @@ std::string Stage::str() const {
       parts.push_back(p);
     } else if (o.key == "group" && has("bits")) {
       continue;  // printed with bits
+    } else if (o.key == "type" && std::regex_match(it->second, std::regex(R"(q\d_[01k])"))) {
+      parts.push_back(it->second);  // the ggml type's name alone
     } else if (o.key == "block" || o.key == "rank") {
       parts.push_back((o.key == "block" ? "block" : "r") + it->second);
     } else if (o.kind == OptionSpec::Flag) {

@@ -9,7 +9,9 @@
 //   --tokens                               the text's token ids (with --text)
 // plus --model M.gguf (required), --llama-dir DIR (where the setup script installed
 // node-llama-cpp; default $LRQ_LLAMA_CPP_DIR, else build/llama_cpp), --threads T,
-// --lora ADAPTER.gguf [--lora-scale S].
+// --lora ADAPTER.gguf [--lora-scale S] (an adapter on --model), --reference REF.gguf (with --text:
+// also the mean KL divergence KL(ref || model) per predicted token and the rate at which both put
+// the same token on top, REF evaluated on the same windows without the adapter).
 // Activations run in F32 with an F32 KV cache, so an F32 GGUF computes what lrquant computes;
 // node-llama-cpp normalises probabilities in float32, so p(target) is renormalised in double.
 import fs from "node:fs";
@@ -34,6 +36,7 @@ function parse(argv) {
     else if (k === "--llama-dir") a.llamaDir = v();
     else if (k === "--lora") a.lora = v();
     else if (k === "--lora-scale") a.loraScale = Number(v());
+    else if (k === "--reference") a.reference = v();
     else throw new Error(`unknown argument ${k}`);
   }
   if (!a.model) throw new Error("--model is required");
@@ -54,6 +57,15 @@ const context = await model.createContext({
   ...(a.lora ? {lora: {adapters: [{filePath: a.lora, scale: a.loraScale}]}} : {}),
 });
 const seq = context.getSequence();
+let refSeq = null;
+if (a.reference) {
+  const refModel = await llama.loadModel({modelPath: a.reference});
+  const refContext = await refModel.createContext({
+    contextSize, batchSize: contextSize, sequences: 1, threads: a.threads, flashAttention: false,
+    experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32",
+  });
+  refSeq = refContext.getSequence();
+}
 const out = {model: a.model, library: "node-llama-cpp llama.cpp", threads: a.threads};
 
 function encode(text) {
@@ -71,19 +83,51 @@ if (a.text) {
   if (a.tokens) out.ids = ids;
   let windows = Math.floor(ids.length / a.ctx);
   if (a.maxWindows > 0) windows = Math.min(windows, a.maxWindows);
-  let nll = 0, n = 0;
-  for (let w = 0; w < windows; w++) {
-    const win = ids.slice(w * a.ctx, (w + 1) * a.ctx);
-    await seq.clearHistory();
+  let nll = 0, n = 0, kl = 0, top = 0;
+  // The next-token distributions of one window, each renormalised in double.
+  async function distributions(sequence, win) {
+    await sequence.clearHistory();
     const input = win.map((t, i) => (i < a.ctx - 1 ? [t, {generateNext: {probabilities: true}}] : t));
-    const res = await seq.controlledEvaluate(input);
+    const res = await sequence.controlledEvaluate(input);
+    const out = [];
     for (let i = 0; i < a.ctx - 1; i++) {
       const probs = res[i].next.probabilities;
       let sum = 0;
       for (const p of probs.values()) sum += p;
-      nll -= Math.log(probs.get(win[i + 1]) ?? 0) - Math.log(sum);
-      n++;
+      out.push({probs, sum});
     }
+    return out;
+  }
+  const argmax = (d) => {
+    let best = -1, bp = -1;
+    for (const [t, p] of d.probs) if (p > bp) bp = p, best = t;
+    return best;
+  };
+  for (let w = 0; w < windows; w++) {
+    const win = ids.slice(w * a.ctx, (w + 1) * a.ctx);
+    const dist = await distributions(seq, win);
+    const ref = refSeq ? await distributions(refSeq, win) : null;
+    for (let i = 0; i < a.ctx - 1; i++) {
+      nll -= Math.log(dist[i].probs.get(win[i + 1]) ?? 0) - Math.log(dist[i].sum);
+      n++;
+      if (ref) {
+        // KL(ref || model) over the reference's support; a token the model gives no probability
+        // gets the smallest normal double instead of an infinite term.
+        let k = 0;
+        for (const [t, p] of ref[i].probs) {
+          if (p <= 0) continue;
+          const pr = p / ref[i].sum;
+          const pq = Math.max((dist[i].probs.get(t) ?? 0) / dist[i].sum, 2.2250738585072014e-308);
+          k += pr * (Math.log(pr) - Math.log(pq));
+        }
+        kl += k;
+        if (argmax(ref[i]) === argmax(dist[i])) top++;
+      }
+    }
+  }
+  if (refSeq) {
+    out.kld = kl / n;
+    out.same_top = top / n;
   }
   out.protocol = `nonoverlap-${a.ctx}`;
   out.windows = windows;

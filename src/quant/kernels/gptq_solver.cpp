@@ -134,6 +134,34 @@ GptqFactor gptq_factor(const Tensor& H, const GptqOptions& opt) {
   return f;
 }
 
+namespace {
+// The checks both entry points make, and the factor (computed here when none is given).
+const GptqFactor& checked_factor(const Tensor& W, const Tensor& H, const GptqOptions& opt,
+                                 const GptqFactor* factor, GptqFactor* local) {
+  const char* where = "gptq";
+  check_quantizable(W, where);
+  const int64_t n = W.dim(1);
+  if (opt.block <= 0) fail(where, "block must be positive, got {}", opt.block);
+  if (!H.defined() || H.device() != W.device())
+    fail(where, "H ({}) must be on the device of the weight ({})", H.defined() ? H.str() : "none",
+         W.str());
+  if (H.ndim() != 2 || H.dim(0) != n || H.dim(1) != n)
+    fail(where, "H must be [{}, {}] for a weight of {} columns, got {}", n, n, n, H.str());
+  if (!factor) {
+    *local = gptq_factor(H, opt);
+    return *local;
+  }
+  if (factor->U.shape() != Shape{n, n} || factor->U.device() != W.device() ||
+      factor->perm.size() != size_t(n))
+    fail(where, "cached factor {} does not fit a weight {}", factor->U.str(), W.str());
+  return *factor;
+}
+
+Tensor assign_codes(const Tensor& W, const Tensor& H, const GptqOptions& opt,
+                    const GptqFactor* factor, const GptqGrids& grids, GptqResult* res,
+                    std::vector<float>* S_out, std::vector<float>* O_out);
+}  // namespace
+
 GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& opt,
                          const GptqFactor* factor) {
   const char* where = "gptq";
@@ -141,31 +169,53 @@ GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& op
   const int64_t rows = W.dim(0), n = W.dim(1);
   const RtnOptions& grid = opt.grid;
   const int64_t g = resolve_grid_options(grid, n, where), ng = n / g;
-  if (opt.block <= 0) fail(where, "block must be positive, got {}", opt.block);
-  if (!H.defined() || H.device() != W.device())
-    fail(where, "H ({}) must be on the device of the weight ({})", H.defined() ? H.str() : "none",
-         W.str());
-  if (H.ndim() != 2 || H.dim(0) != n || H.dim(1) != n)
-    fail(where, "H must be [{}, {}] for a weight of {} columns, got {}", n, n, n, H.str());
-  GptqFactor local;
-  if (!factor) {
-    local = gptq_factor(H, opt);
-    factor = &local;
-  } else if (factor->U.shape() != Shape{n, n} || factor->U.device() != W.device() ||
-             factor->perm.size() != size_t(n)) {
-    fail(where, "cached factor {} does not fit a weight {}", factor->U.str(), W.str());
-  }
-  const GptqFactor& f = *factor;
 #if defined(LRQ_WITH_CUDA)
-  if (W.device() == Device::CUDA) return quant_cuda::gptq(W, f, opt, g);
+  if (W.device() == Device::CUDA) {
+    GptqFactor local;
+    return quant_cuda::gptq(W, checked_factor(W, H, opt, factor, &local), opt, g);
+  }
 #endif
-  const float maxq = float((1 << grid.bits) - 1);
+  GptqGrids grids;
+  grids.group = grids.span = g;
+  grids.maxq = (1 << grid.bits) - 1;
+  grids.fit = [&](const float* w, int64_t ld, int64_t count, int64_t, int64_t, const float* imp,
+                  float* S, float* O) { fit_grids(w, g, ld, count, 1, imp, grid, S, O); };
+  GptqResult res;
+  std::vector<float> S, O;
+  const Tensor codes = assign_codes(W, H, opt, factor, grids, &res, &S, &O);
+  Tensor scales = Tensor::empty({rows, ng}, DType::F16);
+  Tensor offsets = grid.symmetric ? Tensor() : Tensor::empty({rows, ng}, DType::F16);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t gi = 0; gi < ng; ++gi) {
+      scales.data<uint16_t>()[r * ng + gi] = f32_to_f16(S[size_t(gi * rows + r)]);
+      if (!grid.symmetric) offsets.data<uint16_t>()[r * ng + gi] = f32_to_f16(O[size_t(gi * rows + r)]);
+    }
+  res.q = PackedWeight::pack(codes, scales, offsets, Tensor(), grid.bits, g,
+                             grid.symmetric ? QuantFormat::Symmetric : QuantFormat::Affine);
+  return res;
+}
+
+Tensor gptq_assign(const Tensor& W, const Tensor& H, const GptqOptions& opt,
+                   const GptqFactor* factor, const GptqGrids& grids, GptqResult* res) {
+  std::vector<float> S, O;
+  return assign_codes(W, H, opt, factor, grids, res, &S, &O);
+}
+
+namespace {
+Tensor assign_codes(const Tensor& W, const Tensor& H, const GptqOptions& opt,
+                    const GptqFactor* factor, const GptqGrids& grids, GptqResult* res,
+                    std::vector<float>* S_out, std::vector<float>* O_out) {
+  GptqFactor local;
+  const GptqFactor& f = checked_factor(W, H, opt, factor, &local);
+  if (!W.is_cpu()) fail("gptq", "this grid is quantized on the CPU only, got {}", W.str());
+  const int64_t rows = W.dim(0), n = W.dim(1);
+  const int64_t g = grids.group, span = grids.span, ng = n / g;
+  LRQ_ASSERT(g > 0 && span % g == 0 && n % span == 0);
+  const float maxq = float(grids.maxq);
   const std::vector<int32_t>& perm = f.perm;
   const std::vector<double>& diag = f.diag;
   const std::vector<char>& dead = f.dead;
-
-  GptqResult res;
-  res.warning = f.warning;
+  res->warning = f.warning;
   const float* u = f.U.data<float>();
 
   // Working weights Wt [n, rows] in input order, dead columns zeroed.
@@ -174,17 +224,20 @@ GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& op
   for (int64_t i = 0; i < n; ++i)
     if (dead[size_t(i)]) std::fill_n(Wt.data<float>() + i * rows, rows, 0.f);
 
-  // Grids [ng, rows]: static ones now (original columns), dynamic ones at each group start.
-  std::vector<float> S(size_t(ng * rows)), O(size_t(ng * rows));
+  // Grids [ng, rows]: static ones now (original columns), dynamic ones at each span start.
+  std::vector<float>& S = *S_out;
+  std::vector<float>& O = *O_out;
+  S.assign(size_t(ng * rows), 0.f);
+  O.assign(size_t(ng * rows), 0.f);
   std::vector<float> imp(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) imp[size_t(i)] = float(diag[size_t(i)]);
   if (opt.static_groups) {
     const float* wt = Wt.data<float>();
 #pragma omp parallel for collapse(2) schedule(dynamic)
-    for (int64_t gi = 0; gi < ng; ++gi)
+    for (int64_t c0 = 0; c0 < n; c0 += span)
       for (int64_t r0 = 0; r0 < rows; r0 += kRowsPerTask)
-        fit_grids(wt + gi * g * rows + r0, g, rows, std::min(kRowsPerTask, rows - r0), 1,
-                  imp.data() + gi * g, grid, &S[size_t(gi * rows + r0)], &O[size_t(gi * rows + r0)]);
+        grids.fit(wt + c0 * rows + r0, rows, std::min(kRowsPerTask, rows - r0), c0, r0,
+                  imp.data() + c0, &S[size_t(c0 / g * rows + r0)], &O[size_t(c0 / g * rows + r0)]);
   }
   if (opt.act_order) {
     Tensor P = Tensor::empty({n, rows});
@@ -212,8 +265,8 @@ GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& op
       const int64_t r0 = task * kRowsPerTask, r1 = std::min(rows, r0 + kRowsPerTask);
       for (int64_t i = b0; i < b1; ++i) {
         float* wi = wt + i * rows;
-        if (!opt.static_groups && i % g == 0)
-          fit_grids(wi + r0, g, rows, r1 - r0, 1, imp.data() + i, grid, &S[size_t(i / g * rows)] + r0,
+        if (!opt.static_groups && i % span == 0)
+          grids.fit(wi + r0, rows, r1 - r0, i, r0, imp.data() + i, &S[size_t(i / g * rows)] + r0,
                     &O[size_t(i / g * rows)] + r0);
         const int64_t gi = opt.static_groups ? perm[size_t(i)] / g : i / g;
         const float* s = &S[size_t(gi * rows)];
@@ -245,8 +298,8 @@ GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& op
       ops::gemm(Ublk, true, E.rows(0, b1 - b0), false, Wt.rows(b1, n), -1.0, 1.0);
     }
   }
-  res.loss = 0;
-  for (const double l : task_loss) res.loss += l;
+  res->loss = 0;
+  for (const double l : task_loss) res->loss += l;
 
   // Back to row-major [rows, n] in the stored column order.
   const bool unpermute = opt.act_order && opt.static_groups;
@@ -258,17 +311,10 @@ GptqResult gptq_quantize(const Tensor& W, const Tensor& H, const GptqOptions& op
   }
   Tensor codes = Tensor::empty({rows, n}, DType::U8);
   transpose(codes_t.data(), n, rows, codes.data<uint8_t>());
-  Tensor scales = Tensor::empty({rows, ng}, DType::F16);
-  Tensor offsets = grid.symmetric ? Tensor() : Tensor::empty({rows, ng}, DType::F16);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t gi = 0; gi < ng; ++gi) {
-      scales.data<uint16_t>()[r * ng + gi] = f32_to_f16(S[size_t(gi * rows + r)]);
-      if (!grid.symmetric) offsets.data<uint16_t>()[r * ng + gi] = f32_to_f16(O[size_t(gi * rows + r)]);
-    }
-  res.q = PackedWeight::pack(codes, scales, offsets, Tensor(), grid.bits, g,
-                             grid.symmetric ? QuantFormat::Symmetric : QuantFormat::Affine);
-  if (opt.act_order && !opt.static_groups) res.perm = perm;
-  return res;
+  res->perm.clear();
+  if (opt.act_order && !opt.static_groups) res->perm = perm;
+  return codes;
 }
+}  // namespace
 
 }  // namespace lrq

@@ -24,6 +24,7 @@
 //                                   the codes are put back in the input order; perm empty.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,24 @@ std::vector<double> hessian_diagonal(const Tensor& H);
 GptqFactor gptq_factor(const Tensor& H, const GptqOptions& opt);
 /// The SiteStats::memo key of gptq_factor(H, opt) for H on `device`.
 std::string gptq_factor_key(const GptqOptions& opt, Device device);
+
+/// The grids GPTQ's CPU loop assigns codes on: one (scale S, offset O) per (group of `group`
+/// columns, row), codes 0..maxq with value c * S + O. fit() sets the grids of the `span` columns
+/// (a multiple of group) starting at processing column c0 for `count` rows: w[k * ld + r] is
+/// column c0 + k of row r0 + r as updated so far, imp[k] its importance; it writes S[j * ld + r]
+/// and O[j * ld + r] for group j < span / group. The uniform grids have span = group; the
+/// K-quants fit a super-block's sub-block grids together.
+struct GptqGrids {
+  int64_t group = 0, span = 0;
+  int maxq = 0;
+  std::function<void(const float* w, int64_t ld, int64_t count, int64_t c0, int64_t r0,
+                     const float* imp, float* S, float* O)>
+      fit;
+};
+/// gptq_quantize's CPU loop on any grids: the codes U8 [rows, n] in the stored column order,
+/// with perm, loss and warning in *res (res->q untouched). Checks W and H as gptq_quantize does.
+Tensor gptq_assign(const Tensor& W, const Tensor& H, const GptqOptions& opt,
+                   const GptqFactor* factor, const GptqGrids& grids, GptqResult* res);
 
 /// Quantizes W (F32 [rows, cols]) given H (F64 [cols, cols], = X X^T / T), both on the CPU or
 /// both on the GPU (H in F64 or F32 there); the packed result is on W's device.

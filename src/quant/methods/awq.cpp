@@ -41,6 +41,7 @@ Tensor scale_columns(const Tensor& W, const Tensor& s16, bool divide) {
 
 struct AwqOptions {
   GptqOptions quant;  // the final quantizer's (RTN reads its grid)
+  GridChoice target;  // the grid, uniform or a K-quant's
   enum class Base { Rtn, Gptq } base = Base::Rtn;
   int grid = 20;      // exponent candidates k / grid, k < grid
 };
@@ -50,7 +51,7 @@ class Awq final : public Method {
   explicit Awq(const AwqOptions& o) : o_(o) {}
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob&) const override {
     const int64_t n = W.dim(1);
-    const RtnOptions& rtn = o_.quant.grid;
+    const bool weighted = o_.target.weigh_by_h;
     Tensor dH = diag_h(st);
     double best = INFINITY, best_alpha = 0;
     Tensor best_s;
@@ -60,8 +61,10 @@ class Awq final : public Method {
       Tensor Ws = scale_columns(W, s, false);
       Tensor imp = scale_columns(dH.reshape({1, n}), s, true);
       imp = scale_columns(imp, s, true).reshape({n});  // diag(H') = diag(H) / s^2
-      PackedWeight q = rtn_quantize(Ws, rtn, rtn.clip_search ? imp : Tensor());
-      Tensor Wq = scale_columns(q.dequantize(), s, true);
+      Tensor Wq = scale_columns(
+          quantize_on_grid(Ws, o_.target, nullptr, Tensor(), nullptr, weighted ? imp : Tensor())
+              ->dequantize(),
+          s, true);
       double e = hessian_error(difference(W, Wq), st.H());
       if (e < best) {
         best = e;
@@ -82,12 +85,11 @@ class Awq final : public Method {
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < n; ++j)
           h[i * n + j] /= double(s.data<float>()[i]) * s.data<float>()[j];
-      out.layer = from_gptq(gptq_quantize(Ws, H, o_.quant), t);
+      out.layer = quantize_on_grid(Ws, o_.target, &o_.quant, H, nullptr, Tensor(), t);
     } else {
       Tensor imp = scale_columns(scale_columns(dH.reshape({1, n}), best_s, true), best_s, true);
-      out.layer = std::make_unique<PackedLinear>(
-          rtn_quantize(Ws, rtn, rtn.clip_search ? imp.reshape({n}) : Tensor()), t,
-          std::vector<LowRankPart>{});
+      out.layer = quantize_on_grid(Ws, o_.target, nullptr, Tensor(), nullptr,
+                                   weighted ? imp.reshape({n}) : Tensor(), t);
     }
     return out;
   }
@@ -100,6 +102,7 @@ std::unique_ptr<Method> make(const Stage& s) {
   using B = AwqOptions::Base;
   AwqOptions o;
   o.quant = parse_gptq_options(s);
+  o.target = parse_grid_choice(s);
   o.base = choice<B>(s, "base", {B::Rtn, B::Gptq});
   o.grid = int(s.i("grid"));
   if (o.grid < 1) fail("recipe", "awq: grid must be >= 1");

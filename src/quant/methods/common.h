@@ -5,6 +5,7 @@
 #include "formats/packed_linear.h"
 #include "quant/kernels/gptq_solver.h"
 #include "quant/method.h"
+#include "quant/methods/options.h"
 
 namespace lrq {
 
@@ -19,6 +20,15 @@ struct SiteTensors {
 std::shared_ptr<const SiteTensors> site_tensors(const SiteStats& st, Device device);
 /// A PackedLinear of a GPTQ result (its act-order permutation becomes the input transform).
 std::unique_ptr<PackedLinear> from_gptq(GptqResult r, InputTransform t = {});
+/// W on a stage's grid (GridChoice): by RTN (gptq null; importance weighs the clip search or the
+/// K-quant fit, undefined: uniform) or by GPTQ on H (factor: gptq_factor(H, *gptq) or null). A
+/// PackedLinear on the uniform grid (act-order's permutation composed after `t`), a GgmlLinear on
+/// a K-quant's (CPU); no low-rank branch. GPTQ's loss and warning land in *res when given.
+std::unique_ptr<LowRankLinear> quantize_on_grid(const Tensor& W, const GridChoice& grid,
+                                                const GptqOptions* gptq, const Tensor& H,
+                                                const GptqFactor* factor,
+                                                const Tensor& importance, InputTransform t = {},
+                                                GptqResult* res = nullptr);
 /// Whether this build has the CUDA backend (a method's runs_on(CUDA) when its path is generic).
 constexpr bool gpu_build() {
 #if defined(LRQ_WITH_CUDA)

@@ -25,7 +25,7 @@ namespace lrq {
 namespace {
 
 struct FlrqOptions {
-  RtnOptions grid;                      // the residual's
+  GridChoice grid;                      // the residual's
   enum class Residual { Rtn, Gptq } residual = Residual::Rtn;
   GptqOptions gptq;                     // residual=gptq: grid, act_order, damp
   FlexRankOptions flex;
@@ -56,19 +56,13 @@ class Flrq final : public Method {
       factor = st.memo<GptqFactor>(gptq_factor_key(o_.gptq, dev), [&] {
         return std::make_shared<const GptqFactor>(gptq_factor(H, o_.gptq));
       });
-    auto quantize_residual = [&](const Tensor& Rw, GptqResult& res) {
-      if (gptq) {
-        res = gptq_quantize(Rw, H, o_.gptq, factor.get());
-      } else {
-        res.q = rtn_quantize(Rw, o_.grid, o_.grid.clip_search ? diag_h(st) : Tensor());
-        res.perm.clear();
-      }
+    // The residual's layer (no branch yet) on W's device, and its decoded matrix there.
+    const Tensor imp = o_.grid.weigh_by_h ? diag_h(st) : Tensor();
+    auto quantize_residual = [&](const Tensor& Rw) {
+      return quantize_on_grid(Rw, o_.grid, gptq ? &o_.gptq : nullptr, H, factor.get(), imp);
     };
-    auto dequant = [&](const GptqResult& res) {
-      // Decoded where the quantizer left it: W's device.
-      Tensor Wq = res.q.to(dev).dequantize();
-      if (!res.perm.empty()) InputTransform().permute(res.perm).unapply_rows(Wq);
-      return Wq;
+    auto dequant = [&](const LowRankLinear& q) {
+      return q.device() == dev ? q.dequantize() : q.to(dev)->dequantize();
     };
     // Factors are rounded to the stored fp16 before use, so every error is the stored one.
     auto lowrank_part = [](const LowRank& f) {
@@ -81,19 +75,16 @@ class Flrq final : public Method {
     };
 
     if (r == 0) {
-      GptqResult res;
-      quantize_residual(W, res);
-      out.layer = from_gptq(std::move(res));
+      out.layer = quantize_residual(W);
       return out;
     }
     LowRankPart part = lowrank_part(lr);
     Tensor Wr = product(part);
-    GptqResult res;
-    quantize_residual(difference(W, Wr), res);
-    Tensor Wq = dequant(res);
+    std::unique_ptr<LowRankLinear> res = quantize_residual(difference(W, Wr));
+    Tensor Wq = dequant(*res);
     double best = hessian_error(difference(difference(W, Wr), Wq), H);
     std::vector<double> curve = {best};
-    GptqResult best_res = res;
+    std::unique_ptr<LowRankLinear> best_res = std::move(res);
     LowRankPart best_part = part;
     int best_epoch = 0;
     for (int e = 1; e <= o_.epochs; ++e) {
@@ -104,26 +95,26 @@ class Flrq final : public Method {
       LowRank f = low_rank(difference(W, Wq), r, spec, c);
       part = lowrank_part(f);
       Wr = product(part);
-      quantize_residual(difference(W, Wr), res);
-      Wq = dequant(res);
+      res = quantize_residual(difference(W, Wr));
+      Wq = dequant(*res);
       double err = hessian_error(difference(difference(W, Wr), Wq), H);
       curve.push_back(err);
       if (err < best) {
         best = err;
-        best_res = res;
+        best_res = std::move(res);
         best_part = part;
         best_epoch = e;
       }
     }
     out.extra["blc_curve"] = curve;
     out.extra["blc_best_epoch"] = best_epoch;
-    InputTransform t;
-    if (!best_res.perm.empty()) t.permute(std::move(best_res.perm));
-    out.layer = std::make_unique<PackedLinear>(std::move(best_res.q), std::move(t),
-                                              std::vector<LowRankPart>{std::move(best_part)});
+    out.layer = best_res->with_low_rank({std::move(best_part)});
     return out;
   }
-  bool runs_on(Device d) const override { return d == Device::CPU || gpu_build(); }
+  // K-quant grids are fitted on the host.
+  bool runs_on(Device d) const override {
+    return d == Device::CPU || (gpu_build() && !o_.grid.kquant);
+  }
 
  private:
   FlrqOptions o_;
@@ -131,17 +122,21 @@ class Flrq final : public Method {
 
 std::unique_ptr<Method> make(const Stage& s) {
   FlrqOptions o;
-  o.grid.bits = int(s.i("bits"));
-  o.grid.group = s.i("group");
-  o.grid.symmetric = !s.flag("asym");
-  o.grid.clip_search = s.s("clip") == "on";
+  RtnOptions grid;
+  grid.bits = int(s.i("bits"));
+  grid.group = s.i("group");
+  grid.symmetric = !s.flag("asym");
+  grid.clip_search = s.s("clip") == "on";
+  o.grid = with_grid_type(s, grid);
   using R = FlrqOptions::Residual;
   o.residual = choice<R>(s, "residual", {R::Rtn, R::Gptq});
-  o.gptq.grid = o.grid;
+  o.gptq.grid = o.grid.grid;
   o.gptq.act_order = s.flag("act_order");
   o.gptq.damp = s.f("damp");
   o.flex = parse_flex_options(s);
-  o.epochs = s.i("epochs") ? int(s.i("epochs")) : (o.grid.bits >= 3 ? 1 : 20);
+  // R1-FLR's storage rule counts the residual's code bits (those of the type when one is named).
+  o.flex.bits = o.grid.kquant ? gguf::kquant_layout(*o.grid.kquant)->code_bits : o.grid.grid.bits;
+  o.epochs = s.i("epochs") ? int(s.i("epochs")) : (o.flex.bits >= 3 ? 1 : 20);
   if (s.s("blc") == "off") o.epochs = 0;
   return std::make_unique<Flrq>(o);
 }
@@ -153,7 +148,8 @@ LRQ_REGISTER_METHOD(
     {.spec = {"flrq", "FLRQ: W ~ L R + Q(Clip(W - L R)), rank per layer by R1-FLR, BLC refinement",
               cat({pick(grid_option_specs(),
                         {{"bits", "residual code width (wB shorthand)", "3"},
-                         {"group", "residual group size", "128"}}),
+                         {"group", "residual group size", "128"},
+                         {"type", "the residual on a ggml type's grid (q4_k, ..., q4_0)"}}),
                    {{"asym", OptionSpec::Flag, "", "asymmetric residual grid (FLRQ: symmetric)"},
                     {"clip", OptionSpec::Choice, "on", "clip search on the residual grid",
                      {"on", "off"}},

@@ -20,7 +20,7 @@ class ErrorCorrection final : public Method {
   ErrorCorrection(std::unique_ptr<Method> base, LrOptions o) : base_(std::move(base)), o_(o) {}
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob& job) const override {
     Quantized q = base_->quantize(W, st, job);
-    auto* ql = dynamic_cast<PackedLinear*>(q.layer.get());
+    auto* ql = dynamic_cast<LowRankLinear*>(q.layer.get());
     if (!ql) fail(job.layer, "'lr' needs a quantized base layer");
     // The error on W's device (a layer from a CPU-only base is copied there to decode).
     const Tensor Wq =
@@ -30,7 +30,7 @@ class ErrorCorrection final : public Method {
     Factors f = fit_error_low_rank(E, o_.rank, o_.scale, site->H, site->mean_abs);
     std::vector<LowRankPart> parts = ql->low_rank();
     parts.push_back(LowRankPart::from_f32(f.L.to(Device::CPU), f.R.to(Device::CPU), false));
-    q.layer = std::make_unique<PackedLinear>(ql->packed(), ql->transform(), std::move(parts));
+    q.layer = ql->with_low_rank(std::move(parts));
     q.extra["lr_rank"] = f.R.dim(0);
     return q;
   }

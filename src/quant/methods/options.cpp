@@ -16,17 +16,60 @@ std::vector<OptionSpec> grid_option_specs() {
           {"group", K::Int, "0", "input columns per scale group, 0 = one group per row (wBgG)"},
           {"sym", K::Flag, "", "symmetric grid (no stored zero point)"},
           {"clip", K::Flag, "", "search a shrink of each group's range minimizing the "
-                                "diag(H)-weighted error"}};
+                                "diag(H)-weighted error (K-quants: weight their scale fit by "
+                                "diag(H))"},
+          {"type", K::Choice, "none",
+           "a ggml type's grid, exported bit for bit (q4_0 = w4g32,sym, q4_1 = w4g32, q8_0 = "
+           "w8g32,sym; q2_k..q6_k: K-quant super-blocks; shorthand: the name alone)",
+           {"none", "q4_0", "q4_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"}}};
 }
 
-RtnOptions parse_grid_options(const Stage& s) {
+GridChoice parse_grid_choice(const Stage& s) {
   RtnOptions o;
   o.bits = int(s.i("bits"));
   o.group = s.i("group");
   o.symmetric = s.flag("sym");
   o.clip_search = s.flag("clip");
-  return o;
+  return with_grid_type(s, o);
 }
+
+GridChoice with_grid_type(const Stage& s, const RtnOptions& grid) {
+  GridChoice c;
+  c.grid = grid;
+  c.weigh_by_h = grid.clip_search;
+  RtnOptions& o = c.grid;
+  // Methods that pick the grid options without `type` (lopro) never name one.
+  const std::string type = s.has("type") ? s.s("type") : "none";
+  if (type == "none") return c;
+  for (const char* k : {"bits", "group", "sym", "asym"})
+    if (s.has(k))
+      fail("recipe", "{}: type {} fixes the grid; drop the option {}", s.method, type, k);
+  // A ggml 32-value block type as a uniform grid, or a K-quant's stand-in (GridChoice).
+  struct Uniform {
+    const char* type;
+    int bits;
+    bool sym;
+    gguf::Type kquant;
+  };
+  static const Uniform table[] = {
+      {"q4_0", 4, true, gguf::Type::F32},  {"q4_1", 4, false, gguf::Type::F32},
+      {"q8_0", 8, true, gguf::Type::F32},  {"q2_k", 4, true, gguf::Type::Q2_K},
+      {"q3_k", 4, true, gguf::Type::Q3_K}, {"q4_k", 4, false, gguf::Type::Q4_K},
+      {"q5_k", 8, true, gguf::Type::Q5_K}, {"q6_k", 8, true, gguf::Type::Q6_K}};
+  for (const Uniform& u : table)
+    if (type == u.type) {
+      o.bits = u.bits;
+      o.group = 32;
+      o.symmetric = u.sym;
+      if (u.kquant != gguf::Type::F32) {
+        c.kquant = u.kquant;
+        o.clip_search = true;  // the stand-in searches its range as the K-quant fit does
+      }
+    }
+  return c;
+}
+
+RtnOptions parse_grid_options(const Stage& s) { return parse_grid_choice(s).grid; }
 
 std::vector<OptionSpec> gptq_option_specs() {
   return {{"act_order", K::Flag, "", "quantize columns by decreasing diag(H)"},

@@ -9,15 +9,32 @@
 #include <vector>
 
 #include "core/error.h"
+#include "io/gguf.h"
 #include "quant/kernels/flexible_rank.h"
 #include "quant/kernels/gptq_solver.h"
 #include "quant/recipe.h"
 
 namespace lrq {
 
-/// The uniform grid: bits, group, sym, clip.
+/// The grid: bits, group, sym, clip, and type (a ggml type's grid, shorthand q4_k etc.).
 std::vector<OptionSpec> grid_option_specs();
+/// The uniform grid of a stage; type=q4_0, q4_1 and q8_0 are spellings of uniform grids (ggml's
+/// blocks of 32), and a K-quant type gives its stand-in (GridChoice).
 RtnOptions parse_grid_options(const Stage& s);
+
+/// A stage's grid: uniform, or a ggml K-quant's with the uniform grid that stands in for it on a
+/// matrix whose width is not a multiple of 256 (llama.cpp also falls back to 32-value blocks
+/// there): q2_k, q3_k -> q4_0; q4_k -> q4_1; q5_k, q6_k -> q8_0, all exportable.
+struct GridChoice {
+  RtnOptions grid;                   // the uniform grid, or the K-quant's stand-in
+  std::optional<gguf::Type> kquant;  // Q2_K..Q6_K
+  bool weigh_by_h = false;           // clip: RTN's range search (or K-quant fit) weighs by diag(H)
+  /// Whether a matrix of `cols` columns is quantized on the K-quant grid.
+  bool kquant_for(int64_t cols) const { return kquant && cols % gguf::kQK_K == 0; }
+};
+GridChoice parse_grid_choice(const Stage& s);
+/// `grid` (a method's own reading of its grid options) unless the stage names a type.
+GridChoice with_grid_type(const Stage& s, const RtnOptions& grid);
 
 /// GPTQ's own options: act_order, static_groups, damp, blocksize.
 std::vector<OptionSpec> gptq_option_specs();

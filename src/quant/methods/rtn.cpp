@@ -8,20 +8,20 @@ namespace {
 
 class Rtn final : public Method {
  public:
-  explicit Rtn(const RtnOptions& o) : o_(o) {}
+  explicit Rtn(const GridChoice& o) : o_(o) {}
   Quantized quantize(const Tensor& W, const SiteStats& st, const QuantJob&) const override {
-    PackedWeight q = rtn_quantize(W, o_, o_.clip_search ? diag_h(st) : Tensor());
-    return {std::make_unique<PackedLinear>(std::move(q), InputTransform{},
-                                          std::vector<LowRankPart>{})};
+    return {quantize_on_grid(W, o_, nullptr, Tensor(), nullptr,
+                             o_.weigh_by_h ? diag_h(st) : Tensor())};
   }
-  bool runs_on(Device d) const override { return d == Device::CPU || gpu_build(); }
+  // K-quant grids are fitted on the host.
+  bool runs_on(Device d) const override { return d == Device::CPU || (gpu_build() && !o_.kquant); }
 
  private:
-  RtnOptions o_;
+  GridChoice o_;
 };
 
 std::unique_ptr<Method> make(const Stage& s) {
-  return std::make_unique<Rtn>(parse_grid_options(s));
+  return std::make_unique<Rtn>(parse_grid_choice(s));
 }
 
 }  // namespace
