@@ -293,6 +293,22 @@ TEST(Pipeline, CorruptQuantizedCheckpointIsACleanError) {
     EXPECT_NE(std::string(e.what()).find("model.layers.1.mlp.up_proj"), std::string::npos)
         << e.what();
   }
+  // A float where an integer belongs (the fuzzer's 4.3e40 as a rank) is refused by name, not
+  // cast (that cast is undefined behaviour).
+  for (const char* key : {"bits", "group"}) {
+    cfg["quantization_config"]["layers"]["model.layers.1.mlp.up_proj"]["bits"] = 4;
+    cfg["quantization_config"]["layers"]["model.layers.1.mlp.up_proj"]["group"] = 128;
+    cfg["quantization_config"]["layers"]["model.layers.1.mlp.up_proj"][key] = 4.3e40;
+    write_file_atomic(dir + "/config.json", cfg.dump());
+    try {
+      load_model(dir);
+      FAIL() << "no error for a float " << key;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string(key) + " must be an integer in"),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 // Overwrites element `index` of an F16 tensor in a written model.safetensors with `bits`.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "io/json_util.h"
 #include "core/error.h"
 #include "formats/format_traits.h"
 #include "formats/tensor_checks.h"
@@ -112,8 +113,8 @@ nlohmann::json LordsLinear::save(const std::string& prefix, NamedTensors& out) c
 std::unique_ptr<LordsLinear> LordsLinear::load(const LayerSource& src) {
   const std::string& w = src.where;
   try {
-    const int bits = src.meta.at("bits").get<int>();
-    const int64_t rank = src.meta.at("rank").get<int64_t>();
+    const int bits = int(io::json_int(src.meta, "bits", w, 1, 8));
+    const int64_t rank = io::json_int(src.meta, "rank", w, 1, INT32_MAX);
     auto layer = std::make_unique<LordsLinear>(
         ops::Lords{src.get(src.prefix + ".qcodes"), src.get(src.prefix + ".qcodebook"),
                    src.get(src.prefix + ".lords_B"), src.get(src.prefix + ".lords_A"), bits},

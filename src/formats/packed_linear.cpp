@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "io/json_util.h"
 #include "backend/ops.h"
 #include "core/error.h"
 #include "formats/tensor_checks.h"
@@ -224,8 +225,8 @@ std::unique_ptr<PackedLinear> PackedLinear::load(const LayerSource& src) {
     QuantFormat fmt;
     if (!quant_format_from_name(meta.at("format").get<std::string>(), &fmt))
       fail(w, "unknown format '{}'", meta.at("format").get<std::string>());
-    const int bits = meta.at("bits").get<int>();
-    const int64_t group = meta.at("group").get<int64_t>();
+    const int bits = int(io::json_int(meta, "bits", w, 1, 8));
+    const int64_t group = io::json_int(meta, "group", w, 1, INT32_MAX);
     Tensor offsets = fmt == QuantFormat::Affine ? get(prefix + ".qoffsets") : Tensor();
     Tensor codebook = fmt == QuantFormat::Codebook ? get(prefix + ".qcodebook") : Tensor();
     PackedWeight q = PackedWeight::from_tensors(get(prefix + ".qcodes"), get(prefix + ".qscales"),
@@ -252,7 +253,7 @@ std::vector<LowRankPart> LowRankLinear::load_low_rank(const LayerSource& src) {
       LowRankPart p;
       p.L = get(n + ".L");
       p.R = get(n + ".R");
-      const int64_t r = parts[k].at("rank").get<int64_t>();
+      const int64_t r = io::json_int(parts[k], "rank", w + ": low-rank part " + std::to_string(k), 1, INT32_MAX);
       const bool i8 = p.L.dtype() == DType::I8;
       if (p.L.ndim() != 2 || p.R.ndim() != 2 || p.L.dim(0) != out || p.L.dim(1) != r ||
           p.R.dim(0) != r || p.R.dim(1) != in || p.L.dtype() != p.R.dtype() ||

@@ -57,6 +57,24 @@ nlohmann::json parse_json(const std::string& text, const std::string& file, std:
   }
 }
 
+int64_t json_int(const nlohmann::json& j, const std::string& key, const std::string& where,
+                 int64_t lo, int64_t hi) {
+  const auto it = j.is_object() ? j.find(key) : j.end();
+  bool ok = it != j.end() && it->is_number_integer();
+  int64_t v = 0;
+  if (ok && it->is_number_unsigned()) {
+    const uint64_t u = it->get<uint64_t>();
+    ok = u <= uint64_t(INT64_MAX);
+    v = ok ? int64_t(u) : 0;
+  } else if (ok) {
+    v = it->get<int64_t>();
+  }
+  if (!ok || v < lo || v > hi)
+    fail(where, "{} must be an integer in [{}, {}], got {}", key, lo, hi,
+         it == j.end() ? std::string("nothing") : preview(*it));
+  return v;
+}
+
 std::string_view json_type(const nlohmann::json& j) {
   if (j.is_number_integer()) return "integer";
   if (j.is_number()) return "number";

@@ -1,6 +1,7 @@
 // Internal helpers shared by the io readers: turning untrusted JSON and names into one-line
 // error messages.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -19,6 +20,12 @@ std::string preview(const nlohmann::json& j, size_t max_len = 120);
 /// Parses `text` (the contents of `file`); malformed JSON is Error("<file>: <what> is not
 /// valid JSON: <parser message>").
 nlohmann::json parse_json(const std::string& text, const std::string& file, std::string_view what);
+
+/// j[key] as an integer in [lo, hi]; anything else (missing, a float, out of range) is
+/// Error("<where>: <key> must be an integer in [lo, hi], got <value>"). nlohmann's get<int64_t>
+/// converts a float such as 4e40 by a cast, which is undefined behaviour (found by fuzzing).
+int64_t json_int(const nlohmann::json& j, const std::string& key, const std::string& where,
+                 int64_t lo = INT64_MIN, int64_t hi = INT64_MAX);
 
 /// "object", "array", "string", "integer", "number", "boolean", "null" (for type errors).
 std::string_view json_type(const nlohmann::json& j);

@@ -73,6 +73,14 @@ double objective_cost(BudgetObjective o, double e, double sensitivity) {
   return e;
 }
 
+// log sum exp of one row of logits, in double, in index order.
+double log_sum_exp(const float* a, int64_t V) {
+  double mx = a[0], s = 0;
+  for (int64_t i = 1; i < V; ++i) mx = std::max(mx, double(a[i]));
+  for (int64_t i = 0; i < V; ++i) s += std::exp(double(a[i]) - mx);
+  return mx + std::log(s);
+}
+
 // The reference side of KL(P || Q) for T x V logits, computed once per window: log P and P
 // per row, in double (sums of 4096+ exps lose digits in float).
 struct RefRows {
@@ -85,10 +93,7 @@ struct RefRows {
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
       const float* a = z + t * V;
-      double mx = a[0], s = 0;
-      for (int64_t i = 1; i < V; ++i) mx = std::max(mx, double(a[i]));
-      for (int64_t i = 0; i < V; ++i) s += std::exp(double(a[i]) - mx);
-      const double lse = mx + std::log(s);
+      const double lse = log_sum_exp(a, V);
       for (int64_t i = 0; i < V; ++i) {
         lp[size_t(t * V + i)] = double(a[i]) - lse;
         p[size_t(t * V + i)] = std::exp(lp[size_t(t * V + i)]);
@@ -103,10 +108,7 @@ struct RefRows {
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < T; ++t) {
       const float* b = zq + t * V;
-      double mx = b[0], s = 0;
-      for (int64_t i = 1; i < V; ++i) mx = std::max(mx, double(b[i]));
-      for (int64_t i = 0; i < V; ++i) s += std::exp(double(b[i]) - mx);
-      const double lse = mx + std::log(s);
+      const double lse = log_sum_exp(b, V);
       const double* l = lp.data() + t * V;
       const double* pp = p.data() + t * V;
       double kl = 0;
