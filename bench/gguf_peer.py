@@ -18,6 +18,7 @@ import argparse
 import ctypes
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -158,6 +159,13 @@ def main():
     text = os.path.join(SHARED, "data", "lab-corpus", "valid.txt")
     calib = os.path.join(SHARED, "data", "lab-corpus", "calib.txt")
     tmp = tempfile.mkdtemp(prefix="gguf_peer_")
+    try:
+        table(a, lrq, lib, llama_dir, text, calib, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def table(a, lrq, lib, llama_dir, text, calib, tmp):
 
     def llama_eval(model, ref, lora=None):
         cmd = ["node", os.path.join(REPO, "tests", "llama_cpp", "ppl.mjs"), "--llama-dir",
