@@ -1,5 +1,6 @@
 #include "formats/transform.h"
 
+#include "io/json_util.h"
 #include "backend/ops.h"
 #include "core/error.h"
 #include "core/registry.h"
@@ -154,8 +155,8 @@ bool HadamardStage::fits(int64_t in) const {
 
 namespace {
 std::shared_ptr<const TransformStage> load_hadamard(const LayerSource& src) {
-  const int64_t b = src.meta.value("hadamard_block", int64_t(0));
-  const int64_t skip = src.meta.value("hadamard_skip", int64_t(0));
+  const int64_t b = io::json_int_or(src.meta, "hadamard_block", 0, src.where, 0, INT32_MAX);
+  const int64_t skip = io::json_int_or(src.meta, "hadamard_skip", 0, src.where, 0, INT32_MAX);
   auto st = std::make_shared<HadamardStage>(b, skip);
   if (!st->fits(src.in))
     fail(src.where, "invalid Hadamard block {} / skip {} for width {}", b, skip, src.in);
@@ -249,7 +250,8 @@ InputTransform InputTransform::load(const LayerSource& src) {
   } else {
     if (src.meta.value("input_scale", false)) names.push_back("scale");
     if (src.meta.value("perm", false)) names.push_back("perm");
-    if (src.meta.value("hadamard_block", int64_t(0))) names.push_back("hadamard");
+    if (io::json_int_or(src.meta, "hadamard_block", 0, src.where, 0, INT32_MAX))
+      names.push_back("hadamard");
   }
   InputTransform t;
   for (const auto& n : names) {

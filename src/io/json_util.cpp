@@ -75,6 +75,11 @@ int64_t json_int(const nlohmann::json& j, const std::string& key, const std::str
   return v;
 }
 
+int64_t json_int_or(const nlohmann::json& j, const std::string& key, int64_t def,
+                    const std::string& where, int64_t lo, int64_t hi) {
+  return j.is_object() && j.contains(key) ? json_int(j, key, where, lo, hi) : def;
+}
+
 std::string_view json_type(const nlohmann::json& j) {
   if (j.is_number_integer()) return "integer";
   if (j.is_number()) return "number";

@@ -27,6 +27,10 @@ nlohmann::json parse_json(const std::string& text, const std::string& file, std:
 int64_t json_int(const nlohmann::json& j, const std::string& key, const std::string& where,
                  int64_t lo = INT64_MIN, int64_t hi = INT64_MAX);
 
+/// json_int, or `def` when j has no `key`.
+int64_t json_int_or(const nlohmann::json& j, const std::string& key, int64_t def,
+                    const std::string& where, int64_t lo = INT64_MIN, int64_t hi = INT64_MAX);
+
 /// "object", "array", "string", "integer", "number", "boolean", "null" (for type errors).
 std::string_view json_type(const nlohmann::json& j);
 
