@@ -20,57 +20,32 @@
 #include "model/block_grad.h"
 #include "model/linear.h"
 #include "model/llama.h"
+#include "grad_util.h"
 #include "test_util.h"
 
 using namespace lrq;
+using lrq::test::f64;
+using lrq::test::inner;
+using lrq::test::max_rel;
+using lrq::test::rnd;
+using lrq::test::within;
 
 namespace {
 
 constexpr double kFdBudget = 1e-7;
 constexpr double kFdStep = 1e-5;
 
-Tensor rnd(Shape s, uint64_t seed, double sd = 1.0, double mean = 0.0, DType t = DType::F64) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<double> d(mean, sd);
-  Tensor x = Tensor::empty(std::move(s), DType::F64);
-  for (int64_t i = 0; i < x.numel(); ++i) x.at<double>(i) = d(g);
-  return x.to(t);
-}
 Tensor gpu(const Tensor& t) { return t.to(Device::CUDA); }
 Tensor host(const Tensor& t) { return t.to(Device::CPU); }
-Tensor f64(const Tensor& t) { return host(t).to(DType::F64); }
 Tensor poisoned(Shape s, DType t) {
   Tensor x = Tensor::empty(std::move(s), DType::F64);
   for (int64_t i = 0; i < x.numel(); ++i) x.at<double>(i) = std::numeric_limits<double>::quiet_NaN();
   return gpu(x.to(t));
 }
 
-// `floor` keeps a gradient that cancels to round-off (attention's dq and dK at T = 1, where the
-// softmax is the constant 1) from turning two different round-offs into a relative error of 1.
-double max_rel(const Tensor& got, const Tensor& want, double floor = 0) {
-  const Tensor a = f64(got), b = f64(want);
-  EXPECT_EQ(a.numel(), b.numel());
-  double num = 0, den = floor;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    if (!std::isfinite(a.at<double>(i))) return INFINITY;
-    num = std::max(num, std::abs(a.at<double>(i) - b.at<double>(i)));
-    den = std::max(den, std::abs(b.at<double>(i)));
-  }
-  return den > 0 ? num / den : num;
-}
-void within(const std::string& what, double err, double budget) {
-  std::printf("[budget] %-62s err %.3e budget %.0e\n", what.c_str(), err, budget);
-  EXPECT_LE(err, budget) << what;
-}
 bool same_bits(const Tensor& a, const Tensor& b) {
   const Tensor x = host(a), y = host(b);
   return x.nbytes() == y.nbytes() && std::memcmp(x.raw(), y.raw(), x.nbytes()) == 0;
-}
-double inner(const Tensor& a, const Tensor& b) {
-  const Tensor x = f64(a), y = f64(b);
-  double s = 0;
-  for (int64_t i = 0; i < x.numel(); ++i) s += x.at<double>(i) * y.at<double>(i);
-  return s;
 }
 
 // Central differences in every entry of the host tensor t (F64); loss() reads t (uploading it).

@@ -30,53 +30,28 @@
 #include "io/safetensors.h"
 #include "model/block_grad.h"
 #include "model/llama.h"
+#include "grad_util.h"
 #include "test_util.h"
 
 using namespace lrq;
+using lrq::test::f64;
+using lrq::test::inner;
+using lrq::test::max_rel;
+using lrq::test::rnd;
+using lrq::test::within;
 
 namespace {
 
 constexpr double kFdBudget = 1e-7;  // F64 analytic vs central differences
 constexpr double kFdStep = 1e-5;
 
-Tensor rnd(Shape s, uint64_t seed, double sd = 1.0, double mean = 0.0, DType t = DType::F64) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<double> d(mean, sd);
-  Tensor x = Tensor::empty(std::move(s), DType::F64);
-  for (int64_t i = 0; i < x.numel(); ++i) x.at<double>(i) = d(g);
-  return x.to(t);
-}
 
-Tensor f64(const Tensor& t) { return t.to(Device::CPU).to(DType::F64); }
 Tensor f32(const Tensor& t) { return t.to(DType::F32); }
 // An F64 tensor rounded to F32 and back: the inputs both precisions see in the F32 checks.
 Tensor rounded(const Tensor& t) { return f64(f32(t)); }
 
-// max |got - want| / max |want|; infinity when got holds a NaN.
-double max_rel(const Tensor& got, const Tensor& want) {
-  const Tensor a = f64(got), b = f64(want);
-  EXPECT_EQ(a.numel(), b.numel());
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    if (!std::isfinite(a.at<double>(i))) return INFINITY;
-    num = std::max(num, std::abs(a.at<double>(i) - b.at<double>(i)));
-    den = std::max(den, std::abs(b.at<double>(i)));
-  }
-  return den > 0 ? num / den : num;
-}
 
-void within(const std::string& what, double err, double budget) {
-  std::printf("[budget] %-60s err %.3e budget %.0e\n", what.c_str(), err, budget);
-  EXPECT_LE(err, budget) << what;
-}
 
-// sum_i a_i b_i in double: the scalar loss L = sum(out * G) whose gradient in out is G.
-double inner(const Tensor& a, const Tensor& b) {
-  const Tensor x = f64(a), y = f64(b);
-  double s = 0;
-  for (int64_t i = 0; i < x.numel(); ++i) s += x.at<double>(i) * y.at<double>(i);
-  return s;
-}
 
 // Central differences of loss() in every entry of t (F64, perturbed in place and restored).
 // With stride > 1 only every stride-th entry is differenced (the rest stay 0 and are skipped

@@ -13,6 +13,7 @@
 #include "quant/kernels/lrq_scales.h"
 #include "quant/pipeline.h"
 #include "quant/recipe.h"
+#include "grad_util.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
@@ -21,11 +22,6 @@ namespace {
 
 Tensor rnd64(Shape s, uint64_t seed, double sd) { return test::randn(std::move(s), seed, sd).to(DType::F64); }
 
-double dot(const Tensor& a, const Tensor& b) {
-  double s = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) s += a.data<double>()[i] * b.data<double>()[i];
-  return s;
-}
 
 // s1 = exp(d1) broadcast to every element of its group.
 Tensor s1_of(const LrqScales& s) {
@@ -89,7 +85,7 @@ TEST(LrqScales, BackwardIsTheSurrogatesGradientInF64) {
           minus.params.list()[k]->data<double>()[i] -= h * dir.data<double>()[i];
         }
         const double fd = (objective(plus, G, D) - objective(minus, G, D)) / (2 * h);
-        const double an = dot(*grads[k], dir);
+        const double an = test::inner(*grads[k], dir);
         std::printf("[budget] lrq grad param %zu fd %.9e analytic %.9e\n", k, fd, an);
         EXPECT_NEAR(an, fd, 1e-6 * std::max(1.0, std::fabs(fd))) << "parameter " << k;
       }

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 
+#include "io/json_util.h"
 #include "core/error.h"
 #include "core/interrupt.h"
 #include "quant/method.h"
@@ -288,9 +289,9 @@ Measurements Measurements::from_json(const nlohmann::json& j, const std::string&
     for (const auto& e : j.at("layers")) {
       ProjectionMeasure p;
       p.name = e.at("name").get<std::string>();
-      p.block = e.at("block").get<int64_t>();
-      p.in = e.at("in").get<int64_t>();
-      p.out = e.at("out").get<int64_t>();
+      p.block = io::json_int(e, "block", where, 0, INT32_MAX);
+      p.in = io::json_int(e, "in", where, 1, INT32_MAX);
+      p.out = io::json_int(e, "out", where, 1, INT32_MAX);
       const auto bytes = e.at("bytes").get<std::vector<uint64_t>>();
       const auto oerr = e.at("output_err").get<std::vector<double>>();
       const auto werr = e.at("weight_err").get<std::vector<double>>();

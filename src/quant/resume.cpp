@@ -41,8 +41,8 @@ LayerReport row_from(const nlohmann::json& j) {
   l.name = j.at("name").get<std::string>();
   l.recipe = j.at("recipe").get<std::string>();
   l.describe = j.at("describe").get<std::string>();
-  l.in = j.at("in").get<int64_t>();
-  l.out = j.at("out").get<int64_t>();
+  l.in = io::json_int(j, "in", "resume block", 1, INT32_MAX);
+  l.out = io::json_int(j, "out", "resume block", 1, INT32_MAX);
   l.bytes = j.at("bytes").get<size_t>();
   l.bpw = j.at("bpw").get<double>();
   l.weight_err = j.at("weight_err").get<double>();
@@ -101,7 +101,7 @@ BlockCheckpoints::BlockCheckpoints(std::string dir, nlohmann::json job, Previous
       fail(dir_, "holds an interrupted run of a different job ({} differs); rerun without "
            "--resume to start over",
            first_difference(s.at("job"), job_));
-    finished_ = s.at("finished").get<int64_t>();
+    finished_ = io::json_int(s, "finished", state, 0, INT32_MAX);
     for (int64_t l = 0; l < finished_; ++l)
       if (!fs::exists(block_file(dir_, l, ".safetensors")) ||
           !fs::exists(block_file(dir_, l, ".json")))
