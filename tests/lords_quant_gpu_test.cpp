@@ -16,6 +16,24 @@ using namespace lrq;
 using lrq::test::randn;
 
 namespace {
+// codebook[codes] * (B A) on the host, from a result as it comes (no packing, no F16).
+Tensor dense_of(const LordsResult& r) {
+  const Tensor codes = r.codes.to(Device::CPU), B = r.B.to(Device::CPU), A = r.A.to(Device::CPU);
+  const Tensor cb = r.codebook.to(Device::CPU);
+  const int64_t m = codes.dim(0), n = codes.dim(1), k = B.dim(1);
+  Tensor out = Tensor::empty({m, n});
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t t = 0; t < k; ++t)
+        s += double(B.data<float>()[i * k + t]) * A.data<float>()[t * n + j];
+      out.data<float>()[i * n + j] = float(cb.data<float>()[codes.data<uint8_t>()[i * n + j]] * s);
+    }
+  return out;
+}
+
+double fro(const Tensor& a) { return std::sqrt(ops::norm_stats(a).sumsq); }
+
 Tensor second_moment(int64_t n, uint64_t seed) {
   const Tensor X = randn({512, n}, seed);
   Tensor Hf = Tensor::empty({n, n});
@@ -46,7 +64,17 @@ TEST(LordsGpu, QuantizeAgreesWithCpu) {
       const Tensor Wc = lc->dequantize(), Wg = lg->dequantize().to(Device::CPU);
       const double diff = std::sqrt(ops::norm_stats(difference(Wc, Wg)).sumsq);
       const double err = std::sqrt(ops::norm_stats(difference(W, Wc)).sumsq);
-      EXPECT_LT(diff, 0.1 * err) << int(obj) << " b" << bits;
+      int64_t flips = 0;
+      {
+        const Tensor a = c.codes.to(Device::CPU), b = g.codes.to(Device::CPU);
+        for (int64_t i = 0; i < a.numel(); ++i) flips += a.data<uint8_t>()[i] != b.data<uint8_t>()[i];
+      }
+      EXPECT_LT(diff, 0.1 * err) << int(obj) << " b" << bits << ": |W-Wg| " << fro(difference(W, Wg))
+          << ", |W-dense(c)| " << fro(difference(W, dense_of(c))) << ", |W-dense(g)| "
+          << fro(difference(W, dense_of(g))) << ", |Wg-dense(g)| " << fro(difference(Wg, dense_of(g)))
+          << ", codes differing " << flips << " of " << m * n << ", rank " << c.rank << "/" << g.rank
+          << ", best step " << c.best_step << "/" << g.best_step << ", gptq kept " << c.gptq_kept
+          << "/" << g.gptq_kept << ", loss " << c.loss << "/" << g.loss;
       // The layer moved to the GPU computes what the CPU layer does.
       const Tensor x = randn({3, n}, 5);
       Tensor yc = Tensor::empty({3, m}), yg = Tensor::empty({3, m}, DType::F32, Device::CUDA);
