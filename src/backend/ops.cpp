@@ -50,9 +50,11 @@ bool packed_simd_active() { return cpu::packed_simd_active(); }
 #if defined(LRQ_WITH_CUDA)
 bool set_allow_tf32(bool allow) { return cuda::set_allow_tf32(allow); }
 bool set_bf16_matmul(bool on) { return cuda::set_bf16_matmul(on); }
+bool set_exact_kernels(bool on) { return cuda::set_exact_kernels(on); }
 #else
 bool set_allow_tf32(bool) { return false; }
 bool set_bf16_matmul(bool) { return false; }
+bool set_exact_kernels(bool) { return false; }
 #endif
 
 void synchronize() {

@@ -93,6 +93,10 @@ bool set_allow_tf32(bool allow);
 /// Lets GPU prefill products and xtx round their activations to BF16 on the tensor cores
 /// (cuda::set_bf16_matmul); returns the previous setting. No effect without CUDA (false).
 bool set_bf16_matmul(bool on);
+/// Makes the GPU's quantized-format kernels keep every weight x activation product exact
+/// (cuda::set_exact_kernels) instead of the default 16-bit activation products; returns the
+/// previous setting. The CPU kernels are always exact (false without CUDA).
+bool set_exact_kernels(bool on);
 /// Waits for every queued GPU operation (for honest stage timings); nothing on a CPU build.
 void synchronize();
 /// Forces the portable scalar packed kernels on the CPU even where AVX2+FMA+F16C is available

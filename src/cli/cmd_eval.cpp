@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backend/ops.h"
 #include "cli/common.h"
 #include "eval/perplexity.h"
 #include "formats/load_model.h"
@@ -13,7 +14,7 @@ Command add_eval(CLI::App& app) {
   struct Args {
     std::string model, tokenizer, text, reference, protocol = "nonoverlap", device = "cpu";
     int64_t ctx = 512, max_windows = 0;
-    bool json = false, quiet = false;
+    bool json = false, quiet = false, exact = false;
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("eval", "Perplexity under a named protocol (docs: EVAL.md)");
@@ -26,6 +27,7 @@ Command add_eval(CLI::App& app) {
   sub->add_option("--reference", a->reference,
                   "full-precision model: also report KL divergence, top-1 agreement, delta p");
   add_device_option(sub, a->device);
+  add_exact_flag(sub, a->exact);
   sub->add_flag("--json", a->json, "print one JSON object on stdout");
   sub->add_flag("--quiet", a->quiet, "no progress on stderr");
   return {sub, [a] {
@@ -36,6 +38,7 @@ Command add_eval(CLI::App& app) {
             o.progress = !a->quiet;
             if (a->max_windows < 0) fail("--max-windows", "must be >= 0");
             const Device dev = parse_device(a->device);
+            ops::set_exact_kernels(a->exact);
             Loaded m = open_model(a->model, a->tokenizer, true, dev);
             Loaded ref;
             if (!a->reference.empty()) ref = open_model(a->reference, a->tokenizer, false, dev);

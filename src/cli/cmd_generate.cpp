@@ -1,5 +1,6 @@
 #include <cstdio>
 
+#include "backend/ops.h"
 #include "cli/common.h"
 #include "eval/generate.h"
 #include "formats/load_model.h"
@@ -10,7 +11,7 @@ Command add_generate(CLI::App& app) {
   struct Args {
     std::string model, tokenizer, prompt, device = "cpu";
     SampleOptions s;
-    bool no_eos_stop = false;
+    bool no_eos_stop = false, exact = false;
   };
   auto a = std::make_shared<Args>();
   auto* sub = app.add_subcommand("generate", "Continue a prompt (greedy or sampled)");
@@ -23,7 +24,9 @@ Command add_generate(CLI::App& app) {
   sub->add_option("--seed", a->s.seed, "sampling seed")->capture_default_str();
   sub->add_flag("--ignore-eos", a->no_eos_stop, "keep going after the end-of-text token");
   add_device_option(sub, a->device);
+  add_exact_flag(sub, a->exact);
   return {sub, [a] {
+            ops::set_exact_kernels(a->exact);
             Loaded m = open_model(a->model, a->tokenizer, true, parse_device(a->device));
             a->s.stop_at_eos = !a->no_eos_stop;
             auto prompt = m.tokenizer->encode(a->prompt, m.model->config().add_bos);

@@ -30,6 +30,12 @@ void add_device_option(CLI::App* sub, std::string& device) {
   sub->add_option("--device", device, "where the model runs: cpu | cuda")->capture_default_str();
 }
 
+void add_exact_flag(CLI::App* sub, bool& exact) {
+  sub->add_flag("--exact", exact,
+                "GPU: exact weight x activation products in the quantized kernels (default: "
+                "16-bit activations where a kernel is faster with them; docs/DECISIONS.md)");
+}
+
 std::vector<int32_t> tokenize_file(const Loaded& m, const std::string& path) {
   std::string text = read_text_file(path);
   if (text.empty()) fail(path, "empty text file");

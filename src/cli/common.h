@@ -22,6 +22,9 @@ Loaded open_model(const std::string& path, const std::string& tokenizer, bool ne
                   Device device = Device::CPU);
 /// Adds `--device cpu|cuda` (default cpu) to a subcommand.
 void add_device_option(CLI::App* sub, std::string& device);
+/// --exact: the GPU's quantized kernels keep every product exact (ops::set_exact_kernels)
+/// instead of 16-bit activation products; the CPU's always are.
+void add_exact_flag(CLI::App* sub, bool& exact);
 
 /// Tokenizes a whole text file as EVAL.md says (one BOS at the start when the model adds one).
 /// Empty files and files that tokenize to nothing are errors naming the file.

@@ -25,6 +25,7 @@ bool g_tf32 = [] {
 }();
 
 bool g_bf16 = false;
+bool g_exact = false;
 
 cublasComputeType_t f32_compute() {
   return g_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -181,6 +182,8 @@ bool set_allow_tf32(bool allow) { return std::exchange(g_tf32, allow); }
 bool allow_tf32() { return g_tf32; }
 bool set_bf16_matmul(bool on) { return std::exchange(g_bf16, on); }
 bool bf16_matmul() { return g_bf16; }
+bool set_exact_kernels(bool on) { return std::exchange(g_exact, on); }
+bool exact_kernels() { return g_exact; }
 
 void to_bf16(const float* x, uint16_t* out, int64_t n) {
   if (n <= 0) return;

@@ -46,6 +46,13 @@ bool allow_tf32();
 /// Returns the previous setting.
 bool set_bf16_matmul(bool on);
 bool bf16_matmul();
+/// Keeps every weight x activation product of the quantized-format kernels exact (F32
+/// activations; only the F32 accumulation rounds) instead of the default 16-bit activation
+/// products (issue 26's contract; today the LoRDS decode and prefill kernels are the ones that
+/// differ). Off unless switched on here (`--exact`, and the tests that compare with F64).
+/// Returns the previous setting.
+bool set_exact_kernels(bool on);
+bool exact_kernels();
 /// out[i] = x[i] rounded to BF16 (nearest even), n values, queued on stream().
 void to_bf16(const float* x, uint16_t* out, int64_t n);
 /// Column-major C (m x n, ld ldc) = op(A) op(B) + beta C with BF16 A and B, F32 C and F32

@@ -16,6 +16,9 @@
 // matrix equals the CPU's bit for bit. Prefill (T > 8), 8-bit codes and ranks above 64 go
 // through slab_gemm: F32 row slabs dequantized that way, then cuBLAS (BF16 tensor cores under
 // set_bf16_matmul), like packed_gemm.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -255,6 +258,204 @@ __global__ void __launch_bounds__(kThreads) lords_gemv_kernel(const GemvParams p
   if (tid == 0) p.done[blockIdx.x] = 0u;
 }
 
+// The factorized decode (T = 1, the default; exact_kernels() off): y_i = sum_k B_ik z_ik with
+// z_ik = sum_j book[c_ij] (A_kj x_j), so the weights enter only as codebook values and the
+// on-the-fly scale costs r MACs per weight on tensor cores instead of the CUDA cores: Z (16 rows
+// x r) of a warp is the m16n8k16 product of its codebook values (F16, A operand; exact for INT
+// codebooks, NF values rounded to F16) with the slab's x~ = A (.) x (F16, B operand, staged
+// once per CTA), and B enters once per row at the end. x~ is scaled by a power of two per slab
+// (from the slab's largest |A_kj x_j|, the same in every CTA of the slab) so that F16 cannot
+// overflow; the scale is undone exactly on the partial sums. Rounding x~ to F16 is the
+// 16-bit-activation contract of issue 26; exact_kernels() keeps the exact kernel above.
+template <int B, int NT>
+__global__ void __launch_bounds__(kThreads) lords_gemv_fast_kernel(const GemvParams p) {
+  constexpr int KP = 8 * NT, LDX = kSlabCols + 8;  // row stride = 4 mod 32 words: no conflicts
+  __shared__ __align__(16) uint16_t Xs[KP * LDX];
+  __shared__ float wmax[kWarps];
+  __shared__ bool last;
+  const LordsView& w = p.w;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
+  const int slab = blockIdx.y;
+  const int64_t j_base = int64_t(slab) * kSlabCols;
+  const int ncols = int(w.cols - j_base < kSlabCols ? w.cols - j_base : kSlabCols);
+  auto prod = [&](int k, int j) -> float {
+    return k < w.rank && j < ncols
+               ? f16_bits_to_f32(__ldg(w.A + k * w.cols + j_base + j)) * __ldg(p.x + j_base + j)
+               : 0.f;
+  };
+  float mx = 0.f;
+  for (int e = tid; e < KP * kSlabCols; e += kThreads) mx = fmaxf(mx, fabsf(prod(e / kSlabCols, e % kSlabCols)));
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if (lane == 0) wmax[warp] = mx;
+  __syncthreads();
+  mx = wmax[0];
+#pragma unroll
+  for (int i = 1; i < kWarps; ++i) mx = fmaxf(mx, wmax[i]);
+  // 2^(14 - e) for mx = f 2^e, f in [0.5, 1): the largest product lands in [2^13, 2^14).
+  int ex = 0;
+  const bool finite = mx > 0.f && mx < INFINITY;
+  if (finite) frexpf(mx, &ex);
+  const float scale = finite ? ldexpf(1.f, 14 - ex) : 1.f, unscale = finite ? ldexpf(1.f, ex - 14) : 1.f;
+  for (int e = tid; e < KP * kSlabCols; e += kThreads) {
+    const int k = e / kSlabCols, j = e % kSlabCols;
+    Xs[k * LDX + j] = __half_as_ushort(__float2half_rn(prod(k, j) * scale));
+  }
+  const uint32_t book_lane =
+      __half_as_ushort(__float2half_rn(__ldg(w.book + (lane & ((1 << B) - 1)))));
+  __syncthreads();
+
+  const int64_t row0 = (int64_t(blockIdx.x) * kWarps + warp) * 16;
+  if (row0 < w.rows) {  // warp-uniform
+    const int64_t ra = min(row0 + g, w.rows - 1), rb = min(row0 + g + 8, w.rows - 1);
+    const int nch = ncols / kChunkValues;
+    const int64_t cbase = int64_t(slab) * kSlabChunks * 4 * B;
+    const uint8_t* ca = w.codes + ra * p.row_bytes + cbase;
+    const uint8_t* cb = w.codes + rb * p.row_bytes + cbase;
+    uint32_t wa[kSlabChunks], wb[kSlabChunks];
+#pragma unroll
+    for (int ch = 0; ch < kSlabChunks; ++ch) {
+      wa[ch] = ch < nch ? lane_codes<B>(ca + ch * 4 * B, t4) : 0u;
+      wb[ch] = ch < nch ? lane_codes<B>(cb + ch * 4 * B, t4) : 0u;
+    }
+    float z[NT][4];
+#pragma unroll
+    for (int nn = 0; nn < NT; ++nn) z[nn][0] = z[nn][1] = z[nn][2] = z[nn][3] = 0.f;
+    auto q = [&](uint32_t word, int nt, int e) {
+      return __shfl_sync(0xffffffffu, book_lane, int(code_at<B>(word, nt, e)));
+    };
+#pragma unroll
+    for (int ch = 0; ch < kSlabChunks; ++ch) {
+      if (ch < nch) {
+#pragma unroll
+        for (int ks = 0; ks < 2; ++ks) {
+          // A fragment: rows g / g+8, columns 16 ks + 2 t4 (+1) and + 8: n-tiles 2 ks, 2 ks + 1
+          // of the lane_codes word.
+          const uint32_t a[4] = {q(wa[ch], 2 * ks, 0) | q(wa[ch], 2 * ks, 1) << 16,
+                                 q(wb[ch], 2 * ks, 0) | q(wb[ch], 2 * ks, 1) << 16,
+                                 q(wa[ch], 2 * ks + 1, 0) | q(wa[ch], 2 * ks + 1, 1) << 16,
+                                 q(wb[ch], 2 * ks + 1, 0) | q(wb[ch], 2 * ks + 1, 1) << 16};
+          const uint16_t* xp = Xs + g * LDX + ch * kChunkValues + ks * 16 + 2 * t4;
+#pragma unroll
+          for (int nn = 0; nn < NT; ++nn)
+            mma_f16(z[nn], a, *reinterpret_cast<const uint32_t*>(xp + nn * 8 * LDX),
+                    *reinterpret_cast<const uint32_t*>(xp + nn * 8 * LDX + 8));
+        }
+      }
+    }
+    // z[nn] holds rows g (0, 1) and g+8 (2, 3) at ranks 8 nn + 2 t4 (+1).
+    float va = 0.f, vb = 0.f;
+#pragma unroll
+    for (int nn = 0; nn < NT; ++nn)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int k = nn * 8 + 2 * t4 + e;
+        if (k < w.rank) {
+          va = fmaf(f16_bits_to_f32(__ldg(w.B + ra * w.rank + k)), z[nn][e], va);
+          vb = fmaf(f16_bits_to_f32(__ldg(w.B + rb * w.rank + k)), z[nn][2 + e], vb);
+        }
+      }
+    va += __shfl_xor_sync(0xffffffffu, va, 1);
+    va += __shfl_xor_sync(0xffffffffu, va, 2);
+    vb += __shfl_xor_sync(0xffffffffu, vb, 1);
+    vb += __shfl_xor_sync(0xffffffffu, vb, 2);
+    if (t4 == 0) {
+      if (row0 + g < w.rows) p.part[int64_t(slab) * w.rows + row0 + g] = va * unscale;
+      if (row0 + g + 8 < w.rows) p.part[int64_t(slab) * w.rows + row0 + g + 8] = vb * unscale;
+    }
+  }
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last = atomicAdd(p.done + blockIdx.x, 1u) == unsigned(p.nslabs - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int64_t rbeg = int64_t(blockIdx.x) * kRowsPerCta;
+  for (int i = tid; i < kRowsPerCta; i += kThreads) {
+    const int64_t r = rbeg + i;
+    if (r >= w.rows) continue;
+    float s = 0.f;
+    for (int sl = 0; sl < p.nslabs; ++sl) s += __ldcg(p.part + int64_t(sl) * w.rows + r);
+    float& dst = p.y[r];
+    dst = p.accumulate ? dst + s : s;
+  }
+  if (tid == 0) p.done[blockIdx.x] = 0u;
+}
+
+// Prefill's dequantization to BF16 (the default; exact_kernels() keeps the F32 slabs): the
+// decode kernel's tiles of S (tensor-core products B_I A_J with K = r, exact in F32) times the
+// codebook value, rounded once to BF16 and written for cuBLAS's BF16 GEMM. One CTA per 128 rows
+// x 256 columns of the row slab [row_begin, row_begin + nrows).
+template <int B, int KS>
+__global__ void __launch_bounds__(kThreads) lords_dequant_bf16_kernel(const LordsView w,
+                                                                     int64_t row_bytes,
+                                                                     int64_t row_begin,
+                                                                     int64_t nrows,
+                                                                     uint16_t* __restrict__ out) {
+  constexpr int KP = 16 * KS, LD = KP + 8;
+  __shared__ __align__(16) uint16_t At[kSlabCols * LD];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
+  const int slab = blockIdx.y;
+  const int64_t j_base = int64_t(slab) * kSlabCols;
+  const int ncols = int(w.cols - j_base < kSlabCols ? w.cols - j_base : kSlabCols);
+  for (int e = tid; e < KP * kSlabCols; e += kThreads) {
+    const int k = e / kSlabCols, j = e % kSlabCols;
+    At[j * LD + k] = k < w.rank && j < ncols ? __ldg(w.A + k * w.cols + j_base + j) : uint16_t(0);
+  }
+  const float book_lane = __ldg(w.book + (lane & ((1 << B) - 1)));
+  __syncthreads();
+  const int64_t lrow0 = (int64_t(blockIdx.x) * kWarps + warp) * 16;
+  if (lrow0 >= nrows) return;  // warp-uniform; no barrier follows
+  const int64_t la = lrow0 + g, lb = lrow0 + g + 8;
+  const int64_t ra = row_begin + min(la, nrows - 1), rb = row_begin + min(lb, nrows - 1);
+  uint32_t a[KS][4];
+  {
+    const uint16_t* Ba = w.B + ra * w.rank;
+    const uint16_t* Bb = w.B + rb * w.rank;
+    auto bk = [&](const uint16_t* row, int k) -> uint32_t {
+      return k < w.rank ? uint32_t(__ldg(row + k)) : 0u;
+    };
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) {
+      const int k0 = ks * 16 + 2 * t4;
+      a[ks][0] = bk(Ba, k0) | bk(Ba, k0 + 1) << 16;
+      a[ks][1] = bk(Bb, k0) | bk(Bb, k0 + 1) << 16;
+      a[ks][2] = bk(Ba, k0 + 8) | bk(Ba, k0 + 9) << 16;
+      a[ks][3] = bk(Bb, k0 + 8) | bk(Bb, k0 + 9) << 16;
+    }
+  }
+  const int nch = ncols / kChunkValues;
+  const int64_t cbase = int64_t(slab) * kSlabChunks * 4 * B;
+  const uint8_t* ca = w.codes + ra * row_bytes + cbase;
+  const uint8_t* cb = w.codes + rb * row_bytes + cbase;
+  uint32_t* oa = reinterpret_cast<uint32_t*>(out + la * w.cols + j_base);
+  uint32_t* ob = reinterpret_cast<uint32_t*>(out + lb * w.cols + j_base);
+  const bool sa = la < nrows, sb = lb < nrows;
+  for (int ch = 0; ch < nch; ++ch) {
+    const uint32_t wa = lane_codes<B>(ca + ch * 4 * B, t4), wb = lane_codes<B>(cb + ch * 4 * B, t4);
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      float c[4] = {0.f, 0.f, 0.f, 0.f};
+      const uint16_t* bp = At + (ch * kChunkValues + nt * 8 + g) * LD + 2 * t4;
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks)
+        mma_f16(c, a[ks], *reinterpret_cast<const uint32_t*>(bp + ks * 16),
+                *reinterpret_cast<const uint32_t*>(bp + ks * 16 + 8));
+      float v[4];
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        v[e] = __shfl_sync(0xffffffffu, book_lane, int(code_at<B>(wa, nt, e))) * c[e];
+        v[2 + e] = __shfl_sync(0xffffffffu, book_lane, int(code_at<B>(wb, nt, e))) * c[2 + e];
+      }
+      const int jw = (ch * kChunkValues + nt * 8 + 2 * t4) / 2;
+      if (sa) oa[jw] = __bfloat16_as_ushort(__float2bfloat16_rn(v[0])) |
+                       uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(v[1]))) << 16;
+      if (sb) ob[jw] = __bfloat16_as_ushort(__float2bfloat16_rn(v[2])) |
+                       uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(v[3]))) << 16;
+    }
+  }
+}
+
 // Per-row-block completion counters, zero between launches (the last CTA resets its own);
 // grown on demand, kept for the process. One stream, so launches never share them at once.
 unsigned* done_counters(int64_t n) {
@@ -290,6 +491,51 @@ void gemv_rank(const GemvParams& p, dim3 grid) {
   else gemv_tokens<B, 4>(p, grid);
 }
 
+template <int B>
+void gemv_fast_rank(const GemvParams& p, dim3 grid) {
+  auto go = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, stream()>>>(p);
+    LRQ_CUDA_LAUNCHED();
+  };
+  if (p.w.rank <= 16) go(lords_gemv_fast_kernel<B, 2>);
+  else if (p.w.rank <= 32) go(lords_gemv_fast_kernel<B, 4>);
+  else go(lords_gemv_fast_kernel<B, 8>);
+}
+
+template <int B>
+void dequant_bf16_rank(const LordsView& w, int64_t row_bytes, int64_t r0, int64_t n,
+                       uint16_t* out) {
+  const dim3 grid(unsigned((n + kRowsPerCta - 1) / kRowsPerCta),
+                  unsigned((w.cols + kSlabCols - 1) / kSlabCols));
+  auto go = [&](auto kernel) {
+    kernel<<<grid, kThreads, 0, stream()>>>(w, row_bytes, r0, n, out);
+    LRQ_CUDA_LAUNCHED();
+  };
+  if (w.rank <= 16) go(lords_dequant_bf16_kernel<B, 1>);
+  else if (w.rank <= 32) go(lords_dequant_bf16_kernel<B, 2>);
+  else go(lords_dequant_bf16_kernel<B, 4>);
+}
+
+// Prefill through BF16: x rounded once, the weights dequantized to BF16 a row slab at a time
+// (up to 2^24 weights, 32 MiB), one cuBLAS GEMM per slab.
+void lords_prefill_bf16(const LordsView& w, const float* x, float* y, int64_t T, bool accumulate) {
+  const int64_t row_bytes = w.cols / kChunkValues * 4 * w.bits;
+  const int64_t slab = std::clamp<int64_t>((int64_t(1) << 24) / w.cols, 1, w.rows);
+  DeviceScratch xs(size_t(T * w.cols) * sizeof(uint16_t));
+  DeviceScratch w16(size_t(slab * w.cols) * sizeof(uint16_t));
+  to_bf16(x, xs.as<uint16_t>(), T * w.cols);
+  for (int64_t r0 = 0; r0 < w.rows; r0 += slab) {
+    const int64_t n = std::min(slab, w.rows - r0);
+    switch (w.bits) {
+      case 2: dequant_bf16_rank<2>(w, row_bytes, r0, n, w16.as<uint16_t>()); break;
+      case 3: dequant_bf16_rank<3>(w, row_bytes, r0, n, w16.as<uint16_t>()); break;
+      default: dequant_bf16_rank<4>(w, row_bytes, r0, n, w16.as<uint16_t>()); break;
+    }
+    gemm_bf16(true, false, n, T, w.cols, w16.as<uint16_t>(), w.cols, xs.as<uint16_t>(), w.cols,
+              accumulate ? 1.0f : 0.0f, y + r0, w.rows);
+  }
+}
+
 void lords_gemv(const LordsView& w, const float* x, float* y, int64_t T, bool accumulate) {
   GemvParams p{};
   p.w = w;
@@ -306,6 +552,14 @@ void lords_gemv(const LordsView& w, const float* x, float* y, int64_t T, bool ac
   p.part = part.as<float>();
   p.done = done_counters(row_blocks);
   const dim3 grid(unsigned(row_blocks), unsigned(p.nslabs));
+  if (T == 1 && !exact_kernels()) {
+    switch (w.bits) {
+      case 2: gemv_fast_rank<2>(p, grid); break;
+      case 3: gemv_fast_rank<3>(p, grid); break;
+      default: gemv_fast_rank<4>(p, grid); break;
+    }
+    return;
+  }
   switch (w.bits) {
     case 2: gemv_rank<2>(p, grid); break;
     case 3: gemv_rank<3>(p, grid); break;
@@ -426,6 +680,10 @@ void lords_matmul(const Lords& w, const Tensor& x, const Tensor& y, bool accumul
   const LordsView v = view_of(w);
   if (T <= kGemvMaxT && v.bits <= 4 && v.rank <= kGemvMaxRank) {
     lords_gemv(v, x.data<float>(), y.data<float>(), T, accumulate);
+    return;
+  }
+  if (v.bits <= 4 && v.rank <= kGemvMaxRank && !exact_kernels()) {
+    lords_prefill_bf16(v, x.data<float>(), y.data<float>(), T, accumulate);
     return;
   }
   const Tensor xa = aligned16(x) ? x : x.clone();
