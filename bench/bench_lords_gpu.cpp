@@ -3,8 +3,6 @@
 //  - decode (T = 1 and 8): the fused GEMV (S formed on the tensor cores, never stored) against
 //    our packed w{b}g128 kernel at the same bits and cuBLAS with F16 weights; weights cycled
 //    through >= 4x the L2 so every call reads them from DRAM (bench_gpu_util.h);
-//    T = 1 by default runs the factorized kernel (16-bit activation products), "(exact)" the
-//    exact one (set_exact_kernels);
 //  - prefill (T = 2048): by default a BF16 dequantization (S tiles on the tensor cores) + one
 //    cuBLAS BF16 GEMM per row slab; exact: F32 slabs + cuBLAS with BF16 tensor cores
 //    (set_bf16_matmul) and in F32; against cuBLAS with BF16 weights and activations.
@@ -84,14 +82,9 @@ void decode_section(int reps) {
         const double pm = time_layer(q);
         std::printf("| %-40s | %9.2f | %.2fx cuBLAS |\n", (q.describe() + tag).c_str(), pm * 1e3,
                     pm / cublas_ms);
-        const std::string name = "lords b" + std::to_string(bits) + " r" + std::to_string(rank) + tag;
-        const bool was = cuda::set_exact_kernels(false);
         const double lm = time_layer(*l);
-        cuda::set_exact_kernels(true);
-        const double le = T == 1 ? time_layer(*l) : lm;  // T > 1: one kernel in both modes
-        cuda::set_exact_kernels(was);
-        row(name, lm, pm, "packed ");
-        if (T == 1) row(name + " (exact)", le, pm, "packed ");
+        row("lords b" + std::to_string(bits) + " r" + std::to_string(rank) + tag, lm, pm,
+            "packed ");
       }
     }
   }

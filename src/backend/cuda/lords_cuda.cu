@@ -13,11 +13,12 @@
 // (deterministic, one launch, no float atomics).
 //
 // Dequantization forms s_ij by the CPU's chain of F32 fmas in k order, so the dequantized
-// matrix equals the CPU's bit for bit. Prefill (T > 8), 8-bit codes and ranks above 64 go
-// through slab_gemm: F32 row slabs dequantized that way, then cuBLAS (BF16 tensor cores under
+// matrix equals the CPU's bit for bit. Prefill (T > 8) by default dequantizes to BF16 with the
+// decode kernel's S tiles and runs one cuBLAS BF16 GEMM per row slab (16-bit activations: issue
+// 26's contract); under exact_kernels(), and for 8-bit codes and ranks above 64, it goes through
+// slab_gemm: F32 row slabs dequantized by the fma chain, then cuBLAS (BF16 tensor cores under
 // set_bf16_matmul), like packed_gemm.
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cmath>
@@ -258,130 +259,6 @@ __global__ void __launch_bounds__(kThreads) lords_gemv_kernel(const GemvParams p
   if (tid == 0) p.done[blockIdx.x] = 0u;
 }
 
-// The factorized decode (T = 1, the default; exact_kernels() off): y_i = sum_k B_ik z_ik with
-// z_ik = sum_j book[c_ij] (A_kj x_j), so the weights enter only as codebook values and the
-// on-the-fly scale costs r MACs per weight on tensor cores instead of the CUDA cores: Z (16 rows
-// x r) of a warp is the m16n8k16 product of its codebook values (F16, A operand; exact for INT
-// codebooks, NF values rounded to F16) with the slab's x~ = A (.) x (F16, B operand, staged
-// once per CTA), and B enters once per row at the end. x~ is scaled by a power of two per slab
-// (from the slab's largest |A_kj x_j|, the same in every CTA of the slab) so that F16 cannot
-// overflow; the scale is undone exactly on the partial sums. Rounding x~ to F16 is the
-// 16-bit-activation contract of issue 26; exact_kernels() keeps the exact kernel above.
-template <int B, int NT>
-__global__ void __launch_bounds__(kThreads) lords_gemv_fast_kernel(const GemvParams p) {
-  constexpr int KP = 8 * NT, LDX = kSlabCols + 8;  // row stride = 4 mod 32 words: no conflicts
-  __shared__ __align__(16) uint16_t Xs[KP * LDX];
-  __shared__ float wmax[kWarps];
-  __shared__ bool last;
-  const LordsView& w = p.w;
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t4 = lane & 3;
-  const int slab = blockIdx.y;
-  const int64_t j_base = int64_t(slab) * kSlabCols;
-  const int ncols = int(w.cols - j_base < kSlabCols ? w.cols - j_base : kSlabCols);
-  auto prod = [&](int k, int j) -> float {
-    return k < w.rank && j < ncols
-               ? f16_bits_to_f32(__ldg(w.A + k * w.cols + j_base + j)) * __ldg(p.x + j_base + j)
-               : 0.f;
-  };
-  float mx = 0.f;
-  for (int e = tid; e < KP * kSlabCols; e += kThreads) mx = fmaxf(mx, fabsf(prod(e / kSlabCols, e % kSlabCols)));
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-  if (lane == 0) wmax[warp] = mx;
-  __syncthreads();
-  mx = wmax[0];
-#pragma unroll
-  for (int i = 1; i < kWarps; ++i) mx = fmaxf(mx, wmax[i]);
-  // 2^(14 - e) for mx = f 2^e, f in [0.5, 1): the largest product lands in [2^13, 2^14).
-  int ex = 0;
-  const bool finite = mx > 0.f && mx < INFINITY;
-  if (finite) frexpf(mx, &ex);
-  const float scale = finite ? ldexpf(1.f, 14 - ex) : 1.f, unscale = finite ? ldexpf(1.f, ex - 14) : 1.f;
-  for (int e = tid; e < KP * kSlabCols; e += kThreads) {
-    const int k = e / kSlabCols, j = e % kSlabCols;
-    Xs[k * LDX + j] = __half_as_ushort(__float2half_rn(prod(k, j) * scale));
-  }
-  const uint32_t book_lane =
-      __half_as_ushort(__float2half_rn(__ldg(w.book + (lane & ((1 << B) - 1)))));
-  __syncthreads();
-
-  const int64_t row0 = (int64_t(blockIdx.x) * kWarps + warp) * 16;
-  if (row0 < w.rows) {  // warp-uniform
-    const int64_t ra = min(row0 + g, w.rows - 1), rb = min(row0 + g + 8, w.rows - 1);
-    const int nch = ncols / kChunkValues;
-    const int64_t cbase = int64_t(slab) * kSlabChunks * 4 * B;
-    const uint8_t* ca = w.codes + ra * p.row_bytes + cbase;
-    const uint8_t* cb = w.codes + rb * p.row_bytes + cbase;
-    uint32_t wa[kSlabChunks], wb[kSlabChunks];
-#pragma unroll
-    for (int ch = 0; ch < kSlabChunks; ++ch) {
-      wa[ch] = ch < nch ? lane_codes<B>(ca + ch * 4 * B, t4) : 0u;
-      wb[ch] = ch < nch ? lane_codes<B>(cb + ch * 4 * B, t4) : 0u;
-    }
-    float z[NT][4];
-#pragma unroll
-    for (int nn = 0; nn < NT; ++nn) z[nn][0] = z[nn][1] = z[nn][2] = z[nn][3] = 0.f;
-    auto q = [&](uint32_t word, int nt, int e) {
-      return __shfl_sync(0xffffffffu, book_lane, int(code_at<B>(word, nt, e)));
-    };
-#pragma unroll
-    for (int ch = 0; ch < kSlabChunks; ++ch) {
-      if (ch < nch) {
-#pragma unroll
-        for (int ks = 0; ks < 2; ++ks) {
-          // A fragment: rows g / g+8, columns 16 ks + 2 t4 (+1) and + 8: n-tiles 2 ks, 2 ks + 1
-          // of the lane_codes word.
-          const uint32_t a[4] = {q(wa[ch], 2 * ks, 0) | q(wa[ch], 2 * ks, 1) << 16,
-                                 q(wb[ch], 2 * ks, 0) | q(wb[ch], 2 * ks, 1) << 16,
-                                 q(wa[ch], 2 * ks + 1, 0) | q(wa[ch], 2 * ks + 1, 1) << 16,
-                                 q(wb[ch], 2 * ks + 1, 0) | q(wb[ch], 2 * ks + 1, 1) << 16};
-          const uint16_t* xp = Xs + g * LDX + ch * kChunkValues + ks * 16 + 2 * t4;
-#pragma unroll
-          for (int nn = 0; nn < NT; ++nn)
-            mma_f16(z[nn], a, *reinterpret_cast<const uint32_t*>(xp + nn * 8 * LDX),
-                    *reinterpret_cast<const uint32_t*>(xp + nn * 8 * LDX + 8));
-        }
-      }
-    }
-    // z[nn] holds rows g (0, 1) and g+8 (2, 3) at ranks 8 nn + 2 t4 (+1).
-    float va = 0.f, vb = 0.f;
-#pragma unroll
-    for (int nn = 0; nn < NT; ++nn)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int k = nn * 8 + 2 * t4 + e;
-        if (k < w.rank) {
-          va = fmaf(f16_bits_to_f32(__ldg(w.B + ra * w.rank + k)), z[nn][e], va);
-          vb = fmaf(f16_bits_to_f32(__ldg(w.B + rb * w.rank + k)), z[nn][2 + e], vb);
-        }
-      }
-    va += __shfl_xor_sync(0xffffffffu, va, 1);
-    va += __shfl_xor_sync(0xffffffffu, va, 2);
-    vb += __shfl_xor_sync(0xffffffffu, vb, 1);
-    vb += __shfl_xor_sync(0xffffffffu, vb, 2);
-    if (t4 == 0) {
-      if (row0 + g < w.rows) p.part[int64_t(slab) * w.rows + row0 + g] = va * unscale;
-      if (row0 + g + 8 < w.rows) p.part[int64_t(slab) * w.rows + row0 + g + 8] = vb * unscale;
-    }
-  }
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) last = atomicAdd(p.done + blockIdx.x, 1u) == unsigned(p.nslabs - 1);
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  const int64_t rbeg = int64_t(blockIdx.x) * kRowsPerCta;
-  for (int i = tid; i < kRowsPerCta; i += kThreads) {
-    const int64_t r = rbeg + i;
-    if (r >= w.rows) continue;
-    float s = 0.f;
-    for (int sl = 0; sl < p.nslabs; ++sl) s += __ldcg(p.part + int64_t(sl) * w.rows + r);
-    float& dst = p.y[r];
-    dst = p.accumulate ? dst + s : s;
-  }
-  if (tid == 0) p.done[blockIdx.x] = 0u;
-}
-
 // Prefill's dequantization to BF16 (the default; exact_kernels() keeps the F32 slabs): the
 // decode kernel's tiles of S (tensor-core products B_I A_J with K = r, exact in F32) times the
 // codebook value, rounded once to BF16 and written for cuBLAS's BF16 GEMM. One CTA per 128 rows
@@ -492,17 +369,6 @@ void gemv_rank(const GemvParams& p, dim3 grid) {
 }
 
 template <int B>
-void gemv_fast_rank(const GemvParams& p, dim3 grid) {
-  auto go = [&](auto kernel) {
-    kernel<<<grid, kThreads, 0, stream()>>>(p);
-    LRQ_CUDA_LAUNCHED();
-  };
-  if (p.w.rank <= 16) go(lords_gemv_fast_kernel<B, 2>);
-  else if (p.w.rank <= 32) go(lords_gemv_fast_kernel<B, 4>);
-  else go(lords_gemv_fast_kernel<B, 8>);
-}
-
-template <int B>
 void dequant_bf16_rank(const LordsView& w, int64_t row_bytes, int64_t r0, int64_t n,
                        uint16_t* out) {
   const dim3 grid(unsigned((n + kRowsPerCta - 1) / kRowsPerCta),
@@ -552,14 +418,6 @@ void lords_gemv(const LordsView& w, const float* x, float* y, int64_t T, bool ac
   p.part = part.as<float>();
   p.done = done_counters(row_blocks);
   const dim3 grid(unsigned(row_blocks), unsigned(p.nslabs));
-  if (T == 1 && !exact_kernels()) {
-    switch (w.bits) {
-      case 2: gemv_fast_rank<2>(p, grid); break;
-      case 3: gemv_fast_rank<3>(p, grid); break;
-      default: gemv_fast_rank<4>(p, grid); break;
-    }
-    return;
-  }
   switch (w.bits) {
     case 2: gemv_rank<2>(p, grid); break;
     case 3: gemv_rank<3>(p, grid); break;
