@@ -12,6 +12,7 @@
 #include "calib/windows.h"
 #include "eval/perplexity.h"
 #include "formats/load_model.h"
+#include "formats/save.h"
 #include "quant/pipeline.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
