@@ -98,6 +98,14 @@ TEST(Threads, TransformerOpsGiveTheSameBits) {
     ops::attention(q, K, V, H, Hkv, d, 0, o);
     return std::vector<Tensor>{o};
   });
+  // The activation fake quantizers split rows (or elements) across threads above 65536 values.
+  const Tensor acts = randn({300, 512}, 6);
+  same_bits("fake_quant_rows + fake_quant_tensor", [&] {
+    Tensor a = acts.clone(), b = acts.clone();
+    ops::fake_quant_rows(a, 8);
+    ops::fake_quant_tensor(b, 0.02f, 8);
+    return std::vector<Tensor>{a, b};
+  });
   same_bits("rope + silu_mul", [&] {
     Tensor a = q.clone(), o = Tensor::empty({T, H * d});
     ops::rope(a, H, d, 3, 10000.f, false);

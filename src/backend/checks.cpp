@@ -2,6 +2,7 @@
 #include "backend/checks.h"
 
 #include <algorithm>
+#include <cmath>
 
 #if defined(__GNUC__)
 #pragma GCC diagnostic error "-Wmissing-declarations"  // a drifted signature fails to compile
@@ -281,6 +282,19 @@ void silu_mul(const Tensor& gate, const Tensor& up, const Tensor& out) {
 void add_inplace(const Tensor& x, const Tensor& y) {
   need_activations({{&x, "x"}, {&y, "y"}}, "add_inplace");
   if (x.numel() != y.numel()) fail("", "add_inplace: {} {}", x.str(), y.str());
+}
+
+void fake_quant_rows(const Tensor& x, int bits) {
+  need_f32(x, "fake_quant_rows", "x");
+  if (x.ndim() != 2) fail("", "fake_quant_rows: x must be a matrix, got {}", x.str());
+  if (bits < 2 || bits > 16) fail("", "fake_quant_rows: bits {} outside 2..16", bits);
+}
+
+void fake_quant_tensor(const Tensor& x, float step, int bits) {
+  need_f32(x, "fake_quant_tensor", "x");
+  if (!std::isfinite(step) || !(step > 0))
+    fail("", "fake_quant_tensor: step {} must be finite and > 0", step);
+  if (bits < 2 || bits > 16) fail("", "fake_quant_tensor: bits {} outside 2..16", bits);
 }
 
 void add_row_vector(const Tensor& x, const Tensor& b) {

@@ -166,6 +166,16 @@ LRQ_OP(silu_mul, void, (const Tensor& gate, const Tensor& up, const Tensor& out)
        (gate, up, out), (&gate, &up, &out))
 /// x += y (same element count and dtype).
 LRQ_OP(add_inplace, void, (const Tensor& x, const Tensor& y), (x, y), (&x, &y))
+/// In place on x (F32, rows x n): each row fake-quantized to an asymmetric `bits`-bit grid of
+/// its own (per-token dynamic activation quantization, a8 / kv8): lo, hi = the row's min and max,
+/// step = (hi - lo) / (2^bits - 1), zero = rint(-lo / step) (not clamped: the grid covers
+/// [lo, hi] whatever the signs), x <- (clamp(rint(x / step) + zero, 0, 2^bits - 1) - zero) * step,
+/// every operation rounded in F32 as written (no contraction), so CPU and CUDA agree bit for bit.
+/// A row with hi == lo (or a non-finite range) is left unchanged. bits 2..16.
+LRQ_OP(fake_quant_rows, void, (const Tensor& x, int bits), (x, bits), (&x))
+/// In place on x (F32, any shape): x <- clamp(rint(x / step), -2^(bits-1), 2^(bits-1) - 1) * step,
+/// one static symmetric grid for the whole tensor (a8=tensor). step finite and > 0; bits 2..16.
+LRQ_OP(fake_quant_tensor, void, (const Tensor& x, float step, int bits), (x, step, bits), (&x))
 /// x[t,:] += b (b of length x.dim(-1), F32/F16/BF16).
 LRQ_OP(add_row_vector, void, (const Tensor& x, const Tensor& b), (x, b), (&x, &b))
 /// out[t,:] = table[ids[t],:] converted to F32. An id outside the table is an Error (on the GPU

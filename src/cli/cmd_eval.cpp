@@ -52,6 +52,9 @@ Command add_eval(CLI::App& app) {
                                 {"windows", r.windows},   {"stream_tokens", ids.size()},
                                 {"seconds", sec},
                                 {"tokens_per_s", double(r.windows * o.ctx) / sec}};
+            const ActivationQuant& act = m.model->activation_quant();
+            if (act.active())  // stored in the folder: runs with no flag, so say so
+              j["activations"] = {{"a8", std::string(act_mode_name(act.a8))}, {"kv8", act.kv8}};
             if (r.kld) {
               j["reference"] = a->reference;
               j["ref_ppl"] = *r.ref_ppl;
@@ -66,6 +69,9 @@ Command add_eval(CLI::App& app) {
             std::printf("%s on %s: ppl %.4f (nll %.5f, %lld tokens, %lld windows, %s)\n",
                         a->model.c_str(), a->text.c_str(), r.ppl, r.nll, (long long)r.tokens,
                         (long long)r.windows, r.protocol.c_str());
+            if (act.active())
+              std::printf("activations: a8 %s, kv8 %s (from the folder's config)\n",
+                          std::string(act_mode_name(act.a8)).c_str(), act.kv8 ? "on" : "off");
             if (r.kld)
               std::printf("against %s (ppl %.4f): KL %.5f, same top token %.2f%%, "
                           "delta p(correct) %+.5f\n",

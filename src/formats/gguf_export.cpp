@@ -228,6 +228,11 @@ GgufExportSummary export_gguf(const Model& model, const SpmVocab& vocab, const G
     fail(src, "the tokenizer has {} tokens but the embedding only {} rows", vocab.tokens.size(),
          c.vocab);
 
+  if (model.activation_quant().active())
+    fail(src, "runs with {}-bit activations (a8 {}, kv8 {}), which GGUF cannot record: llama.cpp "
+         "would run it with full-precision activations", ActivationQuant::kBits,
+         act_mode_name(model.activation_quant().a8), model.activation_quant().kv8 ? "on" : "off");
+
   gguf::Type target = gguf::Type::F32;
   if (o.type != "auto" && !gguf::type_from_name(o.type, &target))
     fail("--type", "unknown type '{}' (valid: auto, f32, f16, bf16, q8_0, q4_0, q4_1)", o.type);

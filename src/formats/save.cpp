@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include <filesystem>
+#include <map>
 
 #include "core/error.h"
 #include "io/mapped_file.h"
@@ -163,9 +164,17 @@ void save_quantized(const Model& m, const SaveOptions& o) {
         if (n.rfind(Model::linear_name(l, p) + ".", 0) == 0) return true;
     return false;
   };
+  // The norms come from the model, not the source: smoothing (quant/activations.h) folds its
+  // scales into them. Unsmoothed, they are the source's tensors (the same bytes).
+  std::map<std::string, Tensor> norms;
+  for (int64_t l = 0; l < m.n_layers(); ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    norms[p + "input_layernorm.weight"] = m.block(l).attn_norm.to(Device::CPU);
+    norms[p + "post_attention_layernorm.weight"] = m.block(l).mlp_norm.to(Device::CPU);
+  }
   for (const auto& [name, t] : ck.tensors)
     if (!is_proj(name) && (name != "lm_head.weight" || !m.config().tied_embeddings))
-      tensors.emplace_back(name, t);
+      tensors.emplace_back(name, norms.count(name) ? norms.at(name) : t);
   nlohmann::json layers = nlohmann::json::object();
   for (const auto& name : m.linear_names()) {
     // Each layer writes its own tensors; those with metadata are loaded back by kind.
@@ -184,6 +193,20 @@ void save_quantized(const Model& m, const SaveOptions& o) {
   q["quant_method"] = "lrquant";
   q["format_version"] = 2;  // 2: every layer tagged with its kind
   q["layers"] = layers;
+  const ActivationQuant& act = m.activation_quant();
+  if (act.active() || act.smooth >= 0) {
+    nlohmann::json a = {{"a8", std::string(act_mode_name(act.a8))},
+                        {"kv8", act.kv8},
+                        {"bits", ActivationQuant::kBits},
+                        {"smooth", act.smooth >= 0 ? nlohmann::json(act.smooth) : nlohmann::json()}};
+    if (act.a8 == ActivationQuant::Mode::Tensor) {
+      // One step per site and layer; a float printed by the JSON writer reads back exactly.
+      a["sites"] = {"attn_in", "o_in", "mlp_in", "down_in"};
+      a["steps"] = nlohmann::json::array();
+      for (const auto& st : act.steps) a["steps"].push_back({st[0], st[1], st[2], st[3]});
+    }
+    q["activations"] = a;
+  }
   cfg["quantization_config"] = q;
   write_file_atomic((tmp.path / "config.json").string(), cfg.dump(2) + "\n");
 

@@ -2,6 +2,8 @@
 
 #include "backend/ops.h"
 
+#include <cmath>
+
 namespace lrq {
 
 namespace {
@@ -17,6 +19,15 @@ std::string_view site_name(Site s) {
     case Site::OIn: return "o_in";
     case Site::MlpIn: return "mlp_in";
     case Site::DownIn: return "down_in";
+  }
+  return "?";
+}
+
+std::string_view act_mode_name(ActivationQuant::Mode m) {
+  switch (m) {
+    case ActivationQuant::Mode::Off: return "off";
+    case ActivationQuant::Mode::Token: return "token";
+    case ActivationQuant::Mode::Tensor: return "tensor";
   }
   return "?";
 }
@@ -192,12 +203,21 @@ void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache&
     fail("model", "sequence of {} positions exceeds the cache capacity {}", pos0 + T,
          cache.capacity);
   auto buf = [&](int64_t n) { return Tensor::empty({T, n}, DType::F32, dev); };
+  // What a projection reads, fake-quantized in place when activation quantization is on
+  // (after the observers: calibration never runs with it on, see ActivationQuant).
+  auto quantize_input = [&](const Tensor& t, Site s) {
+    if (act_.a8 == ActivationQuant::Mode::Token)
+      ops::fake_quant_rows(t, ActivationQuant::kBits);
+    else if (act_.a8 == ActivationQuant::Mode::Tensor)
+      ops::fake_quant_tensor(t, act_.steps[size_t(layer)][int(s)], ActivationQuant::kBits);
+  };
 
   // Attention.
   Tensor h = buf(cfg_.hidden);
   ops::rmsnorm(x, b.attn_norm, cfg_.rms_eps, h);
   if (observe) observe(layer, Site::AttnIn, h);
   if (stop_after == Site::AttnIn) return;
+  quantize_input(h, Site::AttnIn);
   Tensor q = buf(cfg_.q_width()), k = buf(cfg_.kv_width()), v = buf(cfg_.kv_width());
   forward_shared_input(h, {b.q.get(), b.k.get(), b.v.get()}, {q, k, v});
   if (cfg_.qk_norm) {
@@ -208,6 +228,12 @@ void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache&
   }
   ops::rope(q, cfg_.n_heads, cfg_.head_dim, pos0, cfg_.rope_theta, cfg_.rope_interleaved);
   ops::rope(k, cfg_.n_kv_heads, cfg_.head_dim, pos0, cfg_.rope_theta, cfg_.rope_interleaved);
+  if (act_.kv8) {
+    // Per token and KV head: the granularity of a cache that stores each head's slice with
+    // its own scale and zero point.
+    ops::fake_quant_rows(k.reshape({T * cfg_.n_kv_heads, cfg_.head_dim}), ActivationQuant::kBits);
+    ops::fake_quant_rows(v.reshape({T * cfg_.n_kv_heads, cfg_.head_dim}), ActivationQuant::kBits);
+  }
   if (cached) {
     cache.K[layer].rows(pos0, pos0 + T).copy_from(k);
     cache.V[layer].rows(pos0, pos0 + T).copy_from(v);
@@ -217,6 +243,7 @@ void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache&
                  cfg_.n_kv_heads, cfg_.head_dim, pos0, att);
   if (observe) observe(layer, Site::OIn, att);
   if (stop_after == Site::OIn) return;
+  quantize_input(att, Site::OIn);
   Tensor o = buf(cfg_.hidden);
   b.o->forward(att, o);
   ops::add_inplace(x, o);
@@ -226,12 +253,14 @@ void Model::block_forward(int64_t layer, const Tensor& x, int64_t pos0, KVCache&
   ops::rmsnorm(x, b.mlp_norm, cfg_.rms_eps, m);
   if (observe) observe(layer, Site::MlpIn, m);
   if (stop_after == Site::MlpIn) return;
+  quantize_input(m, Site::MlpIn);
   Tensor g = buf(cfg_.intermediate), u = buf(cfg_.intermediate);
   forward_shared_input(m, {b.gate.get(), b.up.get()}, {g, u});
   Tensor a = g;
   ops::silu_mul(g, u, a);
   if (observe) observe(layer, Site::DownIn, a);
   if (stop_after == Site::DownIn) return;
+  quantize_input(a, Site::DownIn);
   b.down->forward(a, o);
   ops::add_inplace(x, o);
 }
@@ -255,6 +284,22 @@ Tensor Model::forward(std::span<const int32_t> ids, KVCache& cache, bool all_log
   for (int64_t l = 0; l < cfg_.n_layers; ++l) block_forward(l, x, pos0, cache);
   cache.length = pos0 + T;
   return head(all_logits ? x : x.rows(T - 1, T));
+}
+
+void Model::set_activation_quant(ActivationQuant a) {
+  if (a.a8 == ActivationQuant::Mode::Tensor) {
+    if (int64_t(a.steps.size()) != cfg_.n_layers)
+      fail("model", "a8=tensor needs activation steps for {} layers, got {}", cfg_.n_layers,
+           a.steps.size());
+    for (size_t l = 0; l < a.steps.size(); ++l)
+      for (int s = 0; s < 4; ++s)
+        if (!std::isfinite(a.steps[l][s]) || !(a.steps[l][s] > 0))
+          fail("model", "layer {} {}: activation step {} is not finite and positive", l,
+               site_name(Site(s)), a.steps[l][s]);
+  } else {
+    a.steps.clear();
+  }
+  act_ = std::move(a);
 }
 
 int64_t Model::parameter_count() const {

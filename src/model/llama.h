@@ -6,6 +6,7 @@
 // which the calibration runner calls directly; observers see every projection's input, and a
 // caller that needs the intermediate activations (a later backward pass) asks for them.
 #pragma once
+#include <array>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -35,6 +36,29 @@ struct KVCache {
   int64_t capacity = 0;  // 0: no cache (block_forward from position 0 only, nothing kept)
   int64_t length = 0;    // positions filled
 };
+
+/// Activation quantization at inference (recipe options a8, a8=tensor, kv8; docs/RECIPES.md):
+/// fake quantization (quantize-dequantize in F32) of what the projections read and of what
+/// enters the KV cache. Off by default; a quantized folder that stores it turns it on when
+/// loaded (formats/load_model.cpp), and the quantizer sets it only after calibrating, so
+/// calibration always sees full-precision activations.
+struct ActivationQuant {
+  enum class Mode : uint8_t { Off, Token, Tensor };
+  static constexpr int kBits = 8;
+  /// Inputs of all seven projections: per token (each row its own asymmetric grid, computed
+  /// at run time) or per tensor (one static symmetric step per site and layer, from calibration).
+  Mode a8 = Mode::Off;
+  /// Keys (after RoPE) and values, per token and KV head: each head_dim-wide slice of a row
+  /// on its own asymmetric grid, as they enter the cache.
+  bool kv8 = false;
+  /// Mode::Tensor: the step of each site of each layer, steps[layer][int(Site)].
+  std::vector<std::array<float, 4>> steps;
+  /// SmoothQuant's alpha when the weights were smoothed (< 0: not): a record of how the folder
+  /// was made; nothing is done with it at run time (the migration is in the weights).
+  double smooth = -1;
+  bool active() const { return a8 != Mode::Off || kv8; }
+};
+std::string_view act_mode_name(ActivationQuant::Mode m);
 
 struct Block {
   Tensor attn_norm, mlp_norm;
@@ -99,6 +123,11 @@ class Model {
   /// of every position (all_logits) or of the last one (1 x vocab).
   Tensor forward(std::span<const int32_t> ids, KVCache& cache, bool all_logits) const;
 
+  /// Turns activation quantization on (or off with a default ActivationQuant); Mode::Tensor
+  /// needs one finite positive step per site of every layer (Error otherwise).
+  void set_activation_quant(ActivationQuant a);
+  const ActivationQuant& activation_quant() const { return act_; }
+
   /// Parameter count (embedding, head when untied, projections, norms).
   int64_t parameter_count() const;
 
@@ -108,6 +137,7 @@ class Model {
   Tensor embed_, final_norm_;
   std::vector<Block> blocks_;
   std::unique_ptr<Linear> lm_head_;
+  ActivationQuant act_;
 };
 
 }  // namespace lrq

@@ -226,6 +226,8 @@ std::vector<Recipe> parse_candidates(const std::string& text, const std::string&
     Recipe r = parse_recipe(part, arg);
     if (is_block_method(r))
       fail(arg, "'{}' quantizes whole blocks; a budget chooses recipes layer by layer", part);
+    if (r.act.any())
+      fail(arg, "'{}': {} applies to the whole model, not to a candidate", part, r.act.str());
     if (std::find(seen.begin(), seen.end(), r.str()) != seen.end())
       fail(arg, "candidate '{}' given twice", r.str());
     seen.push_back(r.str());

@@ -8,6 +8,7 @@
 #include "calib/stats.h"
 #include "core/interrupt.h"
 #include "core/progress.h"
+#include "quant/activations.h"
 #include "quant/method.h"
 #include "quant/resume.h"
 
@@ -97,7 +98,7 @@ void report_and_install(CalibRunner& run, QuantizeReport& rep, const std::string
   q.layer = keep_bias(run.model(), name, run.to_block_device(std::move(q.layer)));
   LayerReport lr;
   lr.name = name;
-  lr.recipe = r.str();
+  lr.recipe = r.str(false);  // the weights' recipe; activations are the model's
   lr.describe = q.layer->describe();
   lr.in = W.dim(1);
   lr.out = W.dim(0);
@@ -162,7 +163,7 @@ void quantize_block(CalibRunner& run, QuantizeReport& rep, const QuantizeOptions
   for (const auto& proj : projection_names()) {
     const std::string name = Model::linear_name(l, proj);
     const Recipe& rp = recipe_for(name, o.recipe, o.overrides);
-    if (rp.base().method != "fp" && rp.str() != r.str())
+    if (rp.base().method != "fp" && rp.str(false) != r.str(false))
       fail("recipe", "{}: block {} is quantized by block method '{}' (the recipe of its "
            "q_proj); its projections take that recipe or fp, not '{}'",
            name, l, r.str(), rp.str());
@@ -209,6 +210,12 @@ void quantize_block(CalibRunner& run, QuantizeReport& rep, const QuantizeOptions
 QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_t>>& windows,
                               const QuantizeOptions& o) {
   const auto t_start = std::chrono::steady_clock::now();
+  // Smoothing and static activation steps come first (from the full-precision model), so the
+  // methods quantize the smoothed weights; the activation settings go on once every block is
+  // quantized, so calibration sees full-precision activations (docs/DECISIONS.md).
+  const ActivationQuant act = o.recipe.act.any()
+                                  ? prepare_activations(model, windows, o.recipe.act, o.progress)
+                                  : ActivationQuant{};
   CalibRunner run(model, windows,
                   CalibOptions{o.device, o.tf32, o.bf16, o.calib_mode, o.fp_inputs, o.progress});
   QuantizeReport rep;
@@ -243,6 +250,7 @@ QuantizeReport quantize_model(Model& model, const std::vector<std::vector<int32_
                                                   rep.layers.end()));
   }
   run.finish();
+  if (o.recipe.act.any()) model.set_activation_quant(act);
   rep.stages = run.times();
   rep.peak_gpu_bytes = run.peak_gpu_bytes();
   rep.gpu_device_used_bytes = run.gpu_device_used_bytes();

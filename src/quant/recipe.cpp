@@ -2,6 +2,7 @@
 
 #include "core/pattern.h"
 
+#include <cmath>
 #include <limits>
 #include <regex>
 
@@ -89,7 +90,51 @@ std::string check_value(const std::string& where, const MethodSpec& m, const Opt
   return v;
 }
 
-Stage parse_stage(const std::string& text, const std::string& where) {
+// The common activation options (recipe.h: ActivationSpec), checked here for every method.
+// Returns false when `opt` is none of them.
+bool parse_activation_option(const std::string& opt, const std::string& where,
+                             const std::string& method, ActivationSpec* act) {
+  const size_t eq = opt.find('=');
+  const std::string key = opt.substr(0, eq);
+  const bool has_value = eq != std::string::npos;
+  const std::string v = has_value ? opt.substr(eq + 1) : "";
+  if (key != "a8" && key != "kv8" && key != "smooth") return false;
+  if (!act)
+    fail(where, "{}: {} applies to the whole model's activations; write it in the base stage "
+         "of --recipe (e.g. rtn:w4,{})", method, key, opt);
+  if (key == "a8") {
+    if (act->a8 != ActivationSpec::A8::Off) fail(where, "{}: option a8 given twice", method);
+    if (!has_value || v == "token") act->a8 = ActivationSpec::A8::Token;
+    else if (v == "tensor") act->a8 = ActivationSpec::A8::Tensor;
+    else fail(where, "{}: a8='{}' is not valid (valid: a8, a8=token, a8=tensor)", method, v);
+  } else if (key == "kv8") {
+    if (act->kv8) fail(where, "{}: option kv8 given twice", method);
+    if (has_value && v != "on" && v != "1" && v != "true") {
+      if (v == "off" || v == "0" || v == "false") return true;
+      fail(where, "{}: flag kv8 takes no value or on/off, got '{}'", method, v);
+    }
+    act->kv8 = true;
+  } else {
+    if (act->smooth >= 0) fail(where, "{}: option smooth given twice", method);
+    if (!has_value) fail(where, "{}: option smooth needs a value (smooth=0.5)", method);
+    size_t pos = 0;
+    double x = 0;
+    try {
+      x = std::stod(v, &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    if (pos != v.size() || v.empty() || !std::isfinite(x))
+      fail(where, "{}: option smooth needs a number, got '{}'", method, v);
+    if (x < 0 || x > 1)
+      fail(where, "{}: smooth={} is outside [0, 1] (the migration exponent alpha)", method, v);
+    act->smooth = x;
+    act->smooth_text = v;
+  }
+  return true;
+}
+
+Stage parse_stage(const std::string& text, const std::string& where, ActivationSpec* act) {
   Stage st;
   size_t colon = text.find(':');
   st.method = text.substr(0, colon);
@@ -108,6 +153,9 @@ Stage parse_stage(const std::string& text, const std::string& where) {
   };
   for (const std::string& opt : split(text.substr(colon + 1), ',')) {
     if (opt.empty()) fail(where, "{}: empty option in '{}'", m.name, text);
+    if (!find_option(m, opt.substr(0, opt.find('='))) &&
+        parse_activation_option(opt, where, m.name, m.is_modifier ? nullptr : act))
+      continue;
     size_t eq = opt.find('=');
     if (eq != std::string::npos) {
       set(opt.substr(0, eq), opt.substr(eq + 1));
@@ -195,16 +243,46 @@ const Stage* Recipe::find(const std::string& method) const {
   return nullptr;
 }
 
-std::string Recipe::str() const {
+std::string ActivationSpec::str() const {
+  std::string s;
+  auto add = [&](const std::string& p) { s += (s.empty() ? "" : ",") + p; };
+  if (a8 == A8::Token) add("a8");
+  if (a8 == A8::Tensor) add("a8=tensor");
+  if (kv8) add("kv8");
+  if (smooth >= 0) add("smooth=" + smooth_text);
+  return s;
+}
+
+const std::vector<OptionSpec>& activation_option_specs() {
+  static const std::vector<OptionSpec> specs = {
+      {"a8", OptionSpec::Choice, "off",
+       "8-bit inputs of all seven projections: per token, dynamic asymmetric (a8 = a8=token), "
+       "or one static symmetric step per projection input from calibration (a8=tensor)",
+       {"token", "tensor"}},
+      {"kv8", OptionSpec::Flag, "",
+       "8-bit keys (after RoPE) and values, per token and KV head, dynamic asymmetric"},
+      {"smooth", OptionSpec::Float, "off",
+       "SmoothQuant: s_j = max|X_j|^alpha / max|W_j|^(1-alpha) folded into the norms and the "
+       "v/up projections before quantizing; alpha in [0, 1]"}};
+  return specs;
+}
+
+std::string Recipe::str(bool with_activations) const {
   std::string s;
   for (const auto& st : stages) s += (s.empty() ? "" : "+") + st.str();
-  return s;
+  const std::string a = with_activations ? act.str() : "";
+  if (a.empty()) return s;
+  // After the base stage's own options, before any modifier stage.
+  const std::string base = stages.front().str();
+  const std::string rest = s.substr(base.size());
+  return base + (base.find(':') == std::string::npos ? ":" : ",") + a + rest;
 }
 
 Recipe parse_recipe(const std::string& text, const std::string& where) {
   if (text.empty()) fail(where, "empty recipe");
   Recipe r;
-  for (const std::string& part : split(text, '+')) r.stages.push_back(parse_stage(part, where));
+  for (const std::string& part : split(text, '+'))
+    r.stages.push_back(parse_stage(part, where, &r.act));
   if (method_spec(r.stages[0].method).is_modifier)
     fail(where, "'{}' modifies a base method and cannot come first (e.g. gptq:w3g128+{})",
          r.stages[0].method, r.stages[0].str());
@@ -230,6 +308,9 @@ LayerRecipe parse_layer_recipe(const std::string& text) {
   lr.pattern = text.substr(0, eq);
   Pattern(lr.pattern, "--layer-recipe");  // an Error naming the problem if it does not compile
   lr.recipe = parse_recipe(text.substr(eq + 1), "--layer-recipe");
+  if (lr.recipe.act.any())
+    fail("--layer-recipe", "'{}': {} applies to the whole model; give it in --recipe", text,
+         lr.recipe.act.str());
   return lr;
 }
 

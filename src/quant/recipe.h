@@ -47,12 +47,34 @@ struct Stage {
   std::string str() const;
 };
 
+/// Options every base method understands, about activations rather than weights; they apply
+/// to the whole model (so --layer-recipe refuses them) and are written in the base stage:
+/// `a8` (= a8=token) per-token dynamic 8-bit inputs of all seven projections, `a8=tensor` one
+/// static 8-bit step per projection input from calibration, `kv8` per-token 8-bit keys and
+/// values, `smooth=ALPHA` SmoothQuant's migration s_j = max|X_j|^a / max|W_j|^(1-a) folded into
+/// the weights before the method quantizes them (docs/RECIPES.md, "Activations").
+struct ActivationSpec {
+  enum class A8 : uint8_t { Off, Token, Tensor };
+  A8 a8 = A8::Off;
+  bool kv8 = false;
+  double smooth = -1;       // alpha in [0, 1]; < 0: off
+  std::string smooth_text;  // alpha as written (printed back unchanged)
+  bool any() const { return a8 != A8::Off || kv8 || smooth >= 0; }
+  /// "a8,kv8,smooth=0.5" (canonical order), "" when none.
+  std::string str() const;
+};
+/// The common options' table, for `lrquant recipes`.
+const std::vector<OptionSpec>& activation_option_specs();
+
 struct Recipe {
   std::vector<Stage> stages;
+  ActivationSpec act;  // given in the base stage
   const Stage& base() const { return stages.front(); }
   /// The modifier stage named `method`, or null.
   const Stage* find(const std::string& method) const;
-  std::string str() const;
+  /// The recipe as text, activation options after the base stage's own; without them when
+  /// `with_activations` is false (the weights' recipe alone).
+  std::string str(bool with_activations = true) const;
 };
 
 /// Parses and validates a recipe. `where` names its origin for errors ("--recipe").
