@@ -257,3 +257,24 @@ TEST(TrainCli, BadInputIsOneLineNamingTheProblem) {
   EXPECT_NE(r.err.find("other options"), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
 }
+
+// Killed for real (SIGKILL, no chance to clean up) after its state was written at least once:
+// the same command continues from the last state on disk and ends with the uninterrupted bytes.
+TEST(TrainCli, KilledRunContinuesToTheSameBytes) {
+  const std::string dir = test::temp_dir();
+  const std::string a = dir + "/a", b = dir + "/b";
+  auto r = test::run_cli("--threads 2 " + train_args("lora", a, 10) + " --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string args = "--threads 2 " + train_args("lora", b, 10) + " --save-every 1 --quiet";
+  const std::string state = b + ".train-state";
+  const std::string kill = "sh -c '" + std::string(LRQ_CLI_BINARY) + " " + args +
+                           " & p=$!; while [ ! -f " + state +
+                           " ]; do sleep 0.02; done; sleep 0.2; kill -9 $p; wait $p; exit 0'";
+  ASSERT_EQ(std::system(kill.c_str()), 0);
+  ASSERT_FALSE(std::filesystem::exists(b)) << "the run ended before it was killed";
+  r = test::run_cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(slurp(a + "/model.safetensors") == slurp(b + "/model.safetensors"));
+  EXPECT_EQ(slurp(a + "/config.json"), slurp(b + "/config.json"));
+  EXPECT_FALSE(std::filesystem::exists(state));
+}
