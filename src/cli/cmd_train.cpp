@@ -40,6 +40,9 @@ Command add_train(CLI::App& app) {
   sub->add_option("--rank", o.rank, "LoRA rank (lora, qlora)")->capture_default_str();
   sub->add_option("--alpha", o.alpha, "LoRA alpha; the adapter is scaled by alpha / rank "
                                       "(default: the rank, a scale of 1)");
+  sub->add_option("--scale-lr", o.scale_lr,
+                  "lords-qat: the scale factors B, A learn at this multiple of --lr")
+      ->capture_default_str();
   sub->add_option("--dropout", a->dropout, "LoRA dropout (only 0: not implemented)");
   sub->add_option("--recipe", o.recipe,
                   "quantization of the frozen base from a dense model (qlora: nf:b4,block64; "
@@ -129,6 +132,7 @@ Command add_train(CLI::App& app) {
                   {"clip", o.clip},
                   {"rank", o.rank},
                   {"alpha", o.alpha > 0 ? o.alpha : double(o.rank)},
+                  {"scale_lr", o.scale_lr},
                   {"seed", o.seed},
                   {"trainable_parameters", r.trainable},
                   {"curve", r.curve}}}};

@@ -104,12 +104,13 @@ class LordsPeft final : public ProjParam {
 
 class LordsQat final : public ProjParam {
  public:
-  LordsQat(const std::string& layer, const LordsLinear& q, Tensor W) : p_(q) {
+  LordsQat(const std::string& layer, const LordsLinear& q, Tensor W, double scale_lr) : p_(q) {
     if (W.shape() != Shape{q.out_features(), q.in_features()})
       fail("model", "{}: latent weight {} does not fit the LoRDS layer", layer, W.str());
     W_ = make_param(layer + ".weight", f32(W));
     B_ = make_param(layer + ".lords_B", p_.B);
     A_ = make_param(layer + ".lords_A", p_.A);
+    B_.lr_scale = A_.lr_scale = scale_lr;
   }
   Tensor weight() const override {
     Tensor S = scales(B_.value, A_.value);
@@ -164,8 +165,8 @@ std::unique_ptr<ProjParam> make_lords_peft(const std::string& layer, const Lords
 }
 
 std::unique_ptr<ProjParam> make_lords_qat(const std::string& layer, const LordsLinear& q,
-                                          Tensor W) {
-  return std::make_unique<LordsQat>(layer, q, std::move(W));
+                                          Tensor W, double scale_lr) {
+  return std::make_unique<LordsQat>(layer, q, std::move(W), scale_lr);
 }
 
 }  // namespace lrq

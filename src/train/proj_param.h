@@ -33,6 +33,7 @@ namespace lrq {
 struct Param {
   std::string name;  // "<layer>.lora_A", ...: the trainer state's tensor names
   Tensor value, grad, m, v;
+  double lr_scale = 1.0;  // this tensor's learning rate relative to the run's
 };
 
 class ProjParam {
@@ -56,8 +57,9 @@ std::unique_ptr<ProjParam> make_lora(const std::string& layer, Tensor W0,
 /// LoRDS multiplicative fine-tuning from a LoRDS layer: its codes frozen, B and A trained.
 std::unique_ptr<ProjParam> make_lords_peft(const std::string& layer, const LordsLinear& q);
 /// LoRDS quantization-aware training from a LoRDS layer: B and A from it, the latent weight W'
-/// starting at `W` (F32 [out, in]: the full-precision weight it was quantized from).
+/// starting at `W` (F32 [out, in]: the full-precision weight it was quantized from). B and A
+/// learn at `scale_lr` times the run's rate (the author's QAT uses 4).
 std::unique_ptr<ProjParam> make_lords_qat(const std::string& layer, const LordsLinear& q,
-                                          Tensor W);
+                                          Tensor W, double scale_lr = 1.0);
 
 }  // namespace lrq

@@ -102,7 +102,8 @@ class TrainBlocks final : public BlockParams {
     // dense weight gradients exist at a time.
     BlockWeights g;
     auto named = g.named();
-    for (size_t i = 0; i < 7; ++i) *named[i + 2].second = Tensor::zeros(shapes[i], DType::F32);
+    const Device dev = attn_norm[size_t(l)].device();
+    for (size_t i = 0; i < 7; ++i) *named[i + 2].second = Tensor::zeros(shapes[i], DType::F32, dev);
     return g;
   }
   void grads_done(int64_t l, BlockWeights& g) override {
@@ -183,7 +184,7 @@ void build_params(Model& model, const TrainOptions& o, TrainBlocks& blocks) {
           else refuse("a dense model or a LoRDS-quantized folder");
           const auto& lq = dynamic_cast<const LordsLinear&>(*q);
           if (o.mode == TrainMode::LordsPeft) p = make_lords_peft(name, lq);
-          else p = make_lords_qat(name, lq, lin.dequantize());
+          else p = make_lords_qat(name, lq, lin.dequantize(), o.scale_lr);
           break;
         }
       }
@@ -299,9 +300,10 @@ TrainResult train(Model& model, std::span<const int32_t> train_ids,
   if (o.accum < 1) fail("--accum", "must be at least 1");
   if (!(o.lr > 0) || !std::isfinite(o.lr)) fail("--lr", "must be a positive number");
   if (o.warmup < 0 || o.warmup > o.steps) fail("--warmup", "must be in [0, --steps]");
-  if (!(o.weight_decay >= 0) || o.weight_decay * o.lr >= 1)
+  if (!(o.weight_decay >= 0) || o.weight_decay * o.lr * std::max(1.0, o.scale_lr) >= 1)
     fail("--weight-decay", "must be >= 0 with weight decay x lr below 1");
   if (!(o.clip >= 0)) fail("--clip", "must be >= 0");
+  if (!(o.scale_lr > 0) || !std::isfinite(o.scale_lr)) fail("--scale-lr", "must be positive");
   if (!(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1)) fail("--min-lr-ratio", "must be in [0, 1]");
   if (o.eval_every < 0 || o.save_every < 0 || o.stop_after < 0 || o.eval_windows < 0)
     fail("--eval-every", "step counts must be >= 0");
@@ -316,6 +318,10 @@ TrainResult train(Model& model, std::span<const int32_t> train_ids,
   std::vector<Param*> params = all_params(blocks);
   TrainResult res;
   for (Param* p : params) res.trainable += p->value.numel();
+  if (o.progress)
+    std::fprintf(stderr, "[train] %s: %lld trainable parameters, %lld windows of %lld tokens\n",
+                 train_mode_name(o.mode).c_str(), (long long)res.trainable, (long long)n_windows,
+                 (long long)o.seqlen + 1);
 
   LmWeights lm;
   lm.embed = model.checkpoint().get("model.embed_tokens.weight").to(DType::F32);
@@ -338,6 +344,7 @@ TrainResult train(Model& model, std::span<const int32_t> train_ids,
   fp["adam"] = {o.beta1, o.beta2, o.eps};
   fp["rank"] = o.rank;
   fp["alpha"] = o.alpha;
+  fp["scale_lr"] = o.scale_lr;
   fp["recipe"] = o.recipe;
   fp["seed"] = o.seed;
   fp["eval"] = {o.eval_every, o.eval_ctx, o.eval_windows, eval_ids.size()};
@@ -396,13 +403,13 @@ TrainResult train(Model& model, std::span<const int32_t> train_ids,
       for (Param* p : params) ops::scale(p->grad, o.clip / gnorm);
     const double lr = learning_rate(o, step);
     ops::AdamParams ap;
-    ap.lr = lr;
     ap.beta1 = o.beta1;
     ap.beta2 = o.beta2;
     ap.eps = o.eps;
     ap.step = step;
     for (Param* p : params) {
-      if (o.weight_decay > 0) ops::scale(p->value, 1.0 - lr * o.weight_decay);  // AdamW
+      ap.lr = lr * p->lr_scale;
+      if (o.weight_decay > 0) ops::scale(p->value, 1.0 - ap.lr * o.weight_decay);  // AdamW
       ops::adam_step(p->value, p->grad, p->m, p->v, ap);
     }
     res.curve.push_back({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}});

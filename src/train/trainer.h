@@ -41,6 +41,7 @@ struct TrainOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   int64_t rank = 8;           // LoRA rank (lora, qlora)
   double alpha = 0;           // LoRA alpha (0: = rank, a scale of 1)
+  double scale_lr = 1.0;      // lords-qat: B and A learn at this multiple of lr
   std::string recipe;         // the frozen base's quantization ("" = the mode's default)
   uint64_t seed = 0;
   int64_t eval_every = 0;     // 0: evaluate only before the first and after the last step
