@@ -235,7 +235,7 @@ TEST(TrainCli, ResumedRunEqualsUninterruptedAndThreadsDoNotMatter) {
 
 TEST(TrainCli, BadInputIsOneLineNamingTheProblem) {
   const std::string dir = test::temp_dir();
-  auto r = test::run_cli(train_args("lora", dir + "/x", 4, "0") + " --quiet");
+  auto r = test::run_cli(train_args("lora", dir + "/x", 4, "1000") + " --quiet");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--rank"), std::string::npos) << r.err;
   r = test::run_cli(train_args("sgd", dir + "/x", 4) + " --quiet");
@@ -277,4 +277,19 @@ TEST(TrainCli, KilledRunContinuesToTheSameBytes) {
   EXPECT_TRUE(slurp(a + "/model.safetensors") == slurp(b + "/model.safetensors"));
   EXPECT_EQ(slurp(a + "/config.json"), slurp(b + "/config.json"));
   EXPECT_FALSE(std::filesystem::exists(state));
+}
+
+// --rank 0 gives each adapter the rank of LoRDS scales matched to block 128: qlora then trains
+// exactly as many parameters as lords-peft (the rank-matched comparison).
+TEST(TrainCli, RankZeroMatchesLordsPeftsTrainableCount) {
+  const std::string dir = test::temp_dir();
+  std::vector<int64_t> n;
+  for (const std::string mode : {"qlora", "lords-peft"}) {
+    const std::string out = dir + "/" + mode;
+    const auto r = test::run_cli("--threads 2 " + train_args(mode, out, 2, "0") + " --quiet");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    n.push_back(training_of(out)["trainable_parameters"].get<int64_t>());
+  }
+  EXPECT_EQ(n[0], n[1]);
+  EXPECT_EQ(n[0], 17920);  // lab-s: rank 1 everywhere, sum of (out + in) over 28 projections
 }

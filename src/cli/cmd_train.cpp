@@ -37,7 +37,10 @@ Command add_train(CLI::App& app) {
   sub->add_option("--batch", o.batch, "windows per micro-batch")->required();
   sub->add_option("--lr", o.lr, "peak learning rate")->required();
   sub->add_option("--out", a->out, "output folder")->required();
-  sub->add_option("--rank", o.rank, "LoRA rank (lora, qlora)")->capture_default_str();
+  sub->add_option("--rank", o.rank,
+                  "LoRA rank (lora, qlora); 0: per projection the LoRDS rank matched to block "
+                  "128, i.e. lords-peft's trainable parameter count")
+      ->capture_default_str();
   sub->add_option("--alpha", o.alpha, "LoRA alpha; the adapter is scaled by alpha / rank "
                                       "(default: the rank, a scale of 1)");
   sub->add_option("--scale-lr", o.scale_lr,
@@ -131,7 +134,7 @@ Command add_train(CLI::App& app) {
                   {"weight_decay", o.weight_decay},
                   {"clip", o.clip},
                   {"rank", o.rank},
-                  {"alpha", o.alpha > 0 ? o.alpha : double(o.rank)},
+                  {"alpha", o.alpha > 0 ? o.alpha : double(o.rank)},  // 0: each rank
                   {"scale_lr", o.scale_lr},
                   {"seed", o.seed},
                   {"trainable_parameters", r.trainable},

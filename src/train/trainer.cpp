@@ -157,10 +157,14 @@ void build_params(Model& model, const TrainOptions& o, TrainBlocks& blocks) {
       };
       std::unique_ptr<ProjParam> p;
       const uint64_t seed = layer_seed(o.seed, name);
+      // --rank 0: per projection, the rank of LoRDS scales matched to block-128 scales, so the
+      // adapters train exactly as many parameters as lords-peft on lords:b4 (r (out + in) each).
+      const int64_t rank =
+          o.rank > 0 ? o.rank : lords_matched_rank(lin.out_features(), lin.in_features(), 128);
       switch (o.mode) {
         case TrainMode::Lora:
           if (!dense) refuse("a dense (unquantized) model");
-          p = make_lora(name, lin.dequantize(), nullptr, o.rank, o.alpha > 0 ? o.alpha : double(o.rank),
+          p = make_lora(name, lin.dequantize(), nullptr, rank, o.alpha > 0 ? o.alpha : double(rank),
                         seed);
           break;
         case TrainMode::Qlora: {
@@ -172,8 +176,8 @@ void build_params(Model& model, const TrainOptions& o, TrainBlocks& blocks) {
           if (!lr) refuse("a base with a low-rank branch (packed)");
           Tensor W0 = q->dequantize();
           q.release();
-          p = make_lora(name, std::move(W0), std::unique_ptr<LowRankLinear>(lr), o.rank,
-                        o.alpha > 0 ? o.alpha : double(o.rank), seed);
+          p = make_lora(name, std::move(W0), std::unique_ptr<LowRankLinear>(lr), rank,
+                        o.alpha > 0 ? o.alpha : double(rank), seed);
           break;
         }
         case TrainMode::LordsPeft:
@@ -297,6 +301,7 @@ TrainResult train(Model& model, std::span<const int32_t> train_ids,
   if (o.seqlen < 1 || o.seqlen > cfg.max_positions)
     fail("--seqlen", "{} is outside [1, {}] (the model's context)", o.seqlen, cfg.max_positions);
   if (o.batch < 1) fail("--batch", "must be at least 1");
+  if (o.rank < 0) fail("--rank", "must be >= 0 (0: the LoRDS rank matched to block 128)");
   if (o.accum < 1) fail("--accum", "must be at least 1");
   if (!(o.lr > 0) || !std::isfinite(o.lr)) fail("--lr", "must be a positive number");
   if (o.warmup < 0 || o.warmup > o.steps) fail("--warmup", "must be in [0, --steps]");
@@ -305,8 +310,9 @@ TrainResult train(Model& model, std::span<const int32_t> train_ids,
   if (!(o.clip >= 0)) fail("--clip", "must be >= 0");
   if (!(o.scale_lr > 0) || !std::isfinite(o.scale_lr)) fail("--scale-lr", "must be positive");
   if (!(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1)) fail("--min-lr-ratio", "must be in [0, 1]");
-  if (o.eval_every < 0 || o.save_every < 0 || o.stop_after < 0 || o.eval_windows < 0)
-    fail("--eval-every", "step counts must be >= 0");
+  for (const auto& [v, name] : {std::pair{o.eval_every, "--eval-every"}, {o.save_every, "--save-every"},
+                                {o.stop_after, "--stop-after"}, {o.eval_windows, "--eval-windows"}})
+    if (v < 0) fail(name, "must be >= 0");
   if (o.state_path.empty()) fail("--state", "a state path is required");
   if (model.device() != Device::CPU) fail("--device", "training runs on the CPU only for now");
   const int64_t n_windows = (int64_t(train_ids.size()) - 1) / o.seqlen;

@@ -39,7 +39,8 @@ struct TrainOptions {
   double weight_decay = 0;    // AdamW's decoupled decay, applied to every trainable tensor
   double clip = 1.0;          // global gradient norm limit (0: none)
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  int64_t rank = 8;           // LoRA rank (lora, qlora)
+  int64_t rank = 8;           // LoRA rank (lora, qlora); 0: per projection, the LoRDS rank
+                              // matched to block 128 (lords-peft's trainable count)
   double alpha = 0;           // LoRA alpha (0: = rank, a scale of 1)
   double scale_lr = 1.0;      // lords-qat: B and A learn at this multiple of lr
   std::string recipe;         // the frozen base's quantization ("" = the mode's default)
