@@ -523,4 +523,48 @@ void adam_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& 
     fail("", "adam_step: step {} lr {} betas {} {} out of range", a.step, a.lr, a.beta1, a.beta2);
 }
 
+
+// ------------------------------------------------------------------ whole-model training
+void cross_entropy(const Tensor& logits, std::span<const int32_t> targets, const Tensor& dlogits,
+                   double scale) {
+  need_activations({{&logits, "logits"}}, "cross_entropy");
+  if (logits.ndim() != 2 || logits.dim(1) < 1 || int64_t(targets.size()) != logits.dim(0))
+    fail("", "cross_entropy: logits {} for {} targets", logits.str(), targets.size());
+  if (dlogits.defined() && (dlogits.dtype() != logits.dtype() || dlogits.shape() != logits.shape()))
+    fail("", "cross_entropy: dlogits {} must be like logits {}", dlogits.str(), logits.str());
+  for (const int32_t t : targets)
+    if (t >= logits.dim(1))
+      fail("", "cross_entropy: target {} outside the {} logits of a row", t, logits.dim(1));
+  if (!std::isfinite(scale)) fail("", "cross_entropy: scale {} is not finite", scale);
+}
+
+void embedding_backward(std::span<const int32_t> ids, const Tensor& dout, const Tensor& dtable) {
+  need_activations({{&dout, "dout"}, {&dtable, "dtable"}}, "embedding_backward");
+  if (dtable.ndim() != 2 || dout.ndim() != 2 || dout.dim(1) != dtable.dim(1) ||
+      dout.dim(0) != int64_t(ids.size()))
+    fail("", "embedding_backward: dout {} dtable {} for {} ids", dout.str(), dtable.str(),
+         ids.size());
+  for (const int32_t id : ids)
+    if (id < 0 || id >= dtable.dim(0))
+      fail("", "embedding_backward: token id {} outside {}", id, dtable.str());
+}
+
+void lords_ste_backward(const Tensor& W, const Tensor& S, const Tensor& codes,
+                        const Tensor& codebook, const Tensor& G, const Tensor& dW,
+                        const Tensor& dS) {
+  const char* op = "lords_ste_backward";
+  need_matrix(W, op, "W");
+  for (const Tensor* t : {&W, &S, &G}) need_f32(*t, op, "W, S and G");
+  need_f32(codebook, op, "codebook");
+  if (S.shape() != W.shape() || G.shape() != W.shape() || codes.dtype() != DType::U8 ||
+      codes.shape() != W.shape() || codebook.ndim() != 1 || codebook.numel() < 1 ||
+      codebook.numel() > 256)
+    fail("", "{}: W {} S {} codes {} codebook {} G {} do not fit", op, W.str(), S.str(),
+         codes.str(), codebook.str(), G.str());
+  for (const Tensor* t : {&dW, &dS})
+    if (t->defined() && (t->dtype() != DType::F32 || t->shape() != W.shape()))
+      fail("", "{}: outputs dW {} dS {} must be F32 like W {}", op, opt_str(dW), opt_str(dS),
+           W.str());
+}
+
 }  // namespace lrq::checks

@@ -233,6 +233,38 @@ LRQ_OP(silu_mul_backward, void,
         const Tensor& dup),
        (gate, up, dout, dgate, dup), (&gate, &up, &dout, &dgate, &dup))
 
+// ------------------------------------------------------------------ whole-model training
+// The pieces a language-model loss adds around the blocks (model/model_grad.h). F32 or F64
+// (logits, gradients and tables of one call the same dtype). The CUDA forms are not written yet
+// (an Error naming the op).
+/// Cross-entropy of each row of logits (T x V) against targets[t] (a vocabulary index; a
+/// negative target skips the row: no loss, zero gradient): returns sum_t (lse_t - logits[t,
+/// targets[t]]) with lse_t = log sum_j exp(logits[t, j]), each row's max subtracted first and its
+/// sum of exponentials taken in double; rows are added in order, so the sum does not depend on
+/// threads. dlogits (like logits; may alias it; undefined: no gradient) <- scale *
+/// (softmax(logits[t]) - onehot(targets[t])).
+LRQ_OP(cross_entropy, double,
+       (const Tensor& logits, std::span<const int32_t> targets, const Tensor& dlogits,
+        double scale),
+       (logits, targets, dlogits, scale), (&logits, &dlogits))
+/// The gradient of embedding(): dtable[ids[t], :] += dout[t, :] for dout (T x d) and dtable
+/// (vocab x d), both F32 or both F64. Repeated ids add in t order (column slices in parallel, so
+/// the sums do not depend on threads).
+LRQ_OP(embedding_backward, void,
+       (std::span<const int32_t> ids, const Tensor& dout, const Tensor& dtable),
+       (ids, dout, dtable), (&dout, &dtable))
+/// LoRDS quantization-aware training's straight-through backward. The forward is
+/// W_hat = q(W / S) S with q() the nearest codebook entry (the codes lords_assign writes for W
+/// and S); q() counts as the identity inside the codebook's range [c_0, c_K-1] and as the
+/// constant edge outside it (the clamp of the INT4 QAT). So with t = W / S, q = codebook[code]
+/// and G = dL/dW_hat: dW = G inside the range, 0 outside; dS = G (q - t) inside, G q outside.
+/// All F32 [m, n] but codes (U8 [m, n]) and the codebook (F32 [K]); dW or dS undefined: not
+/// written; dS may alias G (elementwise, read before written).
+LRQ_OP(lords_ste_backward, void,
+       (const Tensor& W, const Tensor& S, const Tensor& codes, const Tensor& codebook,
+        const Tensor& G, const Tensor& dW, const Tensor& dS),
+       (W, S, codes, codebook, G, dW, dS), (&W, &S, &codes, &codebook, &G, &dW, &dS))
+
 // ------------------------------------------------------------------ packed matrices
 // The quantize / dequantize / quantized-matmul triad over a Packed matrix (bit layout in
 // formats/packed_weight.h; formats/format_traits.h pins the chunk facts).

@@ -41,5 +41,6 @@ Command add_generate(CLI::App& app);
 Command add_quantize(CLI::App& app);
 Command add_recipes(CLI::App& app);
 Command add_export(CLI::App& app);
+Command add_train(CLI::App& app);
 
 }  // namespace lrq::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   commands.push_back(lrq::cli::add_quantize(app));
   commands.push_back(lrq::cli::add_export(app));
   commands.push_back(lrq::cli::add_recipes(app));
+  commands.push_back(lrq::cli::add_train(app));
 #endif
   try {
     app.parse(argc, argv);
