@@ -29,11 +29,11 @@ using lrq::test::inner;
 using lrq::test::max_rel;
 using lrq::test::rnd;
 using lrq::test::within;
+using lrq::test::kFdBudget;
+using lrq::test::kFdStep;
 
 namespace {
 
-constexpr double kFdBudget = 1e-7;
-constexpr double kFdStep = 1e-5;
 
 Tensor gpu(const Tensor& t) { return t.to(Device::CUDA); }
 Tensor host(const Tensor& t) { return t.to(Device::CPU); }

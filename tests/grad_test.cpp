@@ -39,11 +39,12 @@ using lrq::test::inner;
 using lrq::test::max_rel;
 using lrq::test::rnd;
 using lrq::test::within;
+using lrq::test::kFdBudget;
+using lrq::test::kFdStep;
+using lrq::test::random_block_weights;
 
 namespace {
 
-constexpr double kFdBudget = 1e-7;  // F64 analytic vs central differences
-constexpr double kFdStep = 1e-5;
 
 
 Tensor f32(const Tensor& t) { return t.to(DType::F32); }
@@ -367,21 +368,6 @@ ModelConfig tiny_config(bool interleaved = false) {
   return c;
 }
 
-BlockWeights random_weights(const ModelConfig& c, uint64_t seed) {
-  BlockWeights w;
-  w.attn_norm = rnd({c.hidden}, seed, 0.2, 1.0);
-  w.mlp_norm = rnd({c.hidden}, seed + 1, 0.2, 1.0);
-  // Entries of sd 1/sqrt(in) keep every activation of order one.
-  const double sh = 1.0 / std::sqrt(double(c.hidden)), si = 1.0 / std::sqrt(double(c.intermediate));
-  w.q = rnd({c.q_width(), c.hidden}, seed + 2, 2 * sh);  // sharper attention than uniform
-  w.k = rnd({c.kv_width(), c.hidden}, seed + 3, 2 * sh);
-  w.v = rnd({c.kv_width(), c.hidden}, seed + 4, sh);
-  w.o = rnd({c.hidden, c.q_width()}, seed + 5, sh);
-  w.gate = rnd({c.intermediate, c.hidden}, seed + 6, sh);
-  w.up = rnd({c.intermediate, c.hidden}, seed + 7, sh);
-  w.down = rnd({c.hidden, c.intermediate}, seed + 8, si);
-  return w;
-}
 
 BlockWeights cast(const BlockWeights& w, DType t) {
   BlockWeights out = w;
@@ -395,7 +381,7 @@ TEST(GradBlock, BackwardMatchesFiniteDifferences) {
   for (bool interleaved : {false, true}) {
     const ModelConfig cfg = tiny_config(interleaved);
     const std::string tag = interleaved ? "block (interleaved) " : "block ";
-    BlockGrad block(cfg, random_weights(cfg, 10));
+    BlockGrad block(cfg, random_block_weights(cfg, 10));
     const Tensor x = rnd({5, cfg.hidden}, 20), G = rnd({5, cfg.hidden}, 21);
     auto loss = [&] { return inner(block.forward(x), G); };
     block.forward(x);
@@ -422,7 +408,7 @@ TEST(GradBlock, BackwardMatchesFiniteDifferences) {
 
 TEST(GradBlock, F32AgreesWithF64) {
   const ModelConfig cfg = tiny_config();
-  const BlockWeights w64 = cast(cast(random_weights(cfg, 30), DType::F32), DType::F64);
+  const BlockWeights w64 = cast(cast(random_block_weights(cfg, 30), DType::F32), DType::F64);
   const Tensor x = rounded(rnd({9, cfg.hidden}, 31)), G = rounded(rnd({9, cfg.hidden}, 32));
   BlockGrad b64(cfg, w64), b32(cfg, cast(w64, DType::F32));
   const Tensor y64 = b64.forward(x), y32 = b32.forward(f32(x));

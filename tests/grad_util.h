@@ -1,5 +1,6 @@
-// Helpers the gradient tests share (grad_test on the CPU, grad_gpu_test on the GPU): random
-// F64 inputs, the relative error the budgets are stated in, and the scalar loss <out, G>.
+// Helpers the gradient tests share (grad_test on the CPU, grad_gpu_test on the GPU,
+// model_grad_test): random F64 inputs and block weights, the finite-difference step and budget,
+// the relative error the budgets are stated in, and the scalar loss <out, G>.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -10,6 +11,8 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "model/block_grad.h"
+#include "model/config.h"
 
 namespace lrq::test {
 
@@ -53,6 +56,27 @@ inline double inner(const Tensor& a, const Tensor& b) {
   double s = 0;
   for (int64_t i = 0; i < x.numel(); ++i) s += x.at<double>(i) * y.at<double>(i);
   return s;
+}
+
+/// F64 analytic gradients against central differences of step kFdStep: the budget they meet.
+constexpr double kFdBudget = 1e-7;
+constexpr double kFdStep = 1e-5;
+
+/// A block's nine tensors, random in F64: norms around 1, projections of sd 1/sqrt(in) so every
+/// activation is of order one, q and k twice that (sharper attention than uniform).
+inline BlockWeights random_block_weights(const ModelConfig& c, uint64_t seed) {
+  BlockWeights w;
+  w.attn_norm = rnd({c.hidden}, seed, 0.2, 1.0);
+  w.mlp_norm = rnd({c.hidden}, seed + 1, 0.2, 1.0);
+  const double sh = 1.0 / std::sqrt(double(c.hidden)), si = 1.0 / std::sqrt(double(c.intermediate));
+  w.q = rnd({c.q_width(), c.hidden}, seed + 2, 2 * sh);
+  w.k = rnd({c.kv_width(), c.hidden}, seed + 3, 2 * sh);
+  w.v = rnd({c.kv_width(), c.hidden}, seed + 4, sh);
+  w.o = rnd({c.hidden, c.q_width()}, seed + 5, sh);
+  w.gate = rnd({c.intermediate, c.hidden}, seed + 6, sh);
+  w.up = rnd({c.intermediate, c.hidden}, seed + 7, sh);
+  w.down = rnd({c.hidden, c.intermediate}, seed + 8, si);
+  return w;
 }
 
 }  // namespace lrq::test

@@ -26,11 +26,12 @@ using lrq::test::f64;
 using lrq::test::max_rel;
 using lrq::test::rnd;
 using lrq::test::within;
+using lrq::test::kFdBudget;
+using lrq::test::kFdStep;
+using lrq::test::random_block_weights;
 
 namespace {
 
-constexpr double kFdBudget = 1e-7;
-constexpr double kFdStep = 1e-5;
 
 ModelConfig tiny_config(bool tied) {
   ModelConfig c;
@@ -46,20 +47,6 @@ ModelConfig tiny_config(bool tied) {
   return c;
 }
 
-BlockWeights random_block(const ModelConfig& c, uint64_t seed) {
-  BlockWeights w;
-  w.attn_norm = rnd({c.hidden}, seed, 0.2, 1.0);
-  w.mlp_norm = rnd({c.hidden}, seed + 1, 0.2, 1.0);
-  const double sh = 1.0 / std::sqrt(double(c.hidden)), si = 1.0 / std::sqrt(double(c.intermediate));
-  w.q = rnd({c.q_width(), c.hidden}, seed + 2, 2 * sh);
-  w.k = rnd({c.kv_width(), c.hidden}, seed + 3, 2 * sh);
-  w.v = rnd({c.kv_width(), c.hidden}, seed + 4, sh);
-  w.o = rnd({c.hidden, c.q_width()}, seed + 5, sh);
-  w.gate = rnd({c.intermediate, c.hidden}, seed + 6, sh);
-  w.up = rnd({c.intermediate, c.hidden}, seed + 7, sh);
-  w.down = rnd({c.hidden, c.intermediate}, seed + 8, si);
-  return w;
-}
 
 // Every parameter of the tiny model under a name, with its analytic gradient beside it.
 struct Entry {
@@ -72,7 +59,7 @@ void check_model(bool tied) {
   const ModelConfig cfg = tiny_config(tied);
   DenseBlocks blocks;
   for (int64_t l = 0; l < cfg.n_layers; ++l) {
-    blocks.w.push_back(random_block(cfg, 100 + 20 * uint64_t(l)));
+    blocks.w.push_back(random_block_weights(cfg, 100 + 20 * uint64_t(l)));
     blocks.g.push_back(blocks.w.back().zeros_like());
   }
   LmWeights w;

@@ -177,14 +177,9 @@ Command add_quantize(CLI::App& app) {
             // A run killed while saving here left its pieces: repair first (the previous
             // output may come back), then refuse an existing output, or one that would replace
             // an input, before spending minutes on calibration.
-            for (const std::string& line : recover_stale_output(a->out))
-              std::fprintf(stderr, "lrquant: note: %s\n", line.c_str());
-            if (std::filesystem::exists(a->out) && !a->force)
-              fail(a->out, "output folder exists (pass --force to replace it)");
-            check_output_writable(a->out);
-            refuse_output_over_input(a->out, a->model, "model");
-            for (const auto& f : split_commas(a->calib))
-              refuse_output_over_input(a->out, f, "calibration file");
+            std::vector<std::pair<std::string, std::string>> inputs = {{a->model, "model"}};
+            for (const auto& f : split_commas(a->calib)) inputs.emplace_back(f, "calibration file");
+            prepare_output(a->out, a->force, inputs);
             Loaded m = open_model(a->model, a->tokenizer, true);
             auto files = split_commas(a->calib);
             if (files.empty()) fail("--calib", "no calibration file given");

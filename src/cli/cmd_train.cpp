@@ -85,14 +85,10 @@ Command add_train(CLI::App& app) {
                                 "merged weight's gradient); pass 0");
             if (parse_device(a->device) != Device::CPU)
               fail("--device", "train runs on the CPU only for now");
-            for (const std::string& line : recover_stale_output(a->out))
-              std::fprintf(stderr, "lrquant: note: %s\n", line.c_str());
-            if (std::filesystem::exists(a->out) && !a->force)
-              fail(a->out, "output folder exists (pass --force to replace it)");
-            check_output_writable(a->out);
-            refuse_output_over_input(a->out, a->model, "model");
-            refuse_output_over_input(a->out, a->train, "training file");
-            if (!a->eval.empty()) refuse_output_over_input(a->out, a->eval, "evaluation file");
+            std::vector<std::pair<std::string, std::string>> inputs = {
+                {a->model, "model"}, {a->train, "training file"}};
+            if (!a->eval.empty()) inputs.emplace_back(a->eval, "evaluation file");
+            prepare_output(a->out, a->force, inputs);
             o.state_path = a->state.empty()
                                ? std::filesystem::path(a->out).lexically_normal().string() +
                                      ".train-state"

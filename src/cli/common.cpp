@@ -1,5 +1,11 @@
 #include "cli/common.h"
 
+#include <cstdio>
+#include <filesystem>
+
+#include "core/error.h"
+#include "formats/save.h"
+
 #include "io/mapped_file.h"
 #include "formats/load_model.h"
 
@@ -34,6 +40,16 @@ void add_exact_flag(CLI::App* sub, bool& exact) {
   sub->add_flag("--exact", exact,
                 "GPU: exact weight x activation products in the quantized kernels (default: "
                 "16-bit activations where a kernel is faster with them; docs/DECISIONS.md)");
+}
+
+void prepare_output(const std::string& out, bool force,
+                    const std::vector<std::pair<std::string, std::string>>& inputs) {
+  for (const std::string& line : recover_stale_output(out))
+    std::fprintf(stderr, "lrquant: note: %s\n", line.c_str());
+  if (std::filesystem::exists(out) && !force)
+    fail(out, "output folder exists (pass --force to replace it)");
+  check_output_writable(out);
+  for (const auto& [path, what] : inputs) refuse_output_over_input(out, path, what);
 }
 
 std::vector<int32_t> tokenize_file(const Loaded& m, const std::string& path) {

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/llama.h"
@@ -25,6 +26,11 @@ void add_device_option(CLI::App* sub, std::string& device);
 /// --exact: the GPU's quantized kernels keep every product exact (ops::set_exact_kernels)
 /// instead of 16-bit activation products; the CPU's always are.
 void add_exact_flag(CLI::App* sub, bool& exact);
+/// Before a command spends minutes writing `out`: repairs what a killed run left (noted on
+/// stderr), refuses an existing folder without `force`, checks that it can be written, and
+/// refuses an output that is or contains one of `inputs` (path, what it is).
+void prepare_output(const std::string& out, bool force,
+                    const std::vector<std::pair<std::string, std::string>>& inputs);
 
 /// Tokenizes a whole text file as EVAL.md says (one BOS at the start when the model adds one).
 /// Empty files and files that tokenize to nothing are errors naming the file.

@@ -2,6 +2,7 @@
 
 #include "core/pattern.h"
 
+#include <optional>
 #include <cmath>
 #include <limits>
 #include <regex>
@@ -11,6 +12,19 @@
 namespace lrq {
 
 namespace {
+
+// The whole of `v` as a finite double (std::stod alone accepts a prefix, "inf" and "nan").
+std::optional<double> finite_number(const std::string& v) {
+  size_t pos = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &pos);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (pos != v.size() || v.empty() || !std::isfinite(x)) return std::nullopt;
+  return x;
+}
 
 std::string join(const std::vector<std::string>& v) {
   std::string s;
@@ -67,15 +81,7 @@ std::string check_value(const std::string& where, const MethodSpec& m, const Opt
       return std::to_string(x);
     }
     case OptionSpec::Float: {
-      size_t pos = 0;
-      double x = 0;
-      try {
-        x = std::stod(v, &pos);
-      } catch (const std::exception&) {
-        pos = 0;
-      }
-      if (pos != v.size() || v.empty() || !std::isfinite(x))
-        fail(where, "{}: option {} needs a number, got '{}'", m.name, o.key, v);
+      if (!finite_number(v)) fail(where, "{}: option {} needs a number, got '{}'", m.name, o.key, v);
       return v;
     }
     case OptionSpec::Flag:
@@ -117,15 +123,9 @@ bool parse_activation_option(const std::string& opt, const std::string& where,
   } else {
     if (act->smooth >= 0) fail(where, "{}: option smooth given twice", method);
     if (!has_value) fail(where, "{}: option smooth needs a value (smooth=0.5)", method);
-    size_t pos = 0;
-    double x = 0;
-    try {
-      x = std::stod(v, &pos);
-    } catch (const std::exception&) {
-      pos = 0;
-    }
-    if (pos != v.size() || v.empty() || !std::isfinite(x))
-      fail(where, "{}: option smooth needs a number, got '{}'", method, v);
+    const std::optional<double> parsed = finite_number(v);
+    if (!parsed) fail(where, "{}: option smooth needs a number, got '{}'", method, v);
+    const double x = *parsed;
     if (x < 0 || x > 1)
       fail(where, "{}: smooth={} is outside [0, 1] (the migration exponent alpha)", method, v);
     act->smooth = x;

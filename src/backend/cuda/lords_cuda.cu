@@ -141,6 +141,37 @@ __device__ __forceinline__ uint32_t code_at(uint32_t word, int nt, int e) {
   }
 }
 
+// B's rows ra and rb as the A operand of m16n8k16 products with K = r (KS steps of 16, zero
+// beyond the rank): the tensor-core half of s_ij = B_i . A_j, shared by decode and dequantization.
+template <int KS>
+__device__ __forceinline__ void load_b_fragments(const LordsView& w, int64_t ra, int64_t rb,
+                                                 int t4, uint32_t (&a)[KS][4]) {
+  const uint16_t* Ba = w.B + ra * w.rank;
+  const uint16_t* Bb = w.B + rb * w.rank;
+  auto bk = [&](const uint16_t* row, int k) -> uint32_t {
+    return k < w.rank ? uint32_t(__ldg(row + k)) : 0u;
+  };
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) {
+    const int k0 = ks * 16 + 2 * t4;
+    a[ks][0] = bk(Ba, k0) | bk(Ba, k0 + 1) << 16;
+    a[ks][1] = bk(Bb, k0) | bk(Bb, k0 + 1) << 16;
+    a[ks][2] = bk(Ba, k0 + 8) | bk(Ba, k0 + 9) << 16;
+    a[ks][3] = bk(Bb, k0 + 8) | bk(Bb, k0 + 9) << 16;
+  }
+}
+
+// A's slab of columns [j_base, j_base + ncols) transposed into shared memory (At[j * LD + k], k
+// zero-padded to KP): the other operand, staged once per CTA by all its threads.
+template <int KP, int LD>
+__device__ __forceinline__ void stage_a_transposed(const LordsView& w, int64_t j_base, int ncols,
+                                                   int tid, uint16_t* At) {
+  for (int e = tid; e < KP * kSlabCols; e += kThreads) {
+    const int k = e / kSlabCols, j = e % kSlabCols;
+    At[j * LD + k] = k < w.rank && j < ncols ? __ldg(w.A + k * w.cols + j_base + j) : uint16_t(0);
+  }
+}
+
 template <int B, int KS, int TT>
 __global__ void __launch_bounds__(kThreads) lords_gemv_kernel(const GemvParams p) {
   constexpr int KP = 16 * KS, LD = KP + 8;  // +8 halves: the b-fragment loads hit 32 banks
@@ -152,10 +183,7 @@ __global__ void __launch_bounds__(kThreads) lords_gemv_kernel(const GemvParams p
   const int slab = blockIdx.y;
   const int64_t j_base = int64_t(slab) * kSlabCols;
   const int ncols = int(w.cols - j_base < kSlabCols ? w.cols - j_base : kSlabCols);
-  for (int e = tid; e < KP * kSlabCols; e += kThreads) {
-    const int k = e / kSlabCols, j = e % kSlabCols;
-    At[j * LD + k] = k < w.rank && j < ncols ? __ldg(w.A + k * w.cols + j_base + j) : uint16_t(0);
-  }
+  stage_a_transposed<KP, LD>(w, j_base, ncols, tid, At);
   for (int e = tid; e < TT * kSlabCols; e += kThreads) {
     const int t = e / kSlabCols, j = e % kSlabCols;
     xs[t][j] = j < ncols ? __ldg(p.x + int64_t(min(t, p.T - 1)) * w.cols + j_base + j) : 0.f;
@@ -171,21 +199,7 @@ __global__ void __launch_bounds__(kThreads) lords_gemv_kernel(const GemvParams p
   if (row0 < w.rows) {  // warp-uniform
     const int64_t ra = min(row0 + g, w.rows - 1), rb = min(row0 + g + 8, w.rows - 1);
     uint32_t a[KS][4];
-    {
-      const uint16_t* Ba = w.B + ra * w.rank;
-      const uint16_t* Bb = w.B + rb * w.rank;
-      auto bk = [&](const uint16_t* row, int k) -> uint32_t {
-        return k < w.rank ? uint32_t(__ldg(row + k)) : 0u;
-      };
-#pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        const int k0 = ks * 16 + 2 * t4;
-        a[ks][0] = bk(Ba, k0) | bk(Ba, k0 + 1) << 16;
-        a[ks][1] = bk(Bb, k0) | bk(Bb, k0 + 1) << 16;
-        a[ks][2] = bk(Ba, k0 + 8) | bk(Ba, k0 + 9) << 16;
-        a[ks][3] = bk(Bb, k0 + 8) | bk(Bb, k0 + 9) << 16;
-      }
-    }
+    load_b_fragments<KS>(w, ra, rb, t4, a);
     const int nch = ncols / kChunkValues;
     const int64_t cbase = int64_t(slab) * kSlabChunks * 4 * B;
     const uint8_t* ca = w.codes + ra * p.row_bytes + cbase;
@@ -275,10 +289,7 @@ __global__ void __launch_bounds__(kThreads) lords_dequant_bf16_kernel(const Lord
   const int slab = blockIdx.y;
   const int64_t j_base = int64_t(slab) * kSlabCols;
   const int ncols = int(w.cols - j_base < kSlabCols ? w.cols - j_base : kSlabCols);
-  for (int e = tid; e < KP * kSlabCols; e += kThreads) {
-    const int k = e / kSlabCols, j = e % kSlabCols;
-    At[j * LD + k] = k < w.rank && j < ncols ? __ldg(w.A + k * w.cols + j_base + j) : uint16_t(0);
-  }
+  stage_a_transposed<KP, LD>(w, j_base, ncols, tid, At);
   const float book_lane = __ldg(w.book + (lane & ((1 << B) - 1)));
   __syncthreads();
   const int64_t lrow0 = (int64_t(blockIdx.x) * kWarps + warp) * 16;
@@ -286,21 +297,7 @@ __global__ void __launch_bounds__(kThreads) lords_dequant_bf16_kernel(const Lord
   const int64_t la = lrow0 + g, lb = lrow0 + g + 8;
   const int64_t ra = row_begin + min(la, nrows - 1), rb = row_begin + min(lb, nrows - 1);
   uint32_t a[KS][4];
-  {
-    const uint16_t* Ba = w.B + ra * w.rank;
-    const uint16_t* Bb = w.B + rb * w.rank;
-    auto bk = [&](const uint16_t* row, int k) -> uint32_t {
-      return k < w.rank ? uint32_t(__ldg(row + k)) : 0u;
-    };
-#pragma unroll
-    for (int ks = 0; ks < KS; ++ks) {
-      const int k0 = ks * 16 + 2 * t4;
-      a[ks][0] = bk(Ba, k0) | bk(Ba, k0 + 1) << 16;
-      a[ks][1] = bk(Bb, k0) | bk(Bb, k0 + 1) << 16;
-      a[ks][2] = bk(Ba, k0 + 8) | bk(Ba, k0 + 9) << 16;
-      a[ks][3] = bk(Bb, k0 + 8) | bk(Bb, k0 + 9) << 16;
-    }
-  }
+  load_b_fragments<KS>(w, ra, rb, t4, a);
   const int nch = ncols / kChunkValues;
   const int64_t cbase = int64_t(slab) * kSlabChunks * 4 * B;
   const uint8_t* ca = w.codes + ra * row_bytes + cbase;
