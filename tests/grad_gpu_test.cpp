@@ -24,13 +24,7 @@
 #include "test_util.h"
 
 using namespace lrq;
-using lrq::test::f64;
-using lrq::test::inner;
-using lrq::test::max_rel;
-using lrq::test::rnd;
-using lrq::test::within;
-using lrq::test::kFdBudget;
-using lrq::test::kFdStep;
+using namespace lrq::test;  // grad_util.h and test_util.h
 
 namespace {
 
